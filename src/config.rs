@@ -1,0 +1,558 @@
+//! Configuration: command-line flags, environment variables and an optional TOML file, resolved
+//! once at start-up into a validated [`Config`]. Precedence: flag > environment > file > default.
+//!
+//! The OTLP settings are the standard `OTEL_*` variables (OpenTelemetry SDK environment
+//! specification), so a sidecar configured like any other OpenTelemetry component just works.
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Loopback by default: a NetworkPolicy cannot protect a localhost port, the bind can.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7717";
+/// Batches waiting per shard before ingest answers UNAVAILABLE. With the default batch limit the
+/// worst case is `DEFAULT_SHARD_QUEUE_BATCHES × DEFAULT_MAX_BATCH_RECORDS` records per shard.
+pub const DEFAULT_SHARD_QUEUE_BATCHES: usize = 64;
+/// Records one batch may carry; larger batches are refused whole with INVALID_ARGUMENT.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
+/// Largest gRPC message accepted (bytes).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Distinct (model, version) pairs tracked; further pairs fold into `__other__`.
+pub const DEFAULT_MAX_MODELS: usize = 64;
+/// Distinct `error.type` values kept per model; further values fold into `_OTHER`.
+pub const DEFAULT_MAX_ERROR_TYPES: usize = 32;
+/// Share of successful records that get a span. Error records always get one.
+pub const DEFAULT_TRACE_SAMPLE_RATIO: f64 = 0.01;
+/// Spans waiting for the exporter; past it spans are dropped and counted.
+pub const DEFAULT_SPAN_QUEUE: usize = 4096;
+/// How often metrics are exported (the SDK default is 60 s; 15 s matches common scrape intervals).
+pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(15);
+/// Time allowed for one OTLP export request.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time from SIGTERM to exit: drain, final export. Kubernetes' default grace period is 30 s.
+pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+/// Batches one stream may have in flight (dispatched, not yet acked).
+pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 16;
+
+/// Where OTLP goes when nothing is configured: the standard local collector ports.
+pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
+pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
+
+/// Flags shared by `serve` and `demo`. Every one also reads an environment variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML file with any of the settings below (keys as the long flag names, `-` as `_`).
+    #[arg(long, env = "INFERSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the gRPC server listens on [default: 127.0.0.1:7717].
+    #[arg(long, env = "INFERSCOPE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Shard workers; records of one (model, version) always go to the same shard [default: cores].
+    #[arg(long, env = "INFERSCOPE_SHARDS")]
+    pub shards: Option<usize>,
+    /// Batches queued per shard before new batches are answered UNAVAILABLE [default: 64].
+    #[arg(long, env = "INFERSCOPE_SHARD_QUEUE_BATCHES")]
+    pub shard_queue_batches: Option<usize>,
+    /// Records per batch; a larger batch is refused with INVALID_ARGUMENT [default: 10000].
+    #[arg(long, env = "INFERSCOPE_MAX_BATCH_RECORDS")]
+    pub max_batch_records: Option<usize>,
+    /// Largest gRPC message in bytes [default: 16777216].
+    #[arg(long, env = "INFERSCOPE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// (model, version) pairs tracked before new ones fold into `__other__` [default: 64].
+    #[arg(long, env = "INFERSCOPE_MAX_MODELS")]
+    pub max_models: Option<usize>,
+    /// Distinct error types per model before new ones fold into `_OTHER` [default: 32].
+    #[arg(long, env = "INFERSCOPE_MAX_ERROR_TYPES")]
+    pub max_error_types: Option<usize>,
+    /// Seconds allowed from SIGTERM to exit [default: 20].
+    #[arg(long, env = "INFERSCOPE_SHUTDOWN_BUDGET_SECONDS")]
+    pub shutdown_budget_seconds: Option<f64>,
+    /// Decode and acknowledge only: no validation, no metrics. For measuring the ingest limit.
+    #[arg(long, env = "INFERSCOPE_NULL_SINK")]
+    pub null_sink: bool,
+    /// OTLP endpoint for metrics and traces [env: OTEL_EXPORTER_OTLP_ENDPOINT; default:
+    /// http://localhost:4318 for http/protobuf, http://localhost:4317 for grpc].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol [env: OTEL_EXPORTER_OTLP_PROTOCOL; default: http/protobuf].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Extra OTLP request headers, `key=value,key2=value2` [env: OTEL_EXPORTER_OTLP_HEADERS].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS")]
+    pub otlp_headers: Option<String>,
+    /// Metric export interval in milliseconds [env: OTEL_METRIC_EXPORT_INTERVAL; default: 15000].
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL")]
+    pub metric_export_interval: Option<u64>,
+    /// Per-request OTLP timeout in milliseconds [env: OTEL_EXPORTER_OTLP_TIMEOUT; default: 10000].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT")]
+    pub otlp_timeout: Option<u64>,
+    /// Sampler for successful records: always_on, always_off, traceidratio,
+    /// parentbased_always_on, parentbased_always_off, parentbased_traceidratio
+    /// [env: OTEL_TRACES_SAMPLER; default: traceidratio]. Error records are always traced.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER")]
+    pub traces_sampler: Option<String>,
+    /// Ratio for the *traceidratio samplers [env: OTEL_TRACES_SAMPLER_ARG; default: 0.01].
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub traces_sampler_arg: Option<f64>,
+    /// Do not export metrics (traces still go out).
+    #[arg(long, env = "INFERSCOPE_NO_METRICS")]
+    pub no_metrics: bool,
+    /// Do not export traces.
+    #[arg(long, env = "INFERSCOPE_NO_TRACES")]
+    pub no_traces: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+pub enum OtlpProtocol {
+    #[value(name = "grpc")]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[value(name = "http/protobuf")]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// The same settings as [`ConfigArgs`], read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    shards: Option<usize>,
+    shard_queue_batches: Option<usize>,
+    max_batch_records: Option<usize>,
+    max_message_bytes: Option<usize>,
+    max_models: Option<usize>,
+    max_error_types: Option<usize>,
+    shutdown_budget_seconds: Option<f64>,
+    null_sink: Option<bool>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<OtlpProtocol>,
+    otlp_headers: Option<String>,
+    metric_export_interval: Option<u64>,
+    otlp_timeout: Option<u64>,
+    traces_sampler: Option<String>,
+    traces_sampler_arg: Option<f64>,
+    no_metrics: Option<bool>,
+    no_traces: Option<bool>,
+}
+
+/// Which successful records get a span (error records always do).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Share of records sampled by trace id when the parent does not decide.
+    pub ratio: f64,
+    /// Follow the `sampled` flag of the caller's `traceparent` when there is one.
+    pub parent_based: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Whether the endpoint came from configuration (false: the built-in local default).
+    pub endpoint_configured: bool,
+    pub headers: Vec<(String, String)>,
+    pub metric_interval: Duration,
+    pub timeout: Duration,
+    pub metrics: bool,
+    pub traces: bool,
+}
+
+/// Validated settings of one sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub shard_queue_batches: usize,
+    pub max_message_bytes: usize,
+    pub max_inflight_batches: usize,
+    pub max_models: usize,
+    pub max_error_types: usize,
+    pub span_queue: usize,
+    pub shutdown_budget: Duration,
+    pub null_sink: bool,
+    pub limits: crate::validation::Limits,
+    pub sampling: Sampling,
+    pub export: ExportConfig,
+}
+
+/// A setting that cannot be used, with the setting's name and what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {setting}={value}: {fix}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        fix: &'static str,
+    },
+}
+
+fn invalid(setting: &'static str, value: impl ToString, fix: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        fix,
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::resolve(ConfigArgs::default()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Merges flags/environment (already in `args`) over the config file and the defaults, and
+    /// checks every value.
+    pub fn resolve(args: ConfigArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let shards = positive("--shards", args.shards.or(file.shards).unwrap_or(cores))?;
+        let shard_queue_batches = positive(
+            "--shard-queue-batches",
+            args.shard_queue_batches
+                .or(file.shard_queue_batches)
+                .unwrap_or(DEFAULT_SHARD_QUEUE_BATCHES),
+        )?;
+        let max_batch_records = positive(
+            "--max-batch-records",
+            args.max_batch_records
+                .or(file.max_batch_records)
+                .unwrap_or(DEFAULT_MAX_BATCH_RECORDS),
+        )?;
+        let max_message_bytes = args
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes < 1024 {
+            return Err(invalid(
+                "--max-message-bytes",
+                max_message_bytes,
+                "use at least 1024 bytes",
+            ));
+        }
+        let max_models = positive(
+            "--max-models",
+            args.max_models
+                .or(file.max_models)
+                .unwrap_or(DEFAULT_MAX_MODELS),
+        )?;
+        let max_error_types = positive(
+            "--max-error-types",
+            args.max_error_types
+                .or(file.max_error_types)
+                .unwrap_or(DEFAULT_MAX_ERROR_TYPES),
+        )?;
+        let shutdown_budget = seconds(
+            "--shutdown-budget-seconds",
+            args.shutdown_budget_seconds
+                .or(file.shutdown_budget_seconds),
+            DEFAULT_SHUTDOWN_BUDGET,
+        )?;
+
+        let protocol = args
+            .otlp_protocol
+            .or(file.otlp_protocol)
+            .unwrap_or(OtlpProtocol::HttpProtobuf);
+        let configured_endpoint = args.otlp_endpoint.or(file.otlp_endpoint);
+        let endpoint = match &configured_endpoint {
+            Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+                e.trim_end_matches('/').to_string()
+            }
+            Some(e) => {
+                return Err(invalid(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)",
+                    e,
+                    "give a URL with its scheme, e.g. http://localhost:4318",
+                ))
+            }
+            None => match protocol {
+                OtlpProtocol::Grpc => DEFAULT_OTLP_GRPC_ENDPOINT.into(),
+                OtlpProtocol::HttpProtobuf => DEFAULT_OTLP_HTTP_ENDPOINT.into(),
+            },
+        };
+        let headers = parse_headers(args.otlp_headers.or(file.otlp_headers).as_deref())?;
+        let metric_interval = Duration::from_millis(positive_u64(
+            "OTEL_METRIC_EXPORT_INTERVAL (--metric-export-interval)",
+            args.metric_export_interval
+                .or(file.metric_export_interval)
+                .unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL.as_millis() as u64),
+        )?);
+        let timeout = Duration::from_millis(positive_u64(
+            "OTEL_EXPORTER_OTLP_TIMEOUT (--otlp-timeout)",
+            args.otlp_timeout
+                .or(file.otlp_timeout)
+                .unwrap_or(DEFAULT_EXPORT_TIMEOUT.as_millis() as u64),
+        )?);
+        let sampling = parse_sampler(
+            args.traces_sampler.or(file.traces_sampler).as_deref(),
+            args.traces_sampler_arg.or(file.traces_sampler_arg),
+        )?;
+
+        Ok(Config {
+            listen,
+            shards,
+            shard_queue_batches,
+            max_message_bytes,
+            max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            max_models,
+            max_error_types,
+            span_queue: DEFAULT_SPAN_QUEUE,
+            shutdown_budget,
+            null_sink: args.null_sink || file.null_sink.unwrap_or(false),
+            limits: crate::validation::Limits {
+                max_batch_records,
+                ..Default::default()
+            },
+            sampling,
+            export: ExportConfig {
+                endpoint,
+                protocol,
+                endpoint_configured: configured_endpoint.is_some(),
+                headers,
+                metric_interval,
+                timeout,
+                metrics: !(args.no_metrics || file.no_metrics.unwrap_or(false)),
+                traces: !(args.no_traces || file.no_traces.unwrap_or(false)),
+            },
+        })
+    }
+}
+
+fn positive(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(invalid(setting, value, "use a whole number of at least 1"));
+    }
+    Ok(value)
+}
+
+fn positive_u64(setting: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(invalid(setting, value, "use a whole number of at least 1"));
+    }
+    Ok(value)
+}
+
+fn seconds(
+    setting: &'static str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(invalid(setting, s, "use a number of seconds above 0")),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: comma-separated `key=value` pairs, values percent-decoded as the
+/// specification asks for `%20`-style escapes.
+fn parse_headers(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                invalid(
+                    "OTEL_EXPORTER_OTLP_HEADERS (--otlp-headers)",
+                    pair,
+                    "write headers as key=value,key2=value2",
+                )
+            })?;
+            Ok((key.trim().to_ascii_lowercase(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            // Bytes, not a `&str` slice: a multi-byte character after `%` must not panic.
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_sampler(name: Option<&str>, arg: Option<f64>) -> Result<Sampling, ConfigError> {
+    let ratio = match arg {
+        None => DEFAULT_TRACE_SAMPLE_RATIO,
+        Some(r) if (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            return Err(invalid(
+                "OTEL_TRACES_SAMPLER_ARG (--traces-sampler-arg)",
+                r,
+                "use a ratio between 0 and 1",
+            ))
+        }
+    };
+    let (ratio, parent_based) = match name.unwrap_or("traceidratio") {
+        "always_on" => (1.0, false),
+        "always_off" => (0.0, false),
+        "traceidratio" => (ratio, false),
+        "parentbased_always_on" => (1.0, true),
+        "parentbased_always_off" => (0.0, true),
+        "parentbased_traceidratio" => (ratio, true),
+        other => {
+            return Err(invalid(
+                "OTEL_TRACES_SAMPLER (--traces-sampler)",
+                other,
+                "use always_on, always_off, traceidratio, parentbased_always_on, \
+                 parentbased_always_off or parentbased_traceidratio",
+            ))
+        }
+    };
+    Ok(Sampling {
+        ratio,
+        parent_based,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_and_export_to_the_local_collector() {
+        let config = Config::default();
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.export.endpoint, DEFAULT_OTLP_HTTP_ENDPOINT);
+        assert!(!config.export.endpoint_configured);
+        assert_eq!(config.sampling.ratio, DEFAULT_TRACE_SAMPLE_RATIO);
+    }
+
+    #[test]
+    fn grpc_protocol_defaults_to_port_4317() {
+        let args = ConfigArgs {
+            otlp_protocol: Some(OtlpProtocol::Grpc),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(args).unwrap().export.endpoint,
+            DEFAULT_OTLP_GRPC_ENDPOINT
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let cases: Vec<(ConfigArgs, &str)> = vec![
+            (
+                ConfigArgs {
+                    shards: Some(0),
+                    ..Default::default()
+                },
+                "--shards",
+            ),
+            (
+                ConfigArgs {
+                    otlp_endpoint: Some("localhost:4317".into()),
+                    ..Default::default()
+                },
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                ConfigArgs {
+                    traces_sampler: Some("sometimes".into()),
+                    ..Default::default()
+                },
+                "OTEL_TRACES_SAMPLER",
+            ),
+            (
+                ConfigArgs {
+                    traces_sampler_arg: Some(1.5),
+                    ..Default::default()
+                },
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                ConfigArgs {
+                    otlp_headers: Some("no-equals-sign".into()),
+                    ..Default::default()
+                },
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
+        ];
+        for (args, setting) in cases {
+            let message = Config::resolve(args).unwrap_err().to_string();
+            assert!(message.contains(setting), "{message} should name {setting}");
+        }
+    }
+
+    #[test]
+    fn headers_are_split_and_percent_decoded() {
+        let headers = parse_headers(Some("Authorization=Basic%20abc, x-team = ml ")).unwrap();
+        assert_eq!(
+            headers,
+            vec![
+                ("authorization".into(), "Basic abc".into()),
+                ("x-team".into(), "ml".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn file_values_apply_under_flags() {
+        let dir = std::env::temp_dir().join(format!("inferscope-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inferscope.toml");
+        std::fs::write(&path, "shards = 3\nmax_models = 7\n").unwrap();
+        let config = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            max_models: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((config.shards, config.max_models), (3, 9));
+
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let err = Config::resolve(ConfigArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("shardz"), "{err}");
+    }
+}

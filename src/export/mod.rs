@@ -1,0 +1,27 @@
+//! Export: metrics as OTLP from shard snapshots, traces through the OpenTelemetry SDK.
+//!
+//! Why metrics bypass the SDK's instruments: the hot path must not call the SDK per record
+//! (DESIGN.md §2), so shards aggregate counts and histograms themselves. The SDK (0.33) can read
+//! pre-aggregated *counters* through observable instruments, but it has no way to take a
+//! pre-aggregated *histogram*: there is no MetricProducer (opentelemetry-rust issue #2505) and its
+//! data-point types cannot be built outside the crate (PR #3489 is open). So `metrics` encodes the
+//! snapshots straight into the OTLP protobuf types of `opentelemetry-proto` (the crate
+//! `opentelemetry-otlp` itself uses) and sends them over gRPC or HTTP. Spans are few (sampled),
+//! so they go through the SDK tracer and `opentelemetry-otlp`'s span exporter.
+
+pub mod metrics;
+pub mod resource;
+pub mod traces;
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("invalid OTLP endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("OTLP request failed: {0}")]
+    Request(String),
+    #[error("OTLP request timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("cannot build the span exporter: {0}")]
+    SpanExporter(String),
+}

@@ -1,0 +1,391 @@
+//! The gRPC ingest service: decodes batches, validates records, hands them to the shards and
+//! answers with acks. This is the one place where errors become `tonic::Status`.
+
+use crate::{
+    models::{Declaration, DeclarationRegistry, ModelKey},
+    pb::{self, ingest_service_server::IngestService},
+    pipeline::{Pipeline, RejectedRecord, Shed, ShardWork},
+    validation::{self, BatchError, FieldError, Limits},
+};
+use futures_util::{Stream, StreamExt};
+use std::{
+    pin::Pin,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::SystemTime,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Why a whole batch was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Shed(#[from] Shed),
+    #[error("inferscope is shutting down; reconnect to another instance or retry")]
+    ShuttingDown,
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Batch(_) => Status::invalid_argument(e.to_string()),
+            IngestError::Shed(_) | IngestError::ShuttingDown => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The service; cheap to clone (everything shared is behind an `Arc`).
+#[derive(Clone)]
+pub struct Ingest {
+    pipeline: Arc<Pipeline>,
+    declarations: Arc<DeclarationRegistry>,
+    limits: Arc<Limits>,
+    null_sink: bool,
+    max_inflight: usize,
+    shutdown: CancellationToken,
+}
+
+/// A dispatched batch whose ack is complete once every shard it went to has answered.
+pub struct PendingAck {
+    sequence: u64,
+    accepted: u32,
+    rejects: Vec<pb::RecordReject>,
+    waits: Vec<oneshot::Receiver<Vec<pb::RecordFlags>>>,
+}
+
+impl PendingAck {
+    pub async fn resolve(self) -> pb::BatchAck {
+        let mut flags = Vec::new();
+        for wait in self.waits {
+            // A shard that stopped without answering has still accounted the records (it drains
+            // its queue before stopping); it only could not send flags.
+            if let Ok(mut shard_flags) = wait.await {
+                flags.append(&mut shard_flags);
+            }
+        }
+        flags.sort_by_key(|f| f.index);
+        pb::BatchAck {
+            sequence: self.sequence,
+            accepted: self.accepted,
+            rejects: self.rejects,
+            flags,
+        }
+    }
+}
+
+fn reject_of(index: usize, e: FieldError) -> (pb::RecordReject, RejectedRecord) {
+    let usable = e.field != "model" && e.field != "version";
+    (
+        pb::RecordReject {
+            index: index as u32,
+            field: e.field.to_owned(),
+            reason: e.reason as i32,
+            message: e.message,
+        },
+        RejectedRecord {
+            index: index as u32,
+            reason: e.reason,
+            model_usable: usable,
+        },
+    )
+}
+
+/// Per-shard work collected while validating one batch.
+#[derive(Default)]
+struct ShardShare {
+    accepted: Vec<u32>,
+    rejected: Vec<RejectedRecord>,
+}
+
+/// Remembers the last model seen in a batch, so that consecutive records of one model (the usual
+/// case) cost a string comparison instead of a hash and a registry lookup.
+struct ModelCache<'a> {
+    model: &'a str,
+    version: &'a str,
+    shard: usize,
+    declaration: Option<Arc<Declaration>>,
+}
+
+impl Ingest {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        declarations: Arc<DeclarationRegistry>,
+        limits: Limits,
+        null_sink: bool,
+        max_inflight: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            pipeline,
+            declarations,
+            limits: Arc::new(limits),
+            null_sink,
+            max_inflight,
+            shutdown,
+        }
+    }
+
+    fn register_declarations(&self, batch: &pb::RecordBatch) -> Result<(), BatchError> {
+        for (index, decl) in batch.declarations.iter().enumerate() {
+            let as_batch_error = |error| BatchError::Declaration { index, error };
+            validation::check_declaration(decl, &self.limits).map_err(as_batch_error)?;
+            self.declarations
+                .put(ModelKey::new(&decl.model, &decl.version), Declaration::from_pb(decl))
+                .map_err(|full| {
+                    as_batch_error(FieldError {
+                        field: "model",
+                        reason: pb::RejectReason::TooMany,
+                        message: full.to_string(),
+                    })
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Validates and dispatches one batch.
+    pub fn accept_batch(&self, batch: pb::RecordBatch) -> Result<PendingAck, IngestError> {
+        let n = batch.records.len();
+        if self.null_sink {
+            return Ok(PendingAck {
+                sequence: batch.sequence,
+                accepted: n as u32,
+                rejects: Vec::new(),
+                waits: Vec::new(),
+            });
+        }
+        if n > self.limits.max_batch_records {
+            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+            return Err(BatchError::TooLarge {
+                records: n,
+                limit: self.limits.max_batch_records,
+            }
+            .into());
+        }
+        if let Err(e) = self.register_declarations(&batch) {
+            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+            return Err(e.into());
+        }
+
+        let mut shares: Vec<ShardShare> = (0..self.pipeline.shard_count())
+            .map(|_| ShardShare::default())
+            .collect();
+        let mut rejects = Vec::new();
+        let mut cache: Option<ModelCache> = None;
+        for (index, record) in batch.records.iter().enumerate() {
+            let (model, version) =
+                validation::model_of(&record.model, &record.version, &batch.model, &batch.version);
+            let hit = cache
+                .as_ref()
+                .is_some_and(|c| c.model == model && c.version == version);
+            if !hit {
+                cache = Some(ModelCache {
+                    model,
+                    version,
+                    shard: self.pipeline.shard_of(model, version),
+                    declaration: self.declarations.get(model, version),
+                });
+            }
+            let c = cache.as_ref().expect("set above");
+            match validation::check_record(record, model, version, c.declaration.as_deref(), &self.limits) {
+                Ok(()) => shares[c.shard].accepted.push(index as u32),
+                Err(e) => {
+                    let (reject, rejected) = reject_of(index, e);
+                    let shard = if rejected.model_usable { c.shard } else { 0 };
+                    shares[shard].rejected.push(rejected);
+                    rejects.push(reject);
+                }
+            }
+        }
+        drop(cache); // it borrows from `batch`, which moves next
+        let accepted = (n - rejects.len()) as u32;
+        let sequence = batch.sequence;
+        let batch = Arc::new(batch);
+        let received = SystemTime::now();
+        let mut work = Vec::new();
+        let mut waits = Vec::new();
+        for (shard, share) in shares.into_iter().enumerate() {
+            if share.accepted.is_empty() && share.rejected.is_empty() {
+                continue;
+            }
+            let (done, wait) = oneshot::channel();
+            waits.push(wait);
+            work.push((
+                shard,
+                ShardWork::Records {
+                    batch: batch.clone(),
+                    accepted: share.accepted,
+                    rejected: share.rejected,
+                    received,
+                    done,
+                },
+            ));
+        }
+        if let Err(shed) = self.pipeline.dispatch(work) {
+            self.pipeline.stats.records_shed.fetch_add(n as u64, Relaxed);
+            return Err(shed.into());
+        }
+        Ok(PendingAck {
+            sequence,
+            accepted,
+            rejects,
+            waits,
+        })
+    }
+
+    /// Validates and dispatches delayed labels.
+    pub async fn accept_labels(&self, batch: pb::LabelBatch) -> Result<pb::LabelAck, IngestError> {
+        let n = batch.labels.len();
+        if n > self.limits.max_batch_records {
+            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+            return Err(BatchError::TooLarge {
+                records: n,
+                limit: self.limits.max_batch_records,
+            }
+            .into());
+        }
+        let mut shares: Vec<ShardShare> = (0..self.pipeline.shard_count())
+            .map(|_| ShardShare::default())
+            .collect();
+        let mut rejects = Vec::new();
+        for (index, truth) in batch.labels.iter().enumerate() {
+            let (model, version) =
+                validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
+            let declaration = self.declarations.get(model, version);
+            let shard = self.pipeline.shard_of(model, version);
+            match validation::check_ground_truth(truth, model, version, declaration.as_deref(), &self.limits) {
+                Ok(()) => shares[shard].accepted.push(index as u32),
+                Err(e) => {
+                    let (reject, rejected) = reject_of(index, e);
+                    let shard = if rejected.model_usable { shard } else { 0 };
+                    shares[shard].rejected.push(rejected);
+                    rejects.push(reject);
+                }
+            }
+        }
+        let sequence = batch.sequence;
+        let batch = Arc::new(batch);
+        let mut work = Vec::new();
+        let mut waits = Vec::new();
+        for (shard, share) in shares.into_iter().enumerate() {
+            if share.accepted.is_empty() && share.rejected.is_empty() {
+                continue;
+            }
+            let (done, wait) = oneshot::channel();
+            waits.push(wait);
+            work.push((
+                shard,
+                ShardWork::Labels {
+                    batch: batch.clone(),
+                    accepted: share.accepted,
+                    rejected: share.rejected,
+                    done,
+                },
+            ));
+        }
+        self.pipeline.dispatch(work)?;
+        for wait in waits {
+            let _ = wait.await;
+        }
+        Ok(pb::LabelAck {
+            sequence,
+            accepted: (n - rejects.len()) as u32,
+            rejects,
+        })
+    }
+}
+
+/// Keeps `inferscope.streams.active` right however a stream ends.
+struct ActiveStream(Arc<crate::pipeline::SelfStats>);
+
+impl ActiveStream {
+    fn open(stats: Arc<crate::pipeline::SelfStats>) -> Self {
+        stats.streams_active.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.streams_active.fetch_sub(1, Relaxed);
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::BatchAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestService for Ingest {
+    type StreamRecordsStream = AckStream;
+
+    /// Reads batches and dispatches them while earlier acks are still being completed, up to
+    /// `max_inflight` batches; past that, reading pauses and HTTP/2 flow control slows the
+    /// client. Acks go out in batch order.
+    async fn stream_records(
+        &self,
+        request: Request<Streaming<pb::RecordBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (acks, pending) = mpsc::channel::<Result<PendingAck, Status>>(self.max_inflight);
+        let ingest = self.clone();
+        let active = ActiveStream::open(self.pipeline.stats.clone());
+        tokio::spawn(async move {
+            let _active = active;
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = ingest.shutdown.cancelled() => {
+                        let _ = acks.send(Err(IngestError::ShuttingDown.into())).await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        let result = ingest.accept_batch(batch).map_err(Status::from);
+                        let failed = result.is_err();
+                        if acks.send(result).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        // A framing or decoding error ends this stream only.
+                        tracing::debug!(%status, "record stream ended by a transport error");
+                        break;
+                    }
+                }
+            }
+        });
+        let out = ReceiverStream::new(pending).then(|item| async move {
+            match item {
+                Ok(ack) => Ok(ack.resolve().await),
+                Err(status) => Err(status),
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn submit_records(
+        &self,
+        request: Request<pb::RecordBatch>,
+    ) -> Result<Response<pb::BatchAck>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(IngestError::ShuttingDown.into());
+        }
+        let pending = self.accept_batch(request.into_inner())?;
+        Ok(Response::new(pending.resolve().await))
+    }
+
+    async fn submit_labels(
+        &self,
+        request: Request<pb::LabelBatch>,
+    ) -> Result<Response<pb::LabelAck>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(IngestError::ShuttingDown.into());
+        }
+        Ok(Response::new(self.accept_labels(request.into_inner()).await?))
+    }
+}

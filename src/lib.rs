@@ -1,0 +1,38 @@
+//! # inferscope
+//!
+//! A sidecar that watches machine-learning models in production: the model server streams
+//! inference records to it over gRPC, and it turns them into operational, LLM and (later) quality,
+//! drift and anomaly signals, exported as OpenTelemetry metrics and traces.
+//!
+//! # Layout
+//! In the order a record travels:
+//! - [`pb`]: the API, generated from `proto/inferscope/v1`.
+//! - [`config`]: flags, environment and file, resolved once at start-up.
+//! - [`ingest`]: the gRPC service; decodes batches, answers acks; the only place errors become
+//!   `tonic::Status`.
+//! - [`validation`]: per-record checks; one bad record is rejected alone.
+//! - [`models`]: model keys and declarations (task, classes, feature schema).
+//! - [`pipeline`]: routing by (model, version) to shard workers that own all state.
+//! - [`operational`]: what a shard keeps per model: outcomes, latency, GenAI histograms.
+//! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
+//! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
+//! - [`server`]: assembles the above and shuts it down in order.
+//! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
+
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod ingest;
+pub mod models;
+pub mod operational;
+pub mod pipeline;
+pub mod server;
+pub mod stats;
+pub mod validation;
+
+pub mod pb {
+    //! Types and gRPC stubs generated from `proto/inferscope/v1`.
+    tonic::include_proto!("inferscope.v1");
+    /// The encoded file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inferscope_descriptor");
+}

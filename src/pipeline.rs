@@ -1,0 +1,452 @@
+//! Routing and shard workers. Ingest hands each batch's records to the shard that owns their
+//! (model, version) over a bounded channel; each shard owns its models' state alone, so nothing
+//! on the per-record path is shared or locked. Export asks shards for snapshots over a separate
+//! control channel, so a full data queue never hides the control messages for long.
+//!
+//! Full queue policy: a batch is dispatched only if *every* shard it touches has room (permits are
+//! reserved first), so a batch is processed whole or not at all; otherwise it is shed, counted,
+//! and ingest answers UNAVAILABLE.
+
+use crate::{
+    config::Sampling,
+    models::{ModelKey, OVERFLOW_MODEL},
+    operational::ModelOps,
+    pb,
+    validation::model_of,
+};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Model key under which rejects are counted when the record's own model is missing or unusable.
+pub const INVALID_MODEL: &str = "__invalid__";
+
+/// Counters about the sidecar itself, shared by ingest, shards and export. Touched per batch or
+/// per rare event, never per record.
+#[derive(Debug, Default)]
+pub struct SelfStats {
+    pub streams_active: AtomicI64,
+    pub batches_shed: AtomicU64,
+    pub records_shed: AtomicU64,
+    /// Whole batches refused (over the size limit, bad declaration).
+    pub batches_rejected: AtomicU64,
+    pub spans_dropped: AtomicU64,
+    pub export_failures: AtomicU64,
+}
+
+/// One record the ingest layer rejected, for counting by the shard of its model.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectedRecord {
+    pub index: u32,
+    pub reason: pb::RejectReason,
+    /// False when the model or version itself was the problem: counted under [`INVALID_MODEL`].
+    pub model_usable: bool,
+}
+
+/// What a shard is asked to do.
+#[derive(Debug)]
+pub enum ShardWork {
+    Records {
+        batch: Arc<pb::RecordBatch>,
+        accepted: Vec<u32>,
+        rejected: Vec<RejectedRecord>,
+        /// When ingest received the batch; stands in for records without `time_unix_nano`.
+        received: SystemTime,
+        /// Answered with this shard's anomaly flags once the records are accounted.
+        done: oneshot::Sender<Vec<pb::RecordFlags>>,
+    },
+    Labels {
+        batch: Arc<pb::LabelBatch>,
+        accepted: Vec<u32>,
+        rejected: Vec<RejectedRecord>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The state a shard publishes for export.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub models: Vec<(ModelKey, ModelOps)>,
+    /// Records counted under the overflow model because `--max-models` was reached.
+    pub models_overflow: u64,
+}
+
+/// A record chosen for a span, with what the span needs; built only for sampled records.
+#[derive(Debug, Clone)]
+pub struct SpanJob {
+    pub model: String,
+    pub version: String,
+    pub request_id: String,
+    pub traceparent: String,
+    pub tracestate: String,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub error_type: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The batch could not be queued: a shard it needs is full (or shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("inferscope is at capacity (shard queue full); retry with backoff")]
+pub struct Shed;
+
+struct ShardHandle {
+    work: mpsc::Sender<ShardWork>,
+    control: mpsc::Sender<oneshot::Sender<ShardSnapshot>>,
+}
+
+/// The shard workers and the way to reach them.
+pub struct Pipeline {
+    shards: Vec<ShardHandle>,
+    pub stats: Arc<SelfStats>,
+    stop: CancellationToken,
+    workers: std::sync::Mutex<Vec<JoinHandle<ShardSnapshot>>>,
+    queue_capacity: usize,
+}
+
+/// Settings a shard worker needs.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    pub max_models_per_shard: usize,
+    pub max_error_types: usize,
+    pub sampling: Sampling,
+}
+
+impl Pipeline {
+    /// Starts `shards` workers with `queue_capacity` batches of room each. Sampled records go to
+    /// `spans` (dropped and counted when it is full).
+    pub fn start(
+        shards: usize,
+        queue_capacity: usize,
+        settings: ShardSettings,
+        spans: Option<mpsc::Sender<SpanJob>>,
+        stats: Arc<SelfStats>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::with_capacity(shards);
+        let mut workers = Vec::with_capacity(shards);
+        for id in 0..shards {
+            let (work_tx, work_rx) = mpsc::channel(queue_capacity);
+            let (control_tx, control_rx) = mpsc::channel(4);
+            let shard = Shard {
+                models: HashMap::new(),
+                index: Vec::new(),
+                last: None,
+                models_overflow: 0,
+                settings: settings.clone(),
+                spans: spans.clone(),
+                stats: stats.clone(),
+                rng: SmallRng::seed_from_u64(0x1f5c_0b5e ^ id as u64),
+            };
+            workers.push(tokio::spawn(shard.run(work_rx, control_rx, stop.clone())));
+            handles.push(ShardHandle {
+                work: work_tx,
+                control: control_tx,
+            });
+        }
+        Self {
+            shards: handles,
+            stats,
+            stop,
+            workers: std::sync::Mutex::new(workers),
+            queue_capacity,
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that owns a model version.
+    pub fn shard_of(&self, model: &str, version: &str) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        model.hash(&mut hasher);
+        version.hash(&mut hasher);
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// Queues work on several shards, all or nothing.
+    pub fn dispatch(&self, work: Vec<(usize, ShardWork)>) -> Result<(), Shed> {
+        let mut permits = Vec::with_capacity(work.len());
+        for (shard, _) in &work {
+            match self.shards[*shard].work.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => {
+                    self.stats.batches_shed.fetch_add(1, Relaxed);
+                    return Err(Shed);
+                }
+            }
+        }
+        for (permit, (_, item)) in permits.into_iter().zip(work) {
+            permit.send(item);
+        }
+        Ok(())
+    }
+
+    /// Batches waiting, per shard.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|s| self.queue_capacity - s.work.capacity())
+            .collect()
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// Every shard's current state; shards that have stopped are skipped.
+    pub async fn snapshot(&self) -> Vec<ShardSnapshot> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.control.send(tx).await.is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut snapshots = Vec::with_capacity(replies.len());
+        for rx in replies {
+            if let Ok(snapshot) = rx.await {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots
+    }
+
+    /// Stops the shards after they have processed what is queued; returns their final state.
+    pub async fn drain(&self) -> Vec<ShardSnapshot> {
+        self.stop.cancel();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut finals = Vec::with_capacity(workers.len());
+        for worker in workers {
+            if let Ok(snapshot) = worker.await {
+                finals.push(snapshot);
+            }
+        }
+        finals
+    }
+}
+
+/// One shard worker's state: the models it owns.
+struct Shard {
+    models: HashMap<ModelKey, usize>,
+    /// Model states in insertion order; `models` maps keys to positions here.
+    index: Vec<(ModelKey, ModelOps)>,
+    /// Position of the last model used: consecutive records nearly always share it, and a string
+    /// comparison is cheaper than hashing.
+    last: Option<usize>,
+    models_overflow: u64,
+    settings: ShardSettings,
+    spans: Option<mpsc::Sender<SpanJob>>,
+    stats: Arc<SelfStats>,
+    rng: SmallRng,
+}
+
+impl Shard {
+    async fn run(
+        mut self,
+        mut work: mpsc::Receiver<ShardWork>,
+        mut control: mpsc::Receiver<oneshot::Sender<ShardSnapshot>>,
+        stop: CancellationToken,
+    ) -> ShardSnapshot {
+        loop {
+            tokio::select! {
+                biased;
+                Some(reply) = control.recv() => {
+                    let _ = reply.send(self.snapshot());
+                }
+                item = work.recv() => match item {
+                    Some(item) => self.process(item),
+                    None => break,
+                },
+                _ = stop.cancelled() => {
+                    // Refuse new work, finish what is queued.
+                    work.close();
+                    while let Some(item) = work.recv().await {
+                        self.process(item);
+                    }
+                    break;
+                }
+            }
+        }
+        self.snapshot()
+    }
+
+    fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            models: self.index.clone(),
+            models_overflow: self.models_overflow,
+        }
+    }
+
+    /// The state of a model version, created on first sight; past the cap, the overflow model's.
+    fn model(&mut self, model: &str, version: &str) -> usize {
+        if let Some(i) = self.last {
+            if self.index[i].0.matches(model, version) {
+                return i;
+            }
+        }
+        let key = ModelKey::new(model, version);
+        let i = match self.models.get(&key) {
+            Some(&i) => i,
+            None if self.models.len() < self.settings.max_models_per_shard
+                || model == OVERFLOW_MODEL =>
+            {
+                self.insert(key)
+            }
+            None => {
+                self.models_overflow += 1;
+                let overflow = ModelKey::overflow();
+                match self.models.get(&overflow) {
+                    Some(&i) => i,
+                    None => self.insert(overflow),
+                }
+            }
+        };
+        // Do not cache the overflow slot for an unknown key: the next record of that key must
+        // be counted as overflow again.
+        if self.index[i].0.matches(model, version) {
+            self.last = Some(i);
+        }
+        i
+    }
+
+    fn insert(&mut self, key: ModelKey) -> usize {
+        let i = self.index.len();
+        self.index
+            .push((key.clone(), ModelOps::new(self.settings.max_error_types)));
+        self.models.insert(key, i);
+        i
+    }
+
+    fn process(&mut self, item: ShardWork) {
+        match item {
+            ShardWork::Records {
+                batch,
+                accepted,
+                rejected,
+                received,
+                done,
+            } => {
+                for &i in &accepted {
+                    let record = &batch.records[i as usize];
+                    let (model, version) =
+                        model_of(&record.model, &record.version, &batch.model, &batch.version);
+                    let m = self.model(model, version);
+                    self.index[m].1.update(record);
+                    if self.spans.is_some() && self.sampled(record) {
+                        self.emit_span(record, model, version, received);
+                    }
+                }
+                for r in rejected {
+                    let record = &batch.records[r.index as usize];
+                    let m = if r.model_usable {
+                        let (model, version) =
+                            model_of(&record.model, &record.version, &batch.model, &batch.version);
+                        self.model(model, version)
+                    } else {
+                        self.model(INVALID_MODEL, "")
+                    };
+                    self.index[m].1.record_reject(r.reason);
+                }
+                // Anomaly detectors are not built yet: no flags.
+                let _ = done.send(Vec::new());
+            }
+            ShardWork::Labels {
+                batch,
+                accepted,
+                rejected,
+                done,
+            } => {
+                for &i in &accepted {
+                    let truth = &batch.labels[i as usize];
+                    let (model, version) =
+                        model_of(&truth.model, &truth.version, &batch.model, &batch.version);
+                    let m = self.model(model, version);
+                    self.index[m].1.labels_accepted += 1;
+                }
+                for r in rejected {
+                    let truth = &batch.labels[r.index as usize];
+                    let m = if r.model_usable {
+                        let (model, version) =
+                            model_of(&truth.model, &truth.version, &batch.model, &batch.version);
+                        self.model(model, version)
+                    } else {
+                        self.model(INVALID_MODEL, "")
+                    };
+                    self.index[m].1.record_label_reject(r.reason);
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// The sampling decision for a successful record (error records always get a span). With a
+    /// `traceparent`, the ratio applies to its trace id as OpenTelemetry's `TraceIdRatioBased`
+    /// does, so the decision agrees with other ratio samplers on the same trace.
+    fn sampled(&mut self, record: &pb::InferenceRecord) -> bool {
+        if !record.error_type.is_empty() {
+            return true;
+        }
+        let Sampling {
+            ratio,
+            parent_based,
+        } = self.settings.sampling;
+        let tp = &record.traceparent;
+        if !tp.is_empty() {
+            // Validated: 00-<trace id 3..35>-<span id 36..52>-<flags 53..55>.
+            if parent_based {
+                return u8::from_str_radix(&tp[53..55], 16).is_ok_and(|f| f & 1 == 1);
+            }
+            if ratio >= 1.0 {
+                return true;
+            }
+            let low = u64::from_str_radix(&tp[19..35], 16).unwrap_or(0);
+            return (low >> 1) < (ratio * (1u64 << 63) as f64) as u64;
+        }
+        ratio >= 1.0 || (ratio > 0.0 && self.rng.random::<f64>() < ratio)
+    }
+
+    fn emit_span(&self, record: &pb::InferenceRecord, model: &str, version: &str, received: SystemTime) {
+        let Some(spans) = &self.spans else { return };
+        let end = match record.time_unix_nano {
+            0 => received,
+            t => SystemTime::UNIX_EPOCH + Duration::from_nanos(t),
+        };
+        let start = record
+            .latency_seconds
+            .and_then(|l| Duration::try_from_secs_f64(l).ok())
+            .and_then(|l| end.checked_sub(l))
+            .unwrap_or(end);
+        let job = SpanJob {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            request_id: record.request_id.clone(),
+            traceparent: record.traceparent.clone(),
+            tracestate: record.tracestate.clone(),
+            start,
+            end,
+            error_type: record.error_type.clone(),
+            attributes: record
+                .attributes
+                .iter()
+                .map(|a| (a.key.clone(), a.value.clone()))
+                .collect(),
+        };
+        if spans.try_send(job).is_err() {
+            self.stats.spans_dropped.fetch_add(1, Relaxed);
+        }
+    }
+}

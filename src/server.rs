@@ -1,0 +1,264 @@
+//! Assembles a running sidecar: shards, ingest service, gRPC server (with health and reflection),
+//! metric exporter and span builder; and takes it down in order on shutdown.
+//!
+//! Shutdown order, all inside `shutdown_budget`: stop accepting and tell open streams to end
+//! (they answer UNAVAILABLE after their last ack) → wait for the server → let the shards drain
+//! their queues → final metric export from the shards' final state → flush spans.
+
+use crate::{
+    config::Config,
+    export::{
+        metrics::{MetricExporter, MetricTransport, SidecarSnapshot},
+        resource, traces, ExportError,
+    },
+    ingest::Ingest,
+    models::DeclarationRegistry,
+    pb::{self, ingest_service_server::IngestServiceServer},
+    pipeline::{Pipeline, SelfStats, ShardSettings},
+};
+use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+/// Where telemetry goes. `None` turns a signal off.
+pub struct Sinks {
+    pub metrics: Option<MetricTransport>,
+    pub traces: Option<SdkTracerProvider>,
+    pub resource: Resource,
+}
+
+impl Sinks {
+    /// OTLP sinks as the configuration says.
+    pub fn from_config(config: &Config) -> Result<Self, ExportError> {
+        let resource = resource::detect();
+        let metrics = if config.export.metrics {
+            Some(MetricTransport::from_config(&config.export)?)
+        } else {
+            None
+        };
+        let traces = if config.export.traces {
+            let exporter = traces::otlp_exporter(&config.export)?;
+            Some(traces::tracer_provider(exporter, resource.clone()))
+        } else {
+            None
+        };
+        Ok(Self {
+            metrics,
+            traces,
+            resource,
+        })
+    }
+
+    /// No export at all.
+    pub fn none() -> Self {
+        Self {
+            metrics: None,
+            traces: None,
+            resource: resource::detect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub local_addr: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+    lifecycle: JoinHandle<Result<(), ServeError>>,
+}
+
+/// The gRPC server's transport settings, each with why it is set.
+fn server_builder(config: &Config) -> Server {
+    Server::builder()
+        // Records are small and latency-sensitive; don't batch them in Nagle's buffer.
+        .tcp_nodelay(true)
+        // Detect a vanished model server (pod restarts) and free its stream state.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Bound the streams one connection may open; each one may hold `max_inflight` batches.
+        .max_concurrent_streams(Some(config.max_inflight_batches.max(64) as u32))
+}
+
+impl Sidecar {
+    /// Starts serving on `listener`.
+    pub async fn start(listener: TcpListener, config: Config, sinks: Sinks) -> Result<Self, ServeError> {
+        let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
+        let stats = Arc::new(SelfStats::default());
+        let shutdown = CancellationToken::new();
+
+        let (span_tx, span_builder) = match sinks.traces.clone() {
+            Some(provider) => {
+                let (tx, rx) = mpsc::channel(config.span_queue);
+                let task = tokio::spawn(traces::run_span_builder(provider, rx));
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
+        let pipeline = Arc::new(Pipeline::start(
+            config.shards,
+            config.shard_queue_batches,
+            ShardSettings {
+                max_models_per_shard: config.max_models.div_ceil(config.shards),
+                max_error_types: config.max_error_types,
+                sampling: config.sampling,
+            },
+            span_tx,
+            stats.clone(),
+        ));
+
+        let ingest = Ingest::new(
+            pipeline.clone(),
+            Arc::new(DeclarationRegistry::new(config.max_models)),
+            config.limits.clone(),
+            config.null_sink,
+            config.max_inflight_batches,
+            shutdown.clone(),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<IngestServiceServer<Ingest>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let ingest_service = IngestServiceServer::new(ingest)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+
+        let server_stop = shutdown.clone();
+        let server = tokio::spawn(
+            server_builder(&config)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(ingest_service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    server_stop.cancelled().await
+                }),
+        );
+
+        let exporter_stop = CancellationToken::new();
+        let exporter = sinks.metrics.map(|transport| {
+            let exporter = MetricExporter::new(
+                transport,
+                resource::to_proto(&sinks.resource),
+                config.export.timeout,
+                stats.clone(),
+            );
+            tokio::spawn(exporter.run_periodic(
+                pipeline.clone(),
+                config.export.metric_interval,
+                exporter_stop.clone(),
+            ))
+        });
+
+        let lifecycle = tokio::spawn({
+            let pipeline = pipeline.clone();
+            let shutdown = shutdown.clone();
+            let budget = config.shutdown_budget;
+            let providers = sinks.traces;
+            async move {
+                shutdown.cancelled().await;
+                health.set_not_serving::<IngestServiceServer<Ingest>>().await;
+                let drain = async {
+                    let served = server.await.unwrap_or(Ok(()));
+                    let finals = pipeline.drain().await;
+                    exporter_stop.cancel();
+                    if let Some(exporter) = exporter {
+                        if let Ok(mut exporter) = exporter.await {
+                            let snapshot = SidecarSnapshot::assemble(finals, &pipeline.stats, &pipeline);
+                            if exporter.export(&snapshot).await.is_ok() {
+                                tracing::info!("final metrics export done");
+                            }
+                        }
+                    }
+                    if let Some(task) = span_builder {
+                        let _ = task.await;
+                    }
+                    if let Some(provider) = providers {
+                        // The SDK's shutdown blocks until the batch processor (a task on this
+                        // runtime) has flushed: run it off the runtime's threads.
+                        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+                    }
+                    served.map_err(ServeError::from)
+                };
+                match tokio::time::timeout(budget, drain).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(?budget, "shutdown budget exhausted; exiting without finishing the drain");
+                        Ok(())
+                    }
+                }
+            }
+        });
+
+        Ok(Self {
+            local_addr,
+            pipeline,
+            shutdown,
+            lifecycle,
+        })
+    }
+
+    /// The current state, merged across shards.
+    pub async fn snapshot(&self) -> SidecarSnapshot {
+        SidecarSnapshot::collect(&self.pipeline).await
+    }
+
+    /// A token that starts the shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Shuts down (if not already started) and waits until everything is drained and exported.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        self.lifecycle.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Serves until `shutdown` completes, then shuts down in order.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    sinks: Sinks,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let sidecar = Sidecar::start(listener, config, sinks).await?;
+    tracing::info!(addr = %sidecar.local_addr, "inferscope serving");
+    let stop = sidecar.shutdown_token();
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutdown requested: draining"),
+        _ = stop.cancelled() => {}
+    }
+    sidecar.stop().await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
