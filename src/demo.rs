@@ -1,1 +1,349 @@
-//! placeholder
+//! `inferscope demo`: the sidecar plus a synthetic model server streaming realistic records for a
+//! binary classifier, a regressor and an LLM over real gRPC, with a live terminal summary. The
+//! generators are also what the load generator and tests send.
+
+use crate::{
+    config::Config,
+    export::metrics::SidecarSnapshot,
+    pb::{self, ingest_service_client::IngestServiceClient},
+    server::{ServeError, Sidecar, Sinks},
+};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
+};
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot listen: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The synthetic models of the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntheticModel {
+    /// Binary classifier with numeric and categorical features: "fraud-detector" 3.1.
+    Classifier,
+    /// Regressor: "eta-regressor" 1.2.
+    Regressor,
+    /// Chat LLM served by vLLM: "support-chat" 2.
+    Llm,
+}
+
+pub const SYNTHETIC_MODELS: [SyntheticModel; 3] = [
+    SyntheticModel::Classifier,
+    SyntheticModel::Regressor,
+    SyntheticModel::Llm,
+];
+
+/// A standard normal draw (Box–Muller); `rand` alone has no normal distribution.
+fn normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A log-normal latency with the given median (seconds) and spread.
+fn lognormal(rng: &mut impl Rng, median: f64, sigma: f64) -> f64 {
+    median * (sigma * normal(rng)).exp()
+}
+
+fn traceparent(rng: &mut impl Rng) -> String {
+    format!("00-{:032x}-{:016x}-01", rng.random::<u128>() | 1, rng.random::<u64>() | 1)
+}
+
+impl SyntheticModel {
+    pub fn name(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Classifier => ("fraud-detector", "3.1"),
+            Self::Regressor => ("eta-regressor", "1.2"),
+            Self::Llm => ("support-chat", "2"),
+        }
+    }
+
+    pub fn declaration(self) -> pb::ModelDeclaration {
+        let (model, version) = self.name();
+        let numeric = |name: &str| pb::FeatureSpec {
+            name: name.into(),
+            kind: pb::FeatureKind::Numeric as i32,
+        };
+        let categorical = |name: &str| pb::FeatureSpec {
+            name: name.into(),
+            kind: pb::FeatureKind::Categorical as i32,
+        };
+        let mut decl = pb::ModelDeclaration {
+            model: model.into(),
+            version: version.into(),
+            ..Default::default()
+        };
+        match self {
+            Self::Classifier => {
+                decl.task = pb::TaskType::BinaryClassification as i32;
+                decl.class_names = vec!["legit".into(), "fraud".into()];
+                decl.positive_class = "fraud".into();
+                decl.features = vec![
+                    numeric("amount"),
+                    numeric("account_age_days"),
+                    numeric("txn_last_hour"),
+                    numeric("distance_km"),
+                    categorical("country"),
+                    categorical("channel"),
+                ];
+            }
+            Self::Regressor => {
+                decl.task = pb::TaskType::Regression as i32;
+                decl.features = vec![numeric("distance_km"), numeric("hour"), numeric("traffic_index")];
+            }
+            Self::Llm => {
+                decl.task = pb::TaskType::Generation as i32;
+                decl.gen_ai_provider = "vllm".into();
+            }
+        }
+        decl
+    }
+
+    /// One realistic record. `error_rate` is the share of failed requests.
+    pub fn record(self, rng: &mut impl Rng, id: u64, error_rate: f64) -> pb::InferenceRecord {
+        let failed = rng.random::<f64>() < error_rate;
+        let mut record = pb::InferenceRecord {
+            request_id: format!("req-{id}"),
+            time_unix_nano: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            traceparent: if rng.random::<f64>() < 0.5 { traceparent(rng) } else { String::new() },
+            ..Default::default()
+        };
+        match self {
+            Self::Classifier => {
+                let amount = lognormal(rng, 40.0, 1.0);
+                let p_fraud = (1.0 / (1.0 + (-(amount.ln() - 6.0)).exp())).clamp(0.0, 1.0);
+                record.latency_seconds = Some(lognormal(rng, 0.012, 0.5));
+                record.numeric_features = vec![
+                    amount,
+                    rng.random_range(0.0..3000.0),
+                    rng.random_range(0.0..10.0_f64).floor(),
+                    lognormal(rng, 8.0, 1.2),
+                ];
+                let countries = ["US", "DE", "FR", "BR", "IN"];
+                let channels = ["web", "app", "pos"];
+                record.categorical_features = vec![
+                    countries[rng.random_range(0..countries.len())].into(),
+                    channels[rng.random_range(0..channels.len())].into(),
+                ];
+                record.prediction = Some(pb::inference_record::Prediction::Classification(
+                    pb::Classification {
+                        predicted_class_index: Some(u32::from(p_fraud >= 0.5)),
+                        class_probabilities: vec![1.0 - p_fraud, p_fraud],
+                        score: Some(p_fraud),
+                        ..Default::default()
+                    },
+                ));
+                if failed {
+                    record.error_type = "timeout".into();
+                }
+            }
+            Self::Regressor => {
+                let distance = lognormal(rng, 5.0, 0.8);
+                record.latency_seconds = Some(lognormal(rng, 0.004, 0.4));
+                record.numeric_features = vec![distance, rng.random_range(0.0..24.0_f64).floor(), rng.random()];
+                record.prediction = Some(pb::inference_record::Prediction::Regression(pb::Regression {
+                    value: 120.0 + 90.0 * distance,
+                }));
+                if failed {
+                    record.error_type = "INTERNAL".into();
+                }
+            }
+            Self::Llm => {
+                let output_tokens = rng.random_range(20..600u64);
+                let ttft = lognormal(rng, 0.18, 0.5);
+                let latency = ttft + output_tokens as f64 * lognormal(rng, 0.018, 0.2);
+                record.latency_seconds = Some(latency);
+                record.prediction = Some(pb::inference_record::Prediction::Generation(pb::Generation {
+                    input_tokens: rng.random_range(50..4000),
+                    output_tokens,
+                    time_to_first_token_seconds: Some(ttft),
+                    finish_reason: if output_tokens > 580 { "length" } else { "stop" }.into(),
+                    operation: "chat".into(),
+                    ..Default::default()
+                }));
+                if failed {
+                    record.error_type = "rate_limited".into();
+                }
+            }
+        }
+        record
+    }
+}
+
+/// Streams synthetic records of one model to `addr` at `rate` records/s until `stop`. Roughly
+/// one batch in 50 carries an invalid record (a NaN latency) to show rejects.
+async fn stream_model(addr: SocketAddr, model: SyntheticModel, rate: u32, stop: tokio_util::sync::CancellationToken) {
+    let Ok(mut client) = IngestServiceClient::connect(format!("http://{addr}")).await else {
+        return;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let producer = tokio::spawn(async move {
+        let mut rng = SmallRng::from_os_rng();
+        let batches_per_second = 10u32;
+        let per_batch = (rate / batches_per_second).max(1);
+        let mut ticker = tokio::time::interval(Duration::from_millis(1000 / batches_per_second as u64));
+        let (name, version) = model.name();
+        let mut id = 0u64;
+        for sequence in 0u64.. {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let mut records: Vec<_> = (0..per_batch)
+                .map(|_| {
+                    id += 1;
+                    model.record(&mut rng, id, 0.02)
+                })
+                .collect();
+            if sequence % 50 == 49 {
+                records[0].latency_seconds = Some(f64::NAN);
+            }
+            let batch = pb::RecordBatch {
+                sequence,
+                model: name.into(),
+                version: version.into(),
+                declarations: if sequence == 0 { vec![model.declaration()] } else { Vec::new() },
+                records,
+            };
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    if let Ok(response) = client.stream_records(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        let mut acks = response.into_inner();
+        while let Ok(Some(_ack)) = acks.message().await {}
+    }
+    producer.abort();
+}
+
+/// Per-model figures for the terminal table.
+struct Row {
+    records: u64,
+    errors: u64,
+    rejected: u64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    tokens: Option<(f64, f64)>,
+}
+
+fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
+    snapshot
+        .models
+        .iter()
+        .map(|(key, ops)| {
+            let latency = ops.latency();
+            let tokens = (!ops.gen_ai.is_empty()).then(|| {
+                ops.gen_ai.iter().fold((0.0, 0.0), |(i, o), op| {
+                    (i + op.input_tokens.sum(), o + op.output_tokens.sum())
+                })
+            });
+            (
+                format!("{}@{}", key.model, key.version),
+                Row {
+                    records: ops.records(),
+                    errors: ops.errors(),
+                    rejected: ops.rejected.iter().sum(),
+                    p50: latency.quantile(0.5),
+                    p95: latency.quantile(0.95),
+                    tokens,
+                },
+            )
+        })
+        .collect()
+}
+
+fn print_summary(elapsed: Duration, addr: SocketAddr, exporting: bool, now: &SidecarSnapshot, before: &BTreeMap<String, u64>, dt: f64) {
+    println!();
+    println!(
+        "inferscope demo · {:>4.0}s · gRPC {addr} · OTLP export {}",
+        elapsed.as_secs_f64(),
+        if exporting { "on" } else { "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export)" }
+    );
+    println!(
+        "{:<22} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8}  {}",
+        "model@version", "records", "rec/s", "errors", "rejected", "p50 ms", "p95 ms", "tokens in/out"
+    );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1}", s * 1000.0));
+    for (name, row) in rows(now) {
+        let rate = (row.records - before.get(&name).copied().unwrap_or(0)) as f64 / dt;
+        let errors = if row.records > 0 { 100.0 * row.errors as f64 / row.records as f64 } else { 0.0 };
+        let tokens = row.tokens.map_or(String::new(), |(i, o)| format!("{i:.0}/{o:.0}"));
+        println!(
+            "{name:<22} {:>9} {rate:>8.1} {errors:>6.1}% {:>8} {:>8} {:>8}  {tokens}",
+            row.records,
+            row.rejected,
+            ms(row.p50),
+            ms(row.p95),
+        );
+    }
+    println!(
+        "streams {} · shed batches {} · spans dropped {} · export failures {}",
+        now.streams_active, now.batches_shed, now.spans_dropped, now.export_failures
+    );
+}
+
+/// Runs the demo until Ctrl-C or `duration`.
+pub async fn run(
+    config: Config,
+    sinks: Sinks,
+    exporting: bool,
+    duration: Option<Duration>,
+    rate: u32,
+) -> Result<(), DemoError> {
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!("{} is taken ({e}); the demo listens on a free port instead", config.listen);
+            TcpListener::bind("127.0.0.1:0").await?
+        }
+    };
+    let sidecar = Sidecar::start(listener, config, sinks).await?;
+    let addr = sidecar.local_addr;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = SYNTHETIC_MODELS
+        .iter()
+        .map(|&m| tokio::spawn(stream_model(addr, m, rate, stop.clone())))
+        .collect();
+
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    ticker.tick().await;
+    let mut before = BTreeMap::new();
+    let mut last = Instant::now();
+    let signal = crate::server::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let finished = duration.is_some_and(|d| started.elapsed() >= d);
+        if finished {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = ticker.tick() => {
+                let snapshot = sidecar.snapshot().await;
+                let dt = last.elapsed().as_secs_f64();
+                last = Instant::now();
+                print_summary(started.elapsed(), addr, exporting, &snapshot, &before, dt);
+                before = rows(&snapshot).into_iter().map(|(k, r)| (k, r.records)).collect();
+            }
+        }
+    }
+    stop.cancel();
+    for client in clients {
+        let _ = client.await;
+    }
+    sidecar.stop().await?;
+    println!("\ndemo finished");
+    Ok(())
+}

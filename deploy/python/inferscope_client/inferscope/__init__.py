@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for the inferscope ingest API (see generate.sh)."""
