@@ -102,9 +102,17 @@ pub struct SpanJob {
 #[error("inferscope is at capacity (shard queue full); retry with backoff")]
 pub struct Shed;
 
+/// Messages that bypass the data queue.
+enum Control {
+    Snapshot(oneshot::Sender<ShardSnapshot>),
+    /// Stop processing until the sender is dropped or fires: lets tests fill a queue
+    /// deterministically.
+    Hold(oneshot::Receiver<()>),
+}
+
 struct ShardHandle {
     work: mpsc::Sender<ShardWork>,
-    control: mpsc::Sender<oneshot::Sender<ShardSnapshot>>,
+    control: mpsc::Sender<Control>,
 }
 
 /// The shard workers and the way to reach them.
@@ -212,7 +220,7 @@ impl Pipeline {
         let mut replies = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let (tx, rx) = oneshot::channel();
-            if shard.control.send(tx).await.is_ok() {
+            if shard.control.send(Control::Snapshot(tx)).await.is_ok() {
                 replies.push(rx);
             }
         }
@@ -223,6 +231,20 @@ impl Pipeline {
             }
         }
         snapshots
+    }
+
+    /// Makes every shard stop processing until the returned guards are dropped. For tests of the
+    /// full-queue behaviour.
+    #[doc(hidden)]
+    pub async fn hold(&self) -> Vec<oneshot::Sender<()>> {
+        let mut guards = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.control.send(Control::Hold(rx)).await.is_ok() {
+                guards.push(tx);
+            }
+        }
+        guards
     }
 
     /// Stops the shards after they have processed what is queued; returns their final state.
@@ -258,15 +280,20 @@ impl Shard {
     async fn run(
         mut self,
         mut work: mpsc::Receiver<ShardWork>,
-        mut control: mpsc::Receiver<oneshot::Sender<ShardSnapshot>>,
+        mut control: mpsc::Receiver<Control>,
         stop: CancellationToken,
     ) -> ShardSnapshot {
         loop {
             tokio::select! {
                 biased;
-                Some(reply) = control.recv() => {
-                    let _ = reply.send(self.snapshot());
-                }
+                Some(message) = control.recv() => match message {
+                    Control::Snapshot(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    Control::Hold(release) => {
+                        let _ = release.await;
+                    }
+                },
                 item = work.recv() => match item {
                     Some(item) => self.process(item),
                     None => break,

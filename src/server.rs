@@ -216,6 +216,18 @@ impl Sidecar {
         SidecarSnapshot::collect(&self.pipeline).await
     }
 
+    /// Pauses the shards until the guards are dropped (tests of the full-queue behaviour).
+    #[doc(hidden)]
+    pub async fn hold_shards(&self) -> Vec<tokio::sync::oneshot::Sender<()>> {
+        self.pipeline.hold().await
+    }
+
+    /// Batches queued across all shards now.
+    #[doc(hidden)]
+    pub fn snapshot_queue_depth(&self) -> usize {
+        self.pipeline.queue_depths().iter().sum()
+    }
+
     /// A token that starts the shutdown when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

@@ -501,9 +501,10 @@ mod tests {
     fn each_bad_field_is_named() {
         let limits = Limits::default();
         let d = declared();
+        let long_name = "m".repeat(300);
         let cases: Vec<(pb::InferenceRecord, &str, &'static str, RejectReason)> = vec![
             (record(), "", "model", RejectReason::MissingField),
-            (record(), &"m".repeat(300), "model", RejectReason::TooLong),
+            (record(), &long_name, "model", RejectReason::TooLong),
             (pb::InferenceRecord { latency_seconds: Some(f64::NAN), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),
             (pb::InferenceRecord { latency_seconds: Some(f64::INFINITY), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),
             (pb::InferenceRecord { latency_seconds: Some(-1.0), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),

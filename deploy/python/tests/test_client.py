@@ -1,0 +1,276 @@
+"""Tests of InferscopeClient against an in-process fake IngestService (grpcio, loopback, port 0).
+
+Run from deploy/python:  python -m unittest discover -s tests -v
+"""
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+from concurrent import futures
+
+import grpc
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from inferscope_client import InferscopeClient, pb, pb_grpc  # noqa: E402
+
+
+class FakeIngest(pb_grpc.IngestServiceServicer):
+    """Acks every batch; rejects records whose request_id starts with "bad"; flags "odd" ones;
+    can end a stream with UNAVAILABLE on chosen batch numbers (counted over all streams)."""
+
+    def __init__(self, abort_on=()):
+        self.lock = threading.Lock()
+        self.batches = []
+        self.label_batches = []
+        self.streams = 0
+        self.abort_on = set(abort_on)
+
+    def StreamRecords(self, request_iterator, context):
+        with self.lock:
+            self.streams += 1
+        for batch in request_iterator:
+            with self.lock:
+                self.batches.append(batch)
+                n = len(self.batches)
+                abort = n in self.abort_on
+            if abort:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "shedding load (test)")
+            ack = pb.BatchAck(sequence=batch.sequence)
+            for i, r in enumerate(batch.records):
+                if r.request_id.startswith("bad"):
+                    ack.rejects.add(index=i, field="latency_seconds", reason=pb.REJECT_REASON_INVALID_VALUE,
+                                    message="latency_seconds is -1, must be >= 0")
+                elif r.request_id.startswith("odd"):
+                    ack.flags.add(index=i).anomalies.add(kind="latency_outlier", score=9.5, subject="latency")
+            ack.accepted = len(batch.records) - len(ack.rejects)
+            yield ack
+
+    def SubmitLabels(self, request, context):
+        with self.lock:
+            self.label_batches.append(request)
+        return pb.LabelAck(sequence=request.sequence, accepted=len(request.labels))
+
+    def records(self):
+        with self.lock:
+            return [r for b in self.batches for r in b.records]
+
+
+def start_server(servicer, port=0):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_IngestServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, bound
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+class ClientWithServerTest(unittest.TestCase):
+    def setUp(self):
+        self.fake = FakeIngest()
+        self.server, self.port = start_server(self.fake)
+        self.addCleanup(self.server.stop, 0)
+
+    def client(self, **kw):
+        kw.setdefault("flush_interval", 0.05)
+        c = InferscopeClient(f"127.0.0.1:{self.port}", model="fraud", version="7", **kw)
+        self.addCleanup(c.close, 1.0)
+        return c
+
+    def test_streams_batches_with_declaration(self):
+        c = self.client(batch_size=100)
+        c.declare_model(task="binary", class_names=["legit", "fraud"], positive_class="fraud",
+                        numeric_features=["amount", "age"], categorical_features=["country"])
+        for i in range(250):
+            self.assertTrue(c.record(f"r{i}", latency_seconds=0.001 * i, numeric_features=[1.0 * i, None],
+                                     categorical_features=["fr"], predicted_class=i % 2, score=0.5))
+        self.assertTrue(c.flush(10))
+        s = c.stats()
+        self.assertEqual((s.sent, s.acked, s.rejected, s.dropped, s.queued), (250, 250, 0, 0, 0))
+        self.assertTrue(all(0 < len(b.records) <= 100 for b in self.fake.batches))
+        self.assertEqual([r.request_id for r in self.fake.records()], [f"r{i}" for i in range(250)])
+        first = self.fake.batches[0]
+        self.assertEqual((first.model, first.version), ("fraud", "7"))
+        self.assertEqual(len(first.declarations), 1)
+        self.assertEqual(list(first.declarations[0].class_names), ["legit", "fraud"])
+        self.assertEqual([f.kind for f in first.declarations[0].features],
+                         [pb.FEATURE_KIND_NUMERIC, pb.FEATURE_KIND_NUMERIC, pb.FEATURE_KIND_CATEGORICAL])
+        self.assertTrue(all(not b.declarations for b in self.fake.batches[1:]))
+        r = self.fake.records()[3]
+        self.assertEqual(r.WhichOneof("prediction"), "classification")
+        self.assertEqual(r.classification.predicted_class_index, 1)
+        self.assertNotEqual(r.numeric_features[1], r.numeric_features[1])  # None -> NaN (missing)
+        self.assertGreater(r.time_unix_nano, 0)
+        seqs = [b.sequence for b in self.fake.batches]
+        self.assertEqual(seqs, sorted(set(seqs)))
+
+    def test_record_kinds_serialize(self):
+        c = self.client()
+        c.record("g1", latency_seconds=1.5, input_tokens=12, output_tokens=80, time_to_first_token_seconds=0.2,
+                 finish_reason="stop", attributes={"tenant": "a"}, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+        c.record("x1", regression_value=3.25, features={"amount": 10, "country": "fr"}, label=3.0)
+        c.record("e1", latency_seconds=0.1, error_type="timeout")
+        c.record_message(pb.InferenceRecord(request_id="raw", latency_seconds=0.5))
+        self.assertTrue(c.flush(10))
+        by_id = {r.request_id: r for r in self.fake.records()}
+        self.assertEqual(by_id["g1"].generation.output_tokens, 80)
+        self.assertAlmostEqual(by_id["g1"].generation.time_to_first_token_seconds, 0.2)
+        self.assertEqual(by_id["g1"].attributes[0].value, "a")
+        self.assertEqual(by_id["x1"].regression.value, 3.25)
+        self.assertEqual({f.name: f.WhichOneof("value") for f in by_id["x1"].named_features},
+                         {"amount": "number", "country": "category"})
+        self.assertEqual(by_id["x1"].label.regression_value, 3.0)
+        self.assertEqual(by_id["e1"].error_type, "timeout")
+        self.assertEqual(by_id["raw"].latency_seconds, 0.5)
+
+    def test_rejects_counted_and_logged(self):
+        c = self.client()
+        with self.assertLogs("inferscope_client", level=logging.DEBUG) as logs:
+            for i in range(10):
+                c.record(("bad" if i in (2, 5, 7) else "ok") + str(i), latency_seconds=0.01)
+            self.assertTrue(c.flush(10))
+        s = c.stats()
+        self.assertEqual((s.acked, s.rejected, s.dropped), (7, 3, 0))
+        text = "\n".join(logs.output)
+        self.assertIn("WARNING:inferscope_client", text)
+        self.assertIn("REJECT_REASON_INVALID_VALUE", text)
+        debug = [line for line in logs.output if line.startswith("DEBUG") and "rejected: field=latency_seconds" in line]
+        self.assertEqual(len(debug), 3)
+        self.assertTrue(any("record 5 (request_id='bad5')" in line for line in debug))
+
+    def test_on_ack_sees_flags_and_its_errors_are_contained(self):
+        flagged = []
+
+        def on_ack(ack, batch):
+            flagged.extend(batch.records[f.index].request_id for f in ack.flags)
+            raise RuntimeError("callback bug")
+
+        c = self.client(on_ack=on_ack)
+        with self.assertLogs("inferscope_client", level=logging.ERROR):
+            for i in range(5):
+                c.record(f"odd{i}" if i == 3 else f"ok{i}", latency_seconds=0.01)
+            self.assertTrue(c.flush(10))
+        self.assertEqual(flagged, ["odd3"])
+        self.assertEqual(c.stats().flagged, 1)
+        c.record("after", latency_seconds=0.01)  # the client still works
+        self.assertTrue(c.flush(10))
+        self.assertEqual(c.acked, 6)
+
+    def test_labels(self):
+        c = self.client()
+        self.assertTrue(c.send_label("a", "fraud"))
+        self.assertTrue(c.send_label("b", 1))
+        self.assertTrue(c.send_label("c", 2.5, model="other", version="2"))
+        self.assertTrue(c.flush(10))
+        labels = [gt for b in self.fake.label_batches for gt in b.labels]
+        self.assertEqual([gt.label.WhichOneof("value") for gt in labels], ["class_name", "class_index", "regression_value"])
+        self.assertEqual((labels[2].model, labels[2].version), ("other", "2"))
+        self.assertEqual(self.fake.label_batches[0].model, "fraud")
+        s = c.stats()
+        self.assertEqual((s.labels_sent, s.labels_acked, s.labels_dropped), (3, 3, 0))
+
+    def test_resends_batches_lost_to_unavailable(self):
+        self.fake.abort_on = {2}  # the second batch ends the stream with UNAVAILABLE, unacked
+        c = self.client(batch_size=10, max_inflight=1)
+        c.declare_model(task="regression")
+        for i in range(50):
+            c.record(f"r{i}", regression_value=float(i))
+        self.assertTrue(c.flush(10))
+        s = c.stats()
+        self.assertEqual((s.acked, s.dropped, s.stream_errors), (50, 0, 1))
+        self.assertEqual(s.resent, 10)
+        self.assertGreaterEqual(self.fake.streams, 2)
+        ids = [r.request_id for r in self.fake.records()]
+        self.assertEqual(len(ids), 60)  # batch 2 was received twice, acked once
+        self.assertEqual(sorted(set(ids)), sorted(f"r{i}" for i in range(50)))
+        # The new stream declares the model again.
+        self.assertEqual(len(self.fake.batches[2].declarations), 1)
+
+    def test_close_flushes(self):
+        c = self.client(batch_size=1000, flush_interval=10)
+        for i in range(30):
+            c.record(f"r{i}", latency_seconds=0.01)
+        self.assertTrue(c.close(5))
+        self.assertEqual(c.acked, 30)
+        self.assertFalse(c.record("late"))  # closed: dropped, counted, no exception
+        self.assertEqual(c.dropped, 1)
+
+
+class ClientWithoutServerTest(unittest.TestCase):
+    def setUp(self):
+        # A bound socket that never listens: connections are refused and nobody else gets the port.
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.addCleanup(self.sock.close)
+        self.target = f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def test_drops_when_queue_full(self):
+        c = InferscopeClient(self.target, max_queue=10, batch_size=5)
+        self.addCleanup(c.close, 0.5)
+        start = time.monotonic()
+        results = [c.record(f"r{i}", latency_seconds=0.01) for i in range(100)]
+        elapsed = time.monotonic() - start
+        self.assertEqual(results.count(True), 10)
+        self.assertEqual(results.count(False), 90)
+        s = c.stats()
+        self.assertEqual((s.queued, s.dropped, s.sent), (10, 90, 0))
+        self.assertLess(elapsed, 0.5)
+        for i in range(10):
+            self.assertTrue(c.send_label(f"r{i}", 1))
+
+    def test_never_raises_or_blocks_when_server_down(self):
+        c = InferscopeClient(self.target, max_queue=1000)
+        for i in range(2000):
+            c.record(f"r{i}", latency_seconds=0.01, features={"x": i}, predicted_class="a")
+        c.record("broken", numeric_features=["not a number"])  # invalid: dropped on the background thread
+        c.declare_model("m", "1", task="no-such-task")
+        c.send_label("r1", "a")
+        self.assertFalse(c.flush(0.3))
+        start = time.monotonic()
+        self.assertFalse(c.close(1.0))
+        self.assertLess(time.monotonic() - start, 2.0)
+        s = c.stats()
+        self.assertEqual(s.sent, 0)
+        self.assertEqual(s.dropped, 2001)  # 1000 over the queue bound + 1001 left at close
+        self.assertEqual(s.labels_dropped, 1)
+        self.assertFalse(c.record("after-close"))
+        self.assertTrue(c.close(0.1) in (True, False))  # idempotent
+
+    def test_connects_when_the_sidecar_starts_later(self):
+        port = free_port()
+        c = InferscopeClient(f"127.0.0.1:{port}", flush_interval=0.05, backoff_max=0.5)
+        self.addCleanup(c.close, 1.0)
+        for i in range(50):
+            c.record(f"r{i}", latency_seconds=0.01)
+        c.send_label("r0", "a")
+        time.sleep(0.5)
+        self.assertEqual(c.stats().sent, 0)
+        fake = FakeIngest()
+        server, _ = start_server(fake, port)
+        self.addCleanup(server.stop, 0)
+        self.assertTrue(c.flush(10))
+        s = c.stats()
+        self.assertEqual((s.acked, s.dropped, s.labels_acked), (50, 0, 1))
+        self.assertEqual(len(fake.records()), 50)
+
+
+if __name__ == "__main__":
+    unittest.main()
