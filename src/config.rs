@@ -220,12 +220,11 @@ impl Config {
     pub fn resolve(args: ConfigArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    ConfigError::ReadFile {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
                     path: path.clone(),
                     source: Box::new(source),
@@ -380,7 +379,9 @@ fn seconds(
 /// `OTEL_EXPORTER_OTLP_HEADERS`: comma-separated `key=value` pairs, values percent-decoded as the
 /// specification asks for `%20`-style escapes.
 fn parse_headers(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
-    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
     raw.split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
@@ -392,7 +393,10 @@ fn parse_headers(raw: Option<&str>) -> Result<Vec<(String, String)>, ConfigError
                     "write headers as key=value,key2=value2",
                 )
             })?;
-            Ok((key.trim().to_ascii_lowercase(), percent_decode(value.trim())))
+            Ok((
+                key.trim().to_ascii_lowercase(),
+                percent_decode(value.trim()),
+            ))
         })
         .collect()
 }

@@ -54,7 +54,11 @@ fn lognormal(rng: &mut impl Rng, median: f64, sigma: f64) -> f64 {
 }
 
 fn traceparent(rng: &mut impl Rng) -> String {
-    format!("00-{:032x}-{:016x}-01", rng.random::<u128>() | 1, rng.random::<u64>() | 1)
+    format!(
+        "00-{:032x}-{:016x}-01",
+        rng.random::<u128>() | 1,
+        rng.random::<u64>() | 1
+    )
 }
 
 impl SyntheticModel {
@@ -97,7 +101,11 @@ impl SyntheticModel {
             }
             Self::Regressor => {
                 decl.task = pb::TaskType::Regression as i32;
-                decl.features = vec![numeric("distance_km"), numeric("hour"), numeric("traffic_index")];
+                decl.features = vec![
+                    numeric("distance_km"),
+                    numeric("hour"),
+                    numeric("traffic_index"),
+                ];
             }
             Self::Llm => {
                 decl.task = pb::TaskType::Generation as i32;
@@ -115,7 +123,11 @@ impl SyntheticModel {
             time_unix_nano: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
-            traceparent: if rng.random::<f64>() < 0.5 { traceparent(rng) } else { String::new() },
+            traceparent: if rng.random::<f64>() < 0.5 {
+                traceparent(rng)
+            } else {
+                String::new()
+            },
             ..Default::default()
         };
         match self {
@@ -150,27 +162,40 @@ impl SyntheticModel {
             Self::Regressor => {
                 let distance = lognormal(rng, 5.0, 0.8);
                 record.latency_seconds = Some(lognormal(rng, 0.004, 0.4));
-                record.numeric_features = vec![distance, rng.random_range(0.0..24.0_f64).floor(), rng.random()];
-                record.prediction = Some(pb::inference_record::Prediction::Regression(pb::Regression {
-                    value: 120.0 + 90.0 * distance,
-                }));
+                record.numeric_features = vec![
+                    distance,
+                    rng.random_range(0.0..24.0_f64).floor(),
+                    rng.random(),
+                ];
+                record.prediction = Some(pb::inference_record::Prediction::Regression(
+                    pb::Regression {
+                        value: 120.0 + 90.0 * distance,
+                    },
+                ));
                 if failed {
                     record.error_type = "INTERNAL".into();
                 }
             }
             Self::Llm => {
-                let output_tokens = rng.random_range(20..600u64);
+                let output_tokens = rng.random_range(20..400u64);
                 let ttft = lognormal(rng, 0.18, 0.5);
-                let latency = ttft + output_tokens as f64 * lognormal(rng, 0.018, 0.2);
+                let latency = ttft + output_tokens as f64 * lognormal(rng, 0.012, 0.2);
                 record.latency_seconds = Some(latency);
-                record.prediction = Some(pb::inference_record::Prediction::Generation(pb::Generation {
-                    input_tokens: rng.random_range(50..4000),
-                    output_tokens,
-                    time_to_first_token_seconds: Some(ttft),
-                    finish_reason: if output_tokens > 580 { "length" } else { "stop" }.into(),
-                    operation: "chat".into(),
-                    ..Default::default()
-                }));
+                record.prediction = Some(pb::inference_record::Prediction::Generation(
+                    pb::Generation {
+                        input_tokens: rng.random_range(50..4000),
+                        output_tokens,
+                        time_to_first_token_seconds: Some(ttft),
+                        finish_reason: if output_tokens > 390 {
+                            "length"
+                        } else {
+                            "stop"
+                        }
+                        .into(),
+                        operation: "chat".into(),
+                        ..Default::default()
+                    },
+                ));
                 if failed {
                     record.error_type = "rate_limited".into();
                 }
@@ -182,7 +207,12 @@ impl SyntheticModel {
 
 /// Streams synthetic records of one model to `addr` at `rate` records/s until `stop`. Roughly
 /// one batch in 50 carries an invalid record (a NaN latency) to show rejects.
-async fn stream_model(addr: SocketAddr, model: SyntheticModel, rate: u32, stop: tokio_util::sync::CancellationToken) {
+async fn stream_model(
+    addr: SocketAddr,
+    model: SyntheticModel,
+    rate: u32,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let Ok(mut client) = IngestServiceClient::connect(format!("http://{addr}")).await else {
         return;
     };
@@ -191,7 +221,8 @@ async fn stream_model(addr: SocketAddr, model: SyntheticModel, rate: u32, stop: 
         let mut rng = SmallRng::from_os_rng();
         let batches_per_second = 10u32;
         let per_batch = (rate / batches_per_second).max(1);
-        let mut ticker = tokio::time::interval(Duration::from_millis(1000 / batches_per_second as u64));
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(1000 / batches_per_second as u64));
         let (name, version) = model.name();
         let mut id = 0u64;
         for sequence in 0u64.. {
@@ -212,7 +243,11 @@ async fn stream_model(addr: SocketAddr, model: SyntheticModel, rate: u32, stop: 
                 sequence,
                 model: name.into(),
                 version: version.into(),
-                declarations: if sequence == 0 { vec![model.declaration()] } else { Vec::new() },
+                declarations: if sequence == 0 {
+                    vec![model.declaration()]
+                } else {
+                    Vec::new()
+                },
                 records,
             };
             if tx.send(batch).await.is_err() {
@@ -220,7 +255,10 @@ async fn stream_model(addr: SocketAddr, model: SyntheticModel, rate: u32, stop: 
             }
         }
     });
-    if let Ok(response) = client.stream_records(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+    if let Ok(response) = client
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
         let mut acks = response.into_inner();
         while let Ok(Some(_ack)) = acks.message().await {}
     }
@@ -263,22 +301,39 @@ fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
         .collect()
 }
 
-fn print_summary(elapsed: Duration, addr: SocketAddr, exporting: bool, now: &SidecarSnapshot, before: &BTreeMap<String, u64>, dt: f64) {
+fn print_summary(
+    elapsed: Duration,
+    addr: SocketAddr,
+    exporting: bool,
+    now: &SidecarSnapshot,
+    before: &BTreeMap<String, u64>,
+    dt: f64,
+) {
     println!();
     println!(
         "inferscope demo · {:>4.0}s · gRPC {addr} · OTLP export {}",
         elapsed.as_secs_f64(),
-        if exporting { "on" } else { "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export)" }
+        if exporting {
+            "on"
+        } else {
+            "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export)"
+        }
     );
     println!(
-        "{:<22} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8}  {}",
-        "model@version", "records", "rec/s", "errors", "rejected", "p50 ms", "p95 ms", "tokens in/out"
+        "{:<22} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8}  tokens in/out",
+        "model@version", "records", "rec/s", "errors", "rejected", "p50 ms", "p95 ms",
     );
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.1}", s * 1000.0));
     for (name, row) in rows(now) {
         let rate = (row.records - before.get(&name).copied().unwrap_or(0)) as f64 / dt;
-        let errors = if row.records > 0 { 100.0 * row.errors as f64 / row.records as f64 } else { 0.0 };
-        let tokens = row.tokens.map_or(String::new(), |(i, o)| format!("{i:.0}/{o:.0}"));
+        let errors = if row.records > 0 {
+            100.0 * row.errors as f64 / row.records as f64
+        } else {
+            0.0
+        };
+        let tokens = row
+            .tokens
+            .map_or(String::new(), |(i, o)| format!("{i:.0}/{o:.0}"));
         println!(
             "{name:<22} {:>9} {rate:>8.1} {errors:>6.1}% {:>8} {:>8} {:>8}  {tokens}",
             row.records,
@@ -304,7 +359,10 @@ pub async fn run(
     let listener = match TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::info!("{} is taken ({e}); the demo listens on a free port instead", config.listen);
+            tracing::info!(
+                "{} is taken ({e}); the demo listens on a free port instead",
+                config.listen
+            );
             TcpListener::bind("127.0.0.1:0").await?
         }
     };

@@ -4,7 +4,7 @@
 use crate::{
     models::{Declaration, DeclarationRegistry, ModelKey},
     pb::{self, ingest_service_server::IngestService},
-    pipeline::{Pipeline, RejectedRecord, Shed, ShardWork},
+    pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
     validation::{self, BatchError, FieldError, Limits},
 };
 use futures_util::{Stream, StreamExt};
@@ -99,6 +99,13 @@ fn reject_of(index: usize, e: FieldError) -> (pb::RecordReject, RejectedRecord) 
 struct ShardShare {
     accepted: Vec<u32>,
     rejected: Vec<RejectedRecord>,
+    declarations: Vec<(ModelKey, Arc<Declaration>)>,
+}
+
+impl ShardShare {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.rejected.is_empty() && self.declarations.is_empty()
+    }
 }
 
 /// Remembers the last model seen in a batch, so that consecutive records of one model (the usual
@@ -129,12 +136,19 @@ impl Ingest {
         }
     }
 
-    fn register_declarations(&self, batch: &pb::RecordBatch) -> Result<(), BatchError> {
+    /// Stores the batch's declarations; returns them for the shards that own their models.
+    fn register_declarations(
+        &self,
+        batch: &pb::RecordBatch,
+    ) -> Result<Vec<(ModelKey, Arc<Declaration>)>, BatchError> {
+        let mut stored = Vec::with_capacity(batch.declarations.len());
         for (index, decl) in batch.declarations.iter().enumerate() {
             let as_batch_error = |error| BatchError::Declaration { index, error };
             validation::check_declaration(decl, &self.limits).map_err(as_batch_error)?;
-            self.declarations
-                .put(ModelKey::new(&decl.model, &decl.version), Declaration::from_pb(decl))
+            let key = ModelKey::new(&decl.model, &decl.version);
+            let declaration = self
+                .declarations
+                .put(key.clone(), Declaration::from_pb(decl))
                 .map_err(|full| {
                     as_batch_error(FieldError {
                         field: "model",
@@ -142,8 +156,9 @@ impl Ingest {
                         message: full.to_string(),
                     })
                 })?;
+            stored.push((key, declaration));
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Validates and dispatches one batch.
@@ -165,14 +180,21 @@ impl Ingest {
             }
             .into());
         }
-        if let Err(e) = self.register_declarations(&batch) {
-            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
-            return Err(e.into());
-        }
+        let declarations = match self.register_declarations(&batch) {
+            Ok(d) => d,
+            Err(e) => {
+                self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+                return Err(e.into());
+            }
+        };
 
         let mut shares: Vec<ShardShare> = (0..self.pipeline.shard_count())
             .map(|_| ShardShare::default())
             .collect();
+        for (key, declaration) in declarations {
+            let shard = self.pipeline.shard_of(&key.model, &key.version);
+            shares[shard].declarations.push((key, declaration));
+        }
         let mut rejects = Vec::new();
         let mut cache: Option<ModelCache> = None;
         for (index, record) in batch.records.iter().enumerate() {
@@ -190,7 +212,13 @@ impl Ingest {
                 });
             }
             let c = cache.as_ref().expect("set above");
-            match validation::check_record(record, model, version, c.declaration.as_deref(), &self.limits) {
+            match validation::check_record(
+                record,
+                model,
+                version,
+                c.declaration.as_deref(),
+                &self.limits,
+            ) {
                 Ok(()) => shares[c.shard].accepted.push(index as u32),
                 Err(e) => {
                     let (reject, rejected) = reject_of(index, e);
@@ -208,7 +236,7 @@ impl Ingest {
         let mut work = Vec::new();
         let mut waits = Vec::new();
         for (shard, share) in shares.into_iter().enumerate() {
-            if share.accepted.is_empty() && share.rejected.is_empty() {
+            if share.is_empty() {
                 continue;
             }
             let (done, wait) = oneshot::channel();
@@ -217,6 +245,7 @@ impl Ingest {
                 shard,
                 ShardWork::Records {
                     batch: batch.clone(),
+                    declarations: share.declarations,
                     accepted: share.accepted,
                     rejected: share.rejected,
                     received,
@@ -225,7 +254,10 @@ impl Ingest {
             ));
         }
         if let Err(shed) = self.pipeline.dispatch(work) {
-            self.pipeline.stats.records_shed.fetch_add(n as u64, Relaxed);
+            self.pipeline
+                .stats
+                .records_shed
+                .fetch_add(n as u64, Relaxed);
             return Err(shed.into());
         }
         Ok(PendingAck {
@@ -256,7 +288,13 @@ impl Ingest {
                 validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
             let declaration = self.declarations.get(model, version);
             let shard = self.pipeline.shard_of(model, version);
-            match validation::check_ground_truth(truth, model, version, declaration.as_deref(), &self.limits) {
+            match validation::check_ground_truth(
+                truth,
+                model,
+                version,
+                declaration.as_deref(),
+                &self.limits,
+            ) {
                 Ok(()) => shares[shard].accepted.push(index as u32),
                 Err(e) => {
                     let (reject, rejected) = reject_of(index, e);
@@ -271,7 +309,7 @@ impl Ingest {
         let mut work = Vec::new();
         let mut waits = Vec::new();
         for (shard, share) in shares.into_iter().enumerate() {
-            if share.accepted.is_empty() && share.rejected.is_empty() {
+            if share.is_empty() {
                 continue;
             }
             let (done, wait) = oneshot::channel();
@@ -386,6 +424,8 @@ impl IngestService for Ingest {
         if self.shutdown.is_cancelled() {
             return Err(IngestError::ShuttingDown.into());
         }
-        Ok(Response::new(self.accept_labels(request.into_inner()).await?))
+        Ok(Response::new(
+            self.accept_labels(request.into_inner()).await?,
+        ))
     }
 }

@@ -53,7 +53,10 @@ fn init_logging() {
     let default = "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,h2=off,hyper=off,tower=off";
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERSCOPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 #[tokio::main]
@@ -83,9 +86,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let config = Config::resolve(args)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen / INFERSCOPE_LISTEN)", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (--listen / INFERSCOPE_LISTEN)",
+            config.listen
+        )
+    })?;
     let sinks = Sinks::from_config(&config)?;
     tracing::info!(
         listen = %config.listen,

@@ -102,15 +102,20 @@ impl DeclarationRegistry {
         map.get(&ModelKey::new(model, version)).cloned()
     }
 
-    /// Stores or replaces a declaration.
-    pub fn put(&self, key: ModelKey, declaration: Declaration) -> Result<(), RegistryFull> {
+    /// Stores or replaces a declaration; returns the stored one.
+    pub fn put(
+        &self,
+        key: ModelKey,
+        declaration: Declaration,
+    ) -> Result<Arc<Declaration>, RegistryFull> {
         let mut map = self.declarations.write().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&key) && map.len() >= self.capacity {
             return Err(RegistryFull {
                 capacity: self.capacity,
             });
         }
-        map.insert(key, Arc::new(declaration));
-        Ok(())
+        let declaration = Arc::new(declaration);
+        map.insert(key, declaration.clone());
+        Ok(declaration)
     }
 }

@@ -71,7 +71,9 @@ impl BoundedLabels {
 
     /// The label value of a slot.
     pub fn name(&self, slot: usize) -> &str {
-        self.values.get(slot).map_or(OTHER_ERROR_TYPE, String::as_str)
+        self.values
+            .get(slot)
+            .map_or(OTHER_ERROR_TYPE, String::as_str)
     }
 
     pub fn overflowed(&self) -> u64 {
@@ -257,6 +259,12 @@ impl ModelOps {
         }
     }
 
+    /// Takes what the operational metrics need from a model declaration.
+    pub fn declare(&mut self, declaration: &crate::models::Declaration) {
+        self.gen_ai_provider
+            .clone_from(&declaration.gen_ai_provider);
+    }
+
     pub fn record_reject(&mut self, reason: pb::RejectReason) {
         self.rejected[reason as usize] += 1;
     }
@@ -339,7 +347,12 @@ mod tests {
             .collect();
         assert_eq!(
             by_name,
-            vec![(None, 2), (Some("timeout"), 2), (Some("oom"), 1), (Some("_OTHER"), 1)]
+            vec![
+                (None, 2),
+                (Some("timeout"), 2),
+                (Some("oom"), 1),
+                (Some("_OTHER"), 1)
+            ]
         );
         assert_eq!(ops.error_types.overflowed(), 1);
     }
@@ -349,12 +362,14 @@ mod tests {
         let mut ops = ModelOps::new(4);
         let g = pb::InferenceRecord {
             latency_seconds: Some(2.0),
-            prediction: Some(pb::inference_record::Prediction::Generation(pb::Generation {
-                input_tokens: 100,
-                output_tokens: 11,
-                time_to_first_token_seconds: Some(0.5),
-                ..Default::default()
-            })),
+            prediction: Some(pb::inference_record::Prediction::Generation(
+                pb::Generation {
+                    input_tokens: 100,
+                    output_tokens: 11,
+                    time_to_first_token_seconds: Some(0.5),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
         ops.update(&g);
@@ -378,15 +393,28 @@ mod tests {
         b.update(&rec("", 0.3));
         a.merge(&b);
         let mut all = ModelOps::new(4);
-        for r in [rec("timeout", 0.1), rec("oom", 0.2), rec("timeout", 0.3), rec("", 0.3)] {
+        for r in [
+            rec("timeout", 0.1),
+            rec("oom", 0.2),
+            rec("timeout", 0.3),
+            rec("", 0.3),
+        ] {
             all.update(&r);
         }
         assert_eq!(a.records(), all.records());
         for slot in 0..all.outcomes.len() {
             let name = all.error_type_of(slot);
-            let mine = (0..a.outcomes.len()).find(|&s| a.error_type_of(s) == name).unwrap();
-            assert_eq!(a.outcomes[mine].records, all.outcomes[slot].records, "{name:?}");
-            assert_eq!(a.outcomes[mine].latency.count(), all.outcomes[slot].latency.count());
+            let mine = (0..a.outcomes.len())
+                .find(|&s| a.error_type_of(s) == name)
+                .unwrap();
+            assert_eq!(
+                a.outcomes[mine].records, all.outcomes[slot].records,
+                "{name:?}"
+            );
+            assert_eq!(
+                a.outcomes[mine].latency.count(),
+                all.outcomes[slot].latency.count()
+            );
         }
     }
 }

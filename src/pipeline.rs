@@ -9,7 +9,7 @@
 
 use crate::{
     config::Sampling,
-    models::{ModelKey, OVERFLOW_MODEL},
+    models::{Declaration, ModelKey, OVERFLOW_MODEL},
     operational::ModelOps,
     pb,
     validation::model_of,
@@ -60,6 +60,8 @@ pub struct RejectedRecord {
 pub enum ShardWork {
     Records {
         batch: Arc<pb::RecordBatch>,
+        /// Declarations of models this shard owns that arrived with the batch.
+        declarations: Vec<(ModelKey, Arc<Declaration>)>,
         accepted: Vec<u32>,
         rejected: Vec<RejectedRecord>,
         /// When ingest received the batch; stands in for records without `time_unix_nano`.
@@ -362,11 +364,16 @@ impl Shard {
         match item {
             ShardWork::Records {
                 batch,
+                declarations,
                 accepted,
                 rejected,
                 received,
                 done,
             } => {
+                for (key, declaration) in declarations {
+                    let m = self.model(&key.model, &key.version);
+                    self.index[m].1.declare(&declaration);
+                }
                 for &i in &accepted {
                     let record = &batch.records[i as usize];
                     let (model, version) =
@@ -446,7 +453,13 @@ impl Shard {
         ratio >= 1.0 || (ratio > 0.0 && self.rng.random::<f64>() < ratio)
     }
 
-    fn emit_span(&self, record: &pb::InferenceRecord, model: &str, version: &str, received: SystemTime) {
+    fn emit_span(
+        &self,
+        record: &pb::InferenceRecord,
+        model: &str,
+        version: &str,
+        received: SystemTime,
+    ) {
         let Some(spans) = &self.spans else { return };
         let end = match record.time_unix_nano {
             0 => received,

@@ -94,7 +94,11 @@ fn server_builder(config: &Config) -> Server {
 
 impl Sidecar {
     /// Starts serving on `listener`.
-    pub async fn start(listener: TcpListener, config: Config, sinks: Sinks) -> Result<Self, ServeError> {
+    pub async fn start(
+        listener: TcpListener,
+        config: Config,
+        sinks: Sinks,
+    ) -> Result<Self, ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
         let stats = Arc::new(SelfStats::default());
         let shutdown = CancellationToken::new();
@@ -170,14 +174,17 @@ impl Sidecar {
             let providers = sinks.traces;
             async move {
                 shutdown.cancelled().await;
-                health.set_not_serving::<IngestServiceServer<Ingest>>().await;
+                health
+                    .set_not_serving::<IngestServiceServer<Ingest>>()
+                    .await;
                 let drain = async {
                     let served = server.await.unwrap_or(Ok(()));
                     let finals = pipeline.drain().await;
                     exporter_stop.cancel();
                     if let Some(exporter) = exporter {
                         if let Ok(mut exporter) = exporter.await {
-                            let snapshot = SidecarSnapshot::assemble(finals, &pipeline.stats, &pipeline);
+                            let snapshot =
+                                SidecarSnapshot::assemble(finals, &pipeline.stats, &pipeline);
                             if exporter.export(&snapshot).await.is_ok() {
                                 tracing::info!("final metrics export done");
                             }
@@ -196,7 +203,10 @@ impl Sidecar {
                 match tokio::time::timeout(budget, drain).await {
                     Ok(result) => result,
                     Err(_) => {
-                        tracing::warn!(?budget, "shutdown budget exhausted; exiting without finishing the drain");
+                        tracing::warn!(
+                            ?budget,
+                            "shutdown budget exhausted; exiting without finishing the drain"
+                        );
                         Ok(())
                     }
                 }

@@ -100,12 +100,20 @@ fn check_model(model: &str, version: &str, limits: &Limits) -> Result<(), FieldE
     check_name("version", version, limits)
 }
 
-fn check_attribute_value(field: &'static str, value: &str, limits: &Limits) -> Result<(), FieldError> {
+fn check_attribute_value(
+    field: &'static str,
+    value: &str,
+    limits: &Limits,
+) -> Result<(), FieldError> {
     if value.len() > limits.max_attribute_value_len {
         return Err(reject(
             field,
             RejectReason::TooLong,
-            format!("{} bytes, limit {}", value.len(), limits.max_attribute_value_len),
+            format!(
+                "{} bytes, limit {}",
+                value.len(),
+                limits.max_attribute_value_len
+            ),
         ));
     }
     Ok(())
@@ -113,7 +121,11 @@ fn check_attribute_value(field: &'static str, value: &str, limits: &Limits) -> R
 
 fn check_finite(field: &'static str, value: f64) -> Result<(), FieldError> {
     if !value.is_finite() {
-        return Err(reject(field, RejectReason::InvalidValue, format!("{value} is not a finite number")));
+        return Err(reject(
+            field,
+            RejectReason::InvalidValue,
+            format!("{value} is not a finite number"),
+        ));
     }
     Ok(())
 }
@@ -121,18 +133,29 @@ fn check_finite(field: &'static str, value: f64) -> Result<(), FieldError> {
 fn check_seconds(field: &'static str, value: f64) -> Result<(), FieldError> {
     check_finite(field, value)?;
     if value < 0.0 {
-        return Err(reject(field, RejectReason::InvalidValue, format!("{value} is negative")));
+        return Err(reject(
+            field,
+            RejectReason::InvalidValue,
+            format!("{value} is negative"),
+        ));
     }
     Ok(())
 }
 
-fn check_class_index(field: &'static str, index: u32, declaration: Option<&Declaration>) -> Result<(), FieldError> {
+fn check_class_index(
+    field: &'static str,
+    index: u32,
+    declaration: Option<&Declaration>,
+) -> Result<(), FieldError> {
     match declaration {
         Some(d) if (index as usize) < d.class_names.len() => Ok(()),
         Some(d) => Err(reject(
             field,
             RejectReason::UnknownClass,
-            format!("class index {index}, but the model declares {} classes", d.class_names.len()),
+            format!(
+                "class index {index}, but the model declares {} classes",
+                d.class_names.len()
+            ),
         )),
         None => Err(reject(
             field,
@@ -142,16 +165,30 @@ fn check_class_index(field: &'static str, index: u32, declaration: Option<&Decla
     }
 }
 
-fn check_label(label: &pb::Label, declaration: Option<&Declaration>, limits: &Limits) -> Result<(), FieldError> {
+fn check_label(
+    label: &pb::Label,
+    declaration: Option<&Declaration>,
+    limits: &Limits,
+) -> Result<(), FieldError> {
     match &label.value {
-        None => Err(reject("label", RejectReason::MissingField, "label has no value")),
+        None => Err(reject(
+            "label",
+            RejectReason::MissingField,
+            "label has no value",
+        )),
         Some(pb::label::Value::ClassName(name)) => {
             if name.is_empty() {
-                return Err(reject("label.class_name", RejectReason::MissingField, "empty class name"));
+                return Err(reject(
+                    "label.class_name",
+                    RejectReason::MissingField,
+                    "empty class name",
+                ));
             }
             check_name("label.class_name", name, limits)
         }
-        Some(pb::label::Value::ClassIndex(i)) => check_class_index("label.class_index", *i, declaration),
+        Some(pb::label::Value::ClassIndex(i)) => {
+            check_class_index("label.class_index", *i, declaration)
+        }
         Some(pb::label::Value::RegressionValue(v)) => check_finite("label.regression_value", *v),
     }
 }
@@ -170,7 +207,10 @@ pub fn check_traceparent(value: &str) -> Result<(), FieldError> {
     if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
         return Err(bad("wrong length"));
     }
-    let is_hex = |s: &[u8]| s.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let is_hex = |s: &[u8]| {
+        s.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
     if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return Err(bad("misplaced dashes"));
     }
@@ -228,19 +268,31 @@ pub fn check_record(
         return Err(reject(
             "tracestate",
             RejectReason::TooLong,
-            format!("{} bytes, limit {}", record.tracestate.len(), limits.max_tracestate_len),
+            format!(
+                "{} bytes, limit {}",
+                record.tracestate.len(),
+                limits.max_tracestate_len
+            ),
         ));
     }
     if record.attributes.len() > limits.max_attributes {
         return Err(reject(
             "attributes",
             RejectReason::TooMany,
-            format!("{} attributes, limit {}", record.attributes.len(), limits.max_attributes),
+            format!(
+                "{} attributes, limit {}",
+                record.attributes.len(),
+                limits.max_attributes
+            ),
         ));
     }
     for attribute in &record.attributes {
         if attribute.key.is_empty() {
-            return Err(reject("attributes.key", RejectReason::MissingField, "empty attribute key"));
+            return Err(reject(
+                "attributes.key",
+                RejectReason::MissingField,
+                "empty attribute key",
+            ));
         }
         check_name("attributes.key", &attribute.key, limits)?;
         check_name("attributes.value", &attribute.value, limits)?;
@@ -260,7 +312,11 @@ fn check_features(
         return Err(reject(
             "numeric_features",
             RejectReason::TooMany,
-            format!("{} features, limit {}", numeric + categorical + named, limits.max_features),
+            format!(
+                "{} features, limit {}",
+                numeric + categorical + named,
+                limits.max_features
+            ),
         ));
     }
     if let Some(d) = declaration {
@@ -270,7 +326,10 @@ fn check_features(
             return Err(reject(
                 "numeric_features",
                 RejectReason::SchemaMismatch,
-                format!("{numeric} values, but the model declares {} numeric features", d.numeric_features.len()),
+                format!(
+                    "{numeric} values, but the model declares {} numeric features",
+                    d.numeric_features.len()
+                ),
             ));
         }
         if categorical != 0 && categorical != d.categorical_features.len() {
@@ -289,7 +348,11 @@ fn check_features(
     }
     for feature in &record.named_features {
         if feature.name.is_empty() {
-            return Err(reject("named_features.name", RejectReason::MissingField, "empty feature name"));
+            return Err(reject(
+                "named_features.name",
+                RejectReason::MissingField,
+                "empty feature name",
+            ));
         }
         check_name("named_features.name", &feature.name, limits)?;
         match &feature.value {
@@ -300,7 +363,9 @@ fn check_features(
                     format!("feature {:?} has no value", feature.name),
                 ))
             }
-            Some(pb::named_feature::Value::Category(c)) => check_name("named_features.category", c, limits)?,
+            Some(pb::named_feature::Value::Category(c)) => {
+                check_name("named_features.category", c, limits)?
+            }
             Some(pb::named_feature::Value::Number(_)) => {}
         }
     }
@@ -323,7 +388,11 @@ fn check_classification(
         return Err(reject(
             "classification.class_probabilities",
             RejectReason::TooMany,
-            format!("{} probabilities, limit {}", c.class_probabilities.len(), limits.max_classes),
+            format!(
+                "{} probabilities, limit {}",
+                c.class_probabilities.len(),
+                limits.max_classes
+            ),
         ));
     }
     for &p in &c.class_probabilities {
@@ -341,7 +410,10 @@ fn check_classification(
             return Err(reject(
                 "classification.class_probabilities",
                 RejectReason::SchemaMismatch,
-                format!("{n} probabilities, but the model declares {} classes", d.class_names.len()),
+                format!(
+                    "{n} probabilities, but the model declares {} classes",
+                    d.class_names.len()
+                ),
             ));
         }
     }
@@ -355,17 +427,29 @@ pub fn check_declaration(decl: &pb::ModelDeclaration, limits: &Limits) -> Result
         return Err(reject(
             "class_names",
             RejectReason::TooMany,
-            format!("{} classes, limit {}", decl.class_names.len(), limits.max_classes),
+            format!(
+                "{} classes, limit {}",
+                decl.class_names.len(),
+                limits.max_classes
+            ),
         ));
     }
     let mut seen = std::collections::HashSet::new();
     for name in &decl.class_names {
         if name.is_empty() {
-            return Err(reject("class_names", RejectReason::MissingField, "empty class name"));
+            return Err(reject(
+                "class_names",
+                RejectReason::MissingField,
+                "empty class name",
+            ));
         }
         check_name("class_names", name, limits)?;
         if !seen.insert(name.as_str()) {
-            return Err(reject("class_names", RejectReason::InvalidValue, format!("class {name:?} listed twice")));
+            return Err(reject(
+                "class_names",
+                RejectReason::InvalidValue,
+                format!("class {name:?} listed twice"),
+            ));
         }
     }
     if !decl.positive_class.is_empty() && !seen.contains(decl.positive_class.as_str()) {
@@ -379,13 +463,21 @@ pub fn check_declaration(decl: &pb::ModelDeclaration, limits: &Limits) -> Result
         return Err(reject(
             "features",
             RejectReason::TooMany,
-            format!("{} features, limit {}", decl.features.len(), limits.max_features),
+            format!(
+                "{} features, limit {}",
+                decl.features.len(),
+                limits.max_features
+            ),
         ));
     }
     let mut names = std::collections::HashSet::new();
     for feature in &decl.features {
         if feature.name.is_empty() {
-            return Err(reject("features.name", RejectReason::MissingField, "empty feature name"));
+            return Err(reject(
+                "features.name",
+                RejectReason::MissingField,
+                "empty feature name",
+            ));
         }
         check_name("features.name", &feature.name, limits)?;
         if !names.insert(feature.name.as_str()) {
@@ -399,7 +491,10 @@ pub fn check_declaration(decl: &pb::ModelDeclaration, limits: &Limits) -> Result
             return Err(reject(
                 "features.kind",
                 RejectReason::MissingField,
-                format!("feature {:?} has no kind (NUMERIC or CATEGORICAL)", feature.name),
+                format!(
+                    "feature {:?} has no kind (NUMERIC or CATEGORICAL)",
+                    feature.name
+                ),
             ));
         }
     }
@@ -505,19 +600,77 @@ mod tests {
         let cases: Vec<(pb::InferenceRecord, &str, &'static str, RejectReason)> = vec![
             (record(), "", "model", RejectReason::MissingField),
             (record(), &long_name, "model", RejectReason::TooLong),
-            (pb::InferenceRecord { latency_seconds: Some(f64::NAN), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),
-            (pb::InferenceRecord { latency_seconds: Some(f64::INFINITY), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),
-            (pb::InferenceRecord { latency_seconds: Some(-1.0), ..record() }, "m", "latency_seconds", RejectReason::InvalidValue),
-            (pb::InferenceRecord { numeric_features: vec![1.0; 3], ..record() }, "m", "numeric_features", RejectReason::SchemaMismatch),
-            (pb::InferenceRecord { categorical_features: vec!["a".into(), "b".into()], ..record() }, "m", "categorical_features", RejectReason::SchemaMismatch),
-            (pb::InferenceRecord { error_type: "e".repeat(65), ..record() }, "m", "error_type", RejectReason::TooLong),
-            (pb::InferenceRecord { traceparent: "00-abc".into(), ..record() }, "m", "traceparent", RejectReason::InvalidTraceparent),
             (
                 pb::InferenceRecord {
-                    prediction: Some(pb::inference_record::Prediction::Classification(pb::Classification {
-                        predicted_class_index: Some(3),
-                        ..Default::default()
-                    })),
+                    latency_seconds: Some(f64::NAN),
+                    ..record()
+                },
+                "m",
+                "latency_seconds",
+                RejectReason::InvalidValue,
+            ),
+            (
+                pb::InferenceRecord {
+                    latency_seconds: Some(f64::INFINITY),
+                    ..record()
+                },
+                "m",
+                "latency_seconds",
+                RejectReason::InvalidValue,
+            ),
+            (
+                pb::InferenceRecord {
+                    latency_seconds: Some(-1.0),
+                    ..record()
+                },
+                "m",
+                "latency_seconds",
+                RejectReason::InvalidValue,
+            ),
+            (
+                pb::InferenceRecord {
+                    numeric_features: vec![1.0; 3],
+                    ..record()
+                },
+                "m",
+                "numeric_features",
+                RejectReason::SchemaMismatch,
+            ),
+            (
+                pb::InferenceRecord {
+                    categorical_features: vec!["a".into(), "b".into()],
+                    ..record()
+                },
+                "m",
+                "categorical_features",
+                RejectReason::SchemaMismatch,
+            ),
+            (
+                pb::InferenceRecord {
+                    error_type: "e".repeat(65),
+                    ..record()
+                },
+                "m",
+                "error_type",
+                RejectReason::TooLong,
+            ),
+            (
+                pb::InferenceRecord {
+                    traceparent: "00-abc".into(),
+                    ..record()
+                },
+                "m",
+                "traceparent",
+                RejectReason::InvalidTraceparent,
+            ),
+            (
+                pb::InferenceRecord {
+                    prediction: Some(pb::inference_record::Prediction::Classification(
+                        pb::Classification {
+                            predicted_class_index: Some(3),
+                            ..Default::default()
+                        },
+                    )),
                     ..record()
                 },
                 "m",
@@ -526,10 +679,12 @@ mod tests {
             ),
             (
                 pb::InferenceRecord {
-                    prediction: Some(pb::inference_record::Prediction::Classification(pb::Classification {
-                        class_probabilities: vec![0.5, 1.5, 0.0],
-                        ..Default::default()
-                    })),
+                    prediction: Some(pb::inference_record::Prediction::Classification(
+                        pb::Classification {
+                            class_probabilities: vec![0.5, 1.5, 0.0],
+                            ..Default::default()
+                        },
+                    )),
                     ..record()
                 },
                 "m",
@@ -538,7 +693,9 @@ mod tests {
             ),
             (
                 pb::InferenceRecord {
-                    prediction: Some(pb::inference_record::Prediction::Regression(pb::Regression { value: f64::NAN })),
+                    prediction: Some(pb::inference_record::Prediction::Regression(
+                        pb::Regression { value: f64::NAN },
+                    )),
                     ..record()
                 },
                 "m",
@@ -546,20 +703,32 @@ mod tests {
                 RejectReason::InvalidValue,
             ),
             (
-                pb::InferenceRecord { label: Some(pb::Label { value: Some(pb::label::Value::ClassIndex(9)) }), ..record() },
+                pb::InferenceRecord {
+                    label: Some(pb::Label {
+                        value: Some(pb::label::Value::ClassIndex(9)),
+                    }),
+                    ..record()
+                },
                 "m",
                 "label.class_index",
                 RejectReason::UnknownClass,
             ),
             (
-                pb::InferenceRecord { attributes: vec![pb::Attribute::default(); 17], ..record() },
+                pb::InferenceRecord {
+                    attributes: vec![pb::Attribute::default(); 17],
+                    ..record()
+                },
                 "m",
                 "attributes",
                 RejectReason::TooMany,
             ),
         ];
         for (r, model, field, reason) in cases {
-            assert_eq!(field_of(check_record(&r, model, "1", Some(&d), &limits)), (field, reason), "{r:?}");
+            assert_eq!(
+                field_of(check_record(&r, model, "1", Some(&d), &limits)),
+                (field, reason),
+                "{r:?}"
+            );
         }
     }
 
@@ -589,16 +758,38 @@ mod tests {
             model: "m".into(),
             class_names: vec!["no".into(), "yes".into()],
             positive_class: "yes".into(),
-            features: vec![pb::FeatureSpec { name: "x".into(), kind: pb::FeatureKind::Numeric as i32 }],
+            features: vec![pb::FeatureSpec {
+                name: "x".into(),
+                kind: pb::FeatureKind::Numeric as i32,
+            }],
             ..Default::default()
         };
         check_declaration(&good, &limits).unwrap();
-        let dup = pb::ModelDeclaration { class_names: vec!["a".into(), "a".into()], positive_class: String::new(), ..good.clone() };
+        let dup = pb::ModelDeclaration {
+            class_names: vec!["a".into(), "a".into()],
+            positive_class: String::new(),
+            ..good.clone()
+        };
         assert_eq!(field_of(check_declaration(&dup, &limits)).0, "class_names");
-        let bad_positive = pb::ModelDeclaration { positive_class: "maybe".into(), ..good.clone() };
-        assert_eq!(field_of(check_declaration(&bad_positive, &limits)).0, "positive_class");
-        let kindless = pb::ModelDeclaration { features: vec![pb::FeatureSpec { name: "x".into(), kind: 0 }], ..good };
-        assert_eq!(field_of(check_declaration(&kindless, &limits)).0, "features.kind");
+        let bad_positive = pb::ModelDeclaration {
+            positive_class: "maybe".into(),
+            ..good.clone()
+        };
+        assert_eq!(
+            field_of(check_declaration(&bad_positive, &limits)).0,
+            "positive_class"
+        );
+        let kindless = pb::ModelDeclaration {
+            features: vec![pb::FeatureSpec {
+                name: "x".into(),
+                kind: 0,
+            }],
+            ..good
+        };
+        assert_eq!(
+            field_of(check_declaration(&kindless, &limits)).0,
+            "features.kind"
+        );
     }
 
     #[test]
@@ -606,13 +797,27 @@ mod tests {
         let limits = Limits::default();
         let truth = pb::GroundTruth {
             request_id: "r".into(),
-            label: Some(pb::Label { value: Some(pb::label::Value::RegressionValue(1.0)) }),
+            label: Some(pb::Label {
+                value: Some(pb::label::Value::RegressionValue(1.0)),
+            }),
             ..Default::default()
         };
         check_ground_truth(&truth, "m", "", None, &limits).unwrap();
-        let anonymous = pb::GroundTruth { request_id: String::new(), ..truth.clone() };
-        assert_eq!(field_of(check_ground_truth(&anonymous, "m", "", None, &limits)).0, "request_id");
-        let empty = pb::GroundTruth { label: None, ..truth };
-        assert_eq!(field_of(check_ground_truth(&empty, "m", "", None, &limits)).0, "label");
+        let anonymous = pb::GroundTruth {
+            request_id: String::new(),
+            ..truth.clone()
+        };
+        assert_eq!(
+            field_of(check_ground_truth(&anonymous, "m", "", None, &limits)).0,
+            "request_id"
+        );
+        let empty = pb::GroundTruth {
+            label: None,
+            ..truth
+        };
+        assert_eq!(
+            field_of(check_ground_truth(&empty, "m", "", None, &limits)).0,
+            "label"
+        );
     }
 }

@@ -13,7 +13,13 @@ async fn a_stream_gets_one_ack_per_batch_in_order_and_every_record_counted() {
     let batches: Vec<pb::RecordBatch> = (0..20u64)
         .map(|seq| {
             let model = if seq % 2 == 0 { "alpha" } else { "beta" };
-            batch(seq, model, (0..50).map(|i| record(&format!("{seq}-{i}"), 0.02)).collect())
+            batch(
+                seq,
+                model,
+                (0..50)
+                    .map(|i| record(&format!("{seq}-{i}"), 0.02))
+                    .collect(),
+            )
         })
         .collect();
     let response = client
@@ -21,12 +27,21 @@ async fn a_stream_gets_one_ack_per_batch_in_order_and_every_record_counted() {
         .await
         .unwrap();
     let acks: Vec<pb::BatchAck> = response.into_inner().map(|a| a.unwrap()).collect().await;
-    assert_eq!(acks.iter().map(|a| a.sequence).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
-    assert!(acks.iter().all(|a| a.accepted == 50 && a.rejects.is_empty()));
+    assert_eq!(
+        acks.iter().map(|a| a.sequence).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert!(acks
+        .iter()
+        .all(|a| a.accepted == 50 && a.rejects.is_empty()));
 
     let (metrics, _) = s.stop().await;
     for model in ["alpha", "beta"] {
-        let attrs = [("model.name", model), ("model.version", "1"), ("outcome", "ok")];
+        let attrs = [
+            ("model.name", model),
+            ("model.version", "1"),
+            ("outcome", "ok"),
+        ];
         assert_eq!(value(&metrics, "inferscope.records.received", &attrs), 500);
         let h = histograms(&metrics, "inferscope.inference.duration", &attrs);
         assert_eq!(h.len(), 1);
@@ -40,7 +55,8 @@ async fn a_stream_gets_one_ack_per_batch_in_order_and_every_record_counted() {
 async fn bad_records_are_rejected_alone_with_index_and_field() {
     let s = common::start(common::config()).await;
     let mut client = s.client().await;
-    let mut records: Vec<pb::InferenceRecord> = (0..6).map(|i| record(&format!("r{i}"), 0.1)).collect();
+    let mut records: Vec<pb::InferenceRecord> =
+        (0..6).map(|i| record(&format!("r{i}"), 0.1)).collect();
     records[1].latency_seconds = Some(f64::NAN);
     records[3].traceparent = "not-a-traceparent".into();
     records[4].model = "m".repeat(1000);
@@ -66,14 +82,32 @@ async fn bad_records_are_rejected_alone_with_index_and_field() {
             (5, "latency_seconds", RejectReason::InvalidValue as i32),
         ]
     );
-    assert!(ack.rejects[0].message.contains("NaN"), "{}", ack.rejects[0].message);
+    assert!(
+        ack.rejects[0].message.contains("NaN"),
+        "{}",
+        ack.rejects[0].message
+    );
 
     let (metrics, _) = s.stop().await;
     let gamma = [("model.name", "gamma"), ("model.version", "1")];
     assert_eq!(value(&metrics, "inferscope.records.received", &gamma), 2);
     let reason = |r| [("model.name", "gamma"), ("reason", r)];
-    assert_eq!(value(&metrics, "inferscope.records.rejected", &reason("invalid_value")), 2);
-    assert_eq!(value(&metrics, "inferscope.records.rejected", &reason("invalid_traceparent")), 1);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &reason("invalid_value")
+        ),
+        2
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &reason("invalid_traceparent")
+        ),
+        1
+    );
     // The record whose model name was the problem is counted under __invalid__.
     let invalid = [("model.name", "__invalid__"), ("reason", "too_long")];
     assert_eq!(value(&metrics, "inferscope.records.rejected", &invalid), 1);
@@ -91,7 +125,11 @@ async fn an_oversized_batch_is_refused_with_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("11 records") && status.message().contains("--max-batch-records"), "{}", status.message());
+    assert!(
+        status.message().contains("11 records") && status.message().contains("--max-batch-records"),
+        "{}",
+        status.message()
+    );
 
     // On a stream, earlier batches are acked, then the stream ends with the same error.
     let ok = batch(1, "m", records[..5].to_vec());
@@ -102,10 +140,20 @@ async fn an_oversized_batch_is_refused_with_invalid_argument() {
         .unwrap()
         .into_inner();
     assert_eq!(acks.next().await.unwrap().unwrap().sequence, 1);
-    assert_eq!(acks.next().await.unwrap().unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        acks.next().await.unwrap().unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
     let (metrics, _) = s.stop().await;
     assert_eq!(value(&metrics, "inferscope.batches.rejected", &[]), 2);
-    assert_eq!(value(&metrics, "inferscope.records.received", &[("model.name", "m")]), 5);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,24 +166,38 @@ async fn declarations_give_positional_features_a_schema() {
         task: pb::TaskType::MulticlassClassification as i32,
         class_names: vec!["a".into(), "b".into(), "c".into()],
         features: vec![
-            pb::FeatureSpec { name: "x".into(), kind: pb::FeatureKind::Numeric as i32 },
-            pb::FeatureSpec { name: "y".into(), kind: pb::FeatureKind::Numeric as i32 },
+            pb::FeatureSpec {
+                name: "x".into(),
+                kind: pb::FeatureKind::Numeric as i32,
+            },
+            pb::FeatureSpec {
+                name: "y".into(),
+                kind: pb::FeatureKind::Numeric as i32,
+            },
         ],
         ..Default::default()
     };
     let good = pb::InferenceRecord {
         numeric_features: vec![1.0, f64::NAN],
-        prediction: Some(pb::inference_record::Prediction::Classification(pb::Classification {
-            predicted_class_index: Some(2),
-            class_probabilities: vec![0.1, 0.2, 0.7],
-            ..Default::default()
-        })),
+        prediction: Some(pb::inference_record::Prediction::Classification(
+            pb::Classification {
+                predicted_class_index: Some(2),
+                class_probabilities: vec![0.1, 0.2, 0.7],
+                ..Default::default()
+            },
+        )),
         ..record("ok", 0.01)
     };
-    let wrong_count = pb::InferenceRecord { numeric_features: vec![1.0], ..good.clone() };
+    let wrong_count = pb::InferenceRecord {
+        numeric_features: vec![1.0],
+        ..good.clone()
+    };
     let named = pb::InferenceRecord {
         numeric_features: vec![],
-        named_features: vec![pb::NamedFeature { name: "x".into(), value: Some(pb::named_feature::Value::Number(3.0)) }],
+        named_features: vec![pb::NamedFeature {
+            name: "x".into(),
+            value: Some(pb::named_feature::Value::Number(3.0)),
+        }],
         ..good.clone()
     };
     let mut b = batch(1, "clf", vec![good, wrong_count, named]);
@@ -143,15 +205,25 @@ async fn declarations_give_positional_features_a_schema() {
     let ack = client.submit_records(b).await.unwrap().into_inner();
     assert_eq!(ack.accepted, 2);
     assert_eq!(ack.rejects.len(), 1);
-    assert_eq!((ack.rejects[0].index, ack.rejects[0].field.as_str()), (1, "numeric_features"));
+    assert_eq!(
+        (ack.rejects[0].index, ack.rejects[0].field.as_str()),
+        (1, "numeric_features")
+    );
     assert_eq!(ack.rejects[0].reason, RejectReason::SchemaMismatch as i32);
 
     // A broken declaration refuses the batch and names the declaration's field.
     let mut bad = batch(2, "clf", vec![record("x", 0.1)]);
-    bad.declarations = vec![pb::ModelDeclaration { positive_class: "z".into(), ..declaration }];
+    bad.declarations = vec![pb::ModelDeclaration {
+        positive_class: "z".into(),
+        ..declaration
+    }];
     let status = client.submit_records(bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("declarations[0].positive_class"), "{}", status.message());
+    assert!(
+        status.message().contains("declarations[0].positive_class"),
+        "{}",
+        status.message()
+    );
     s.stop().await;
 }
 
@@ -161,23 +233,48 @@ async fn delayed_labels_are_validated_and_counted() {
     let mut client = s.client().await;
     let label = |id: &str| pb::GroundTruth {
         request_id: id.into(),
-        label: Some(pb::Label { value: Some(pb::label::Value::ClassName("fraud".into())) }),
+        label: Some(pb::Label {
+            value: Some(pb::label::Value::ClassName("fraud".into())),
+        }),
         ..Default::default()
     };
     let labels = pb::LabelBatch {
         sequence: 3,
         model: "clf".into(),
         version: "1".into(),
-        labels: vec![label("a"), label(""), pb::GroundTruth { label: None, ..label("c") }, label("d")],
+        labels: vec![
+            label("a"),
+            label(""),
+            pb::GroundTruth {
+                label: None,
+                ..label("c")
+            },
+            label("d"),
+        ],
     };
     let ack = client.submit_labels(labels).await.unwrap().into_inner();
     assert_eq!((ack.sequence, ack.accepted), (3, 2));
-    let fields: Vec<_> = ack.rejects.iter().map(|r| (r.index, r.field.as_str())).collect();
+    let fields: Vec<_> = ack
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_str()))
+        .collect();
     assert_eq!(fields, vec![(1, "request_id"), (2, "label")]);
     let (metrics, _) = s.stop().await;
-    assert_eq!(value(&metrics, "inferscope.labels.received", &[("model.name", "clf")]), 2);
     assert_eq!(
-        value(&metrics, "inferscope.labels.rejected", &[("model.name", "clf"), ("reason", "missing_field")]),
+        value(
+            &metrics,
+            "inferscope.labels.received",
+            &[("model.name", "clf")]
+        ),
+        2
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.labels.rejected",
+            &[("model.name", "clf"), ("reason", "missing_field")]
+        ),
         2
     );
 }
@@ -194,7 +291,10 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
     let mut pending = Vec::new();
     for seq in 0..2 {
         let mut c = client.clone();
-        pending.push(tokio::spawn(async move { c.submit_records(batch(seq, "m", vec![record("r", 0.1)])).await }));
+        pending.push(tokio::spawn(async move {
+            c.submit_records(batch(seq, "m", vec![record("r", 0.1)]))
+                .await
+        }));
     }
     // Wait until both are queued (an explicit signal: the queue depth), then overflow it.
     loop {
@@ -215,7 +315,14 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
     let (metrics, _) = s.stop().await;
     assert_eq!(value(&metrics, "inferscope.batches.shed", &[]), 1);
     assert_eq!(value(&metrics, "inferscope.records.shed", &[]), 2);
-    assert_eq!(value(&metrics, "inferscope.records.received", &[("model.name", "m")]), 2);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +336,13 @@ async fn shutdown_ends_open_streams_and_exports_everything_acked() {
         .unwrap()
         .into_inner();
     for seq in 0..3 {
-        tx.send(batch(seq, "m", (0..10).map(|i| record(&i.to_string(), 0.3)).collect())).await.unwrap();
+        tx.send(batch(
+            seq,
+            "m",
+            (0..10).map(|i| record(&i.to_string(), 0.3)).collect(),
+        ))
+        .await
+        .unwrap();
         assert_eq!(acks.next().await.unwrap().unwrap().sequence, seq);
     }
     // The stream is still open (tx alive) when shutdown starts.
@@ -239,7 +352,14 @@ async fn shutdown_ends_open_streams_and_exports_everything_acked() {
     assert_eq!(end.code(), tonic::Code::Unavailable);
     assert!(end.message().contains("shutting down"));
     let (metrics, _) = s.stop().await;
-    assert_eq!(value(&metrics, "inferscope.records.received", &[("model.name", "m")]), 30);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        30
+    );
     assert_eq!(value(&metrics, "inferscope.streams.active", &[]), 0);
     drop(tx);
 }
@@ -252,18 +372,39 @@ async fn error_records_always_get_a_span_that_joins_the_callers_trace() {
     let mut failed = record("boom", 0.5);
     failed.error_type = "timeout".into();
     failed.traceparent = parent.into();
-    failed.attributes = vec![pb::Attribute { key: "tenant".into(), value: "acme".into() }];
-    let ok = pb::InferenceRecord { traceparent: parent.into(), ..record("fine", 0.1) };
-    let ack = client.submit_records(batch(1, "m", vec![failed, ok])).await.unwrap().into_inner();
+    failed.attributes = vec![pb::Attribute {
+        key: "tenant".into(),
+        value: "acme".into(),
+    }];
+    let ok = pb::InferenceRecord {
+        traceparent: parent.into(),
+        ..record("fine", 0.1)
+    };
+    let ack = client
+        .submit_records(batch(1, "m", vec![failed, ok]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ack.accepted, 2);
     let (_, spans) = s.stop().await;
     // Sampling ratio is 0 in tests: only the error record is traced.
     assert_eq!(spans.len(), 1, "{spans:?}");
     let span = &spans[0];
-    assert_eq!(span.span_context.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        span.span_context.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
     assert_eq!(span.parent_span_id.to_string(), "b7ad6b7169203331");
-    assert!(matches!(span.status, opentelemetry::trace::Status::Error { .. }));
-    let attr = |k: &str| span.attributes.iter().find(|a| a.key.as_str() == k).map(|a| a.value.to_string());
+    assert!(matches!(
+        span.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key.as_str() == k)
+            .map(|a| a.value.to_string())
+    };
     assert_eq!(attr("error.type").as_deref(), Some("timeout"));
     assert_eq!(attr("inferscope.request.id").as_deref(), Some("boom"));
     assert_eq!(attr("tenant").as_deref(), Some("acme"));
@@ -283,7 +424,10 @@ async fn sampling_follows_the_ratio_and_the_parent_flag() {
     assert_eq!(spans.len(), 5);
 
     let mut config = common::config();
-    config.sampling = inferscope::config::Sampling { ratio: 0.0, parent_based: true };
+    config.sampling = inferscope::config::Sampling {
+        ratio: 0.0,
+        parent_based: true,
+    };
     let s = common::start(config).await;
     let mut client = s.client().await;
     let sampled = pb::InferenceRecord {
@@ -294,10 +438,16 @@ async fn sampling_follows_the_ratio_and_the_parent_flag() {
         traceparent: "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into(),
         ..record("no", 0.1)
     };
-    client.submit_records(batch(1, "m", vec![sampled, unsampled])).await.unwrap();
+    client
+        .submit_records(batch(1, "m", vec![sampled, unsampled]))
+        .await
+        .unwrap();
     let (_, spans) = s.stop().await;
     assert_eq!(spans.len(), 1);
-    assert_eq!(spans[0].span_context.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        spans[0].span_context.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,13 +459,19 @@ async fn generation_records_produce_the_gen_ai_metrics() {
         "llm",
         (0..4)
             .map(|i| pb::InferenceRecord {
-                prediction: Some(pb::inference_record::Prediction::Generation(pb::Generation {
-                    input_tokens: 100 * (i + 1),
-                    output_tokens: 21,
-                    time_to_first_token_seconds: Some(0.2),
-                    ..Default::default()
-                })),
-                error_type: if i == 3 { "rate_limited".into() } else { String::new() },
+                prediction: Some(pb::inference_record::Prediction::Generation(
+                    pb::Generation {
+                        input_tokens: 100 * (i + 1),
+                        output_tokens: 21,
+                        time_to_first_token_seconds: Some(0.2),
+                        ..Default::default()
+                    },
+                )),
+                error_type: if i == 3 {
+                    "rate_limited".into()
+                } else {
+                    String::new()
+                },
                 ..record(&i.to_string(), 1.2)
             })
             .collect(),
@@ -329,12 +485,24 @@ async fn generation_records_produce_the_gen_ai_metrics() {
     }];
     client.submit_records(b).await.unwrap();
     let (metrics, _) = s.stop().await;
-    let base = [("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "llm")];
-    let input = histograms(&metrics, "gen_ai.client.token.usage", &[base[0], base[1], ("gen_ai.token.type", "input")]);
+    let base = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "llm"),
+        ("gen_ai.provider.name", "vllm"),
+    ];
+    let input = histograms(
+        &metrics,
+        "gen_ai.client.token.usage",
+        &[base[0], base[1], base[2], ("gen_ai.token.type", "input")],
+    );
     assert_eq!((input[0].count, input[0].sum), (4, Some(1000.0)));
     let durations = histograms(&metrics, "gen_ai.server.request.duration", &base);
     assert_eq!(durations.iter().map(|h| h.count).sum::<u64>(), 4);
-    let errors = histograms(&metrics, "gen_ai.server.request.duration", &[("error.type", "rate_limited")]);
+    let errors = histograms(
+        &metrics,
+        "gen_ai.server.request.duration",
+        &[("error.type", "rate_limited")],
+    );
     assert_eq!(errors[0].count, 1);
     // Successful responses only: 3 of them; (1.2 - 0.2) / (21 - 1) = 0.05 s per token.
     let ttft = histograms(&metrics, "gen_ai.server.time_to_first_token", &base);
@@ -349,17 +517,23 @@ async fn generation_records_produce_the_gen_ai_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_serving() {
     let s = common::start(common::config()).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.sidecar.local_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", s.sidecar.local_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let reply = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "inferscope.v1.IngestService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "inferscope.v1.IngestService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     s.stop().await;
 }

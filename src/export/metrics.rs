@@ -146,12 +146,23 @@ impl MetricsBuilder {
         );
     }
 
-    fn gauge(&mut self, name: &str, unit: &str, description: &str, points: Vec<(Vec<KeyValue>, i64)>) {
+    fn gauge(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        points: Vec<(Vec<KeyValue>, i64)>,
+    ) {
         let data_points = points
             .into_iter()
             .map(|(attributes, value)| self.number(attributes, value))
             .collect();
-        self.push(name, unit, description, metric::Data::Gauge(Gauge { data_points }));
+        self.push(
+            name,
+            unit,
+            description,
+            metric::Data::Gauge(Gauge { data_points }),
+        );
     }
 
     fn histogram(
@@ -280,8 +291,14 @@ pub fn encode(
             if operation.time_per_output_token.count() > 0 {
                 gen_ai_tpot.push((gen_ai.clone(), &operation.time_per_output_token));
             }
-            gen_ai_tokens.push((with(gen_ai.clone(), "gen_ai.token.type", "input"), &operation.input_tokens));
-            gen_ai_tokens.push((with(gen_ai, "gen_ai.token.type", "output"), &operation.output_tokens));
+            gen_ai_tokens.push((
+                with(gen_ai.clone(), "gen_ai.token.type", "input"),
+                &operation.input_tokens,
+            ));
+            gen_ai_tokens.push((
+                with(gen_ai, "gen_ai.token.type", "output"),
+                &operation.output_tokens,
+            ));
         }
     }
 
@@ -359,7 +376,12 @@ pub fn encode(
             .queue_depths
             .iter()
             .enumerate()
-            .map(|(shard, &depth)| (vec![resource::attribute("shard", &shard.to_string())], depth as i64))
+            .map(|(shard, &depth)| {
+                (
+                    vec![resource::attribute("shard", &shard.to_string())],
+                    depth as i64,
+                )
+            })
             .collect(),
     );
     b.gauge(
@@ -369,14 +391,50 @@ pub fn encode(
         vec![(Vec::new(), snapshot.queue_capacity as i64)],
     );
     for (name, unit, description, value) in [
-        ("inferscope.batches.shed", "{batch}", "Batches refused with UNAVAILABLE because a shard queue was full.", snapshot.batches_shed),
-        ("inferscope.records.shed", "{record}", "Records in batches refused with UNAVAILABLE.", snapshot.records_shed),
-        ("inferscope.batches.rejected", "{batch}", "Whole batches refused with INVALID_ARGUMENT (too large, bad declaration).", snapshot.batches_rejected),
-        ("inferscope.spans.dropped", "{span}", "Spans dropped because the span queue was full.", snapshot.spans_dropped),
-        ("inferscope.models.overflow", "{record}", "Records counted under model __other__ because --max-models was reached.", snapshot.models_overflow),
-        ("inferscope.export.failures", "{request}", "Failed OTLP metric export requests.", snapshot.export_failures),
+        (
+            "inferscope.batches.shed",
+            "{batch}",
+            "Batches refused with UNAVAILABLE because a shard queue was full.",
+            snapshot.batches_shed,
+        ),
+        (
+            "inferscope.records.shed",
+            "{record}",
+            "Records in batches refused with UNAVAILABLE.",
+            snapshot.records_shed,
+        ),
+        (
+            "inferscope.batches.rejected",
+            "{batch}",
+            "Whole batches refused with INVALID_ARGUMENT (too large, bad declaration).",
+            snapshot.batches_rejected,
+        ),
+        (
+            "inferscope.spans.dropped",
+            "{span}",
+            "Spans dropped because the span queue was full.",
+            snapshot.spans_dropped,
+        ),
+        (
+            "inferscope.models.overflow",
+            "{record}",
+            "Records counted under model __other__ because --max-models was reached.",
+            snapshot.models_overflow,
+        ),
+        (
+            "inferscope.export.failures",
+            "{request}",
+            "Failed OTLP metric export requests.",
+            snapshot.export_failures,
+        ),
     ] {
-        b.sum(name, unit, description, true, vec![(Vec::new(), value as i64)]);
+        b.sum(
+            name,
+            unit,
+            description,
+            true,
+            vec![(Vec::new(), value as i64)],
+        );
     }
 
     ExportMetricsServiceRequest {
@@ -524,7 +582,10 @@ impl MetricTransport {
                 }
             }
             Self::Memory(store) => {
-                store.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+                store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(request);
                 Ok(())
             }
         }
@@ -571,7 +632,12 @@ impl MetricExporter {
     }
 
     pub async fn export(&mut self, snapshot: &SidecarSnapshot) -> Result<(), ExportError> {
-        let request = encode(snapshot, self.resource.clone(), self.start, SystemTime::now());
+        let request = encode(
+            snapshot,
+            self.resource.clone(),
+            self.start,
+            SystemTime::now(),
+        );
         let result = self.transport.send(request, self.timeout).await;
         match &result {
             Ok(()) if !self.healthy => {

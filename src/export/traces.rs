@@ -35,7 +35,9 @@ use tokio::sync::mpsc;
 pub const SPAN_NAME: &str = "inferscope.inference";
 
 /// The OTLP span exporter the configuration asks for.
-pub fn otlp_exporter(config: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+pub fn otlp_exporter(
+    config: &ExportConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
     let built = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut metadata = tonic::metadata::MetadataMap::new();
@@ -119,8 +121,12 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
 
 /// A tracer provider exporting through `exporter` in batches on the tokio runtime. Sampling is
 /// decided before a span is built (in the shard), so the SDK samples everything it is given.
-pub fn tracer_provider<E: SpanExporter + 'static>(exporter: E, resource: Resource) -> SdkTracerProvider {
-    let processor = BatchSpanProcessor::builder(ReportingExporter::new(exporter), runtime::Tokio).build();
+pub fn tracer_provider<E: SpanExporter + 'static>(
+    exporter: E,
+    resource: Resource,
+) -> SdkTracerProvider {
+    let processor =
+        BatchSpanProcessor::builder(ReportingExporter::new(exporter), runtime::Tokio).build();
     SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(Sampler::AlwaysOn)

@@ -20,7 +20,10 @@ pub struct ExplicitHistogram {
 
 impl ExplicitHistogram {
     pub fn new(bounds: &'static [f64]) -> Self {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds must increase");
+        debug_assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "bounds must increase"
+        );
         Self {
             bounds,
             counts: vec![0; bounds.len() + 1],
@@ -49,7 +52,10 @@ impl ExplicitHistogram {
 
     /// Adds `other`'s observations into `self`. Both must share the same bounds.
     pub fn merge(&mut self, other: &Self) {
-        assert_eq!(self.bounds, other.bounds, "merging histograms with other bounds");
+        assert_eq!(
+            self.bounds, other.bounds,
+            "merging histograms with other bounds"
+        );
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
         }

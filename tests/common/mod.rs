@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use inferscope::{
-    config::Config,
+    config::{Config, ExportConfig, Sampling},
     export::{metrics::MetricTransport, resource, traces},
     pb::{self, ingest_service_client::IngestServiceClient},
     server::{Sidecar, Sinks},
@@ -44,11 +44,19 @@ pub struct TestSidecar {
 /// A configuration for tests: two shards, no periodic export (the final export at stop is the
 /// one tests read), no sampling of successful records.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.shards = 2;
-    config.export.metric_interval = Duration::from_secs(3600);
-    config.sampling.ratio = 0.0;
-    config
+    let defaults = Config::default();
+    Config {
+        shards: 2,
+        export: ExportConfig {
+            metric_interval: Duration::from_secs(3600),
+            ..defaults.export.clone()
+        },
+        sampling: Sampling {
+            ratio: 0.0,
+            parent_based: false,
+        },
+        ..defaults
+    }
 }
 
 pub async fn start(config: Config) -> TestSidecar {
@@ -79,7 +87,13 @@ impl TestSidecar {
     /// Stops the sidecar and returns the last metrics request it exported.
     pub async fn stop(self) -> (ExportMetricsServiceRequest, Vec<SpanData>) {
         self.sidecar.stop().await.unwrap();
-        let last = self.metrics.lock().unwrap().last().cloned().expect("a final export");
+        let last = self
+            .metrics
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a final export");
         let spans = self.spans.lock().unwrap().clone();
         (last, spans)
     }
@@ -123,7 +137,9 @@ fn has(attributes: &[KeyValue], wanted: &[(&str, &str)]) -> bool {
 
 /// Sum of the values of the sum/gauge points of `name` whose attributes include `wanted`.
 pub fn value(request: &ExportMetricsServiceRequest, name: &str, wanted: &[(&str, &str)]) -> i64 {
-    let Some(m) = metric(request, name) else { return 0 };
+    let Some(m) = metric(request, name) else {
+        return 0;
+    };
     let points = match &m.data {
         Some(metric::Data::Sum(s)) => &s.data_points,
         Some(metric::Data::Gauge(g)) => &g.data_points,
@@ -145,7 +161,9 @@ pub fn histograms<'a>(
     name: &str,
     wanted: &[(&str, &str)],
 ) -> Vec<&'a HistogramDataPoint> {
-    let Some(m) = metric(request, name) else { return Vec::new() };
+    let Some(m) = metric(request, name) else {
+        return Vec::new();
+    };
     match &m.data {
         Some(metric::Data::Histogram(h)) => h
             .data_points

@@ -46,6 +46,7 @@ from .inferscope.v1 import ingest_pb2_grpc as pb_grpc
 __all__ = ["InferscopeClient", "ClientStats", "DEFAULT_TARGET"]
 
 log = logging.getLogger("inferscope_client")
+log.addHandler(logging.NullHandler())  # the application decides where warnings go
 
 DEFAULT_TARGET = "127.0.0.1:7717"
 
@@ -200,6 +201,7 @@ class InferscopeClient:
         self._closed = False
         self._abort = False
         self._call: Any = None
+        self._last_ready_wait = 0.0
         self._channel: Any = None
         self._stub: Any = None
         self._threads: List[threading.Thread] = []
@@ -401,7 +403,16 @@ class InferscopeClient:
         if call is not None:
             _quietly(call.cancel)
         if self._channel is not None:
-            _quietly(self._channel.close)
+            # grpc's connectivity poller (behind channel_ready_future) can outlive our cancelled
+            # futures by a polling cycle and fails noisily on a channel closed under it; closing a
+            # moment later avoids that race without making close() wait.
+            delay = self._last_ready_wait + 1.0 - time.monotonic()
+            if delay > 0:
+                timer = threading.Timer(delay, _quietly, args=(self._channel.close,))
+                timer.daemon = True
+                timer.start()
+            else:
+                _quietly(self._channel.close)
         if lost or lost_labels:
             log.warning(
                 "inferscope: closed with %d records and %d labels not acknowledged (counted as dropped)",
@@ -514,6 +525,7 @@ class InferscopeClient:
             return False
         finally:
             future.cancel()
+            self._last_ready_wait = time.monotonic()
 
     def _requests(self, session: _Session) -> Iterator[Any]:
         """The request stream of one call; runs on a gRPC thread."""

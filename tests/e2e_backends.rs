@@ -1,0 +1,500 @@
+//! End-to-end against real OTLP backends (DESIGN.md §6): VictoriaMetrics for metrics (OTLP/HTTP,
+//! queried with PromQL) and Arize Phoenix for traces (OTLP/gRPC, queried over its REST API).
+//! Both are installed into `.tools/` by `tools/install-backends.sh`; without them this test fails
+//! and says so (it is never skipped).
+
+mod common;
+
+use common::{batch, record};
+use inferscope::{
+    config::{ExportConfig, OtlpProtocol, Sampling},
+    export::{metrics::MetricTransport, resource, traces},
+    pb,
+    server::{Sidecar, Sinks},
+};
+use serde_json::Value;
+use std::{
+    net::TcpListener as StdListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A backend process, killed when the test ends however it ends.
+struct Backend {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "inferscope-e2e-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+fn tool(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `tools/install-backends.sh` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(url: &str, within: Duration, child: &mut Child) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("backend for {url} exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not ready within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_victoria_metrics() -> (Backend, String) {
+    let dir = TempDir::new("vm");
+    let port = free_port();
+    let mut child = Command::new(tool("victoria-metrics"))
+        .args([
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-storageDataPath={}", dir.0.display()),
+            "-search.latencyOffset=1s".into(),
+            "-opentelemetry.usePrometheusNaming".into(),
+            "-loggerLevel=WARN".into(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start victoria-metrics");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+        &mut child,
+    )
+    .await;
+    (Backend { child, _dir: dir }, base)
+}
+
+async fn start_phoenix() -> (Backend, String, String) {
+    let dir = TempDir::new("phoenix");
+    let (http, grpc) = (free_port(), free_port());
+    let mut child = Command::new(tool("phoenix"))
+        .arg("serve")
+        .env("PHOENIX_TELEMETRY_ENABLED", "false")
+        .env("PHOENIX_ALLOW_EXTERNAL_RESOURCES", "false")
+        .env("PHOENIX_WORKING_DIR", &dir.0)
+        .env("PHOENIX_HOST", "127.0.0.1")
+        .env("PHOENIX_PORT", http.to_string())
+        .env("PHOENIX_GRPC_PORT", grpc.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start phoenix");
+    let base = format!("http://127.0.0.1:{http}");
+    wait_ready(
+        &format!("{base}/readyz"),
+        Duration::from_secs(120),
+        &mut child,
+    )
+    .await;
+    (
+        Backend { child, _dir: dir },
+        base,
+        format!("http://127.0.0.1:{grpc}"),
+    )
+}
+
+/// The value of a scalar PromQL query, polled until it is `want` (fresh samples take a moment to
+/// become searchable even after a flush) or the deadline passes; returns the last value seen.
+async fn promql(base: &str, query: &str, want: f64) -> Option<f64> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let _ = client
+            .get(format!("{base}/internal/force_flush"))
+            .send()
+            .await;
+        let body: Value = client
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        last = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok());
+        if last == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    last
+}
+
+async fn phoenix_spans(base: &str, trace_id: &str, want: usize) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut spans = Vec::new();
+    while Instant::now() < deadline {
+        let response = client
+            .get(format!("{base}/v1/projects/default/spans"))
+            .query(&[("trace_id", trace_id), ("limit", "100")])
+            .send()
+            .await
+            .unwrap();
+        if response.status().is_success() {
+            let body: Value = response.json().await.unwrap();
+            spans = body["data"].as_array().cloned().unwrap_or_default();
+            if spans.len() >= want {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    spans
+}
+
+fn export_config(endpoint: String, protocol: OtlpProtocol) -> ExportConfig {
+    ExportConfig {
+        endpoint,
+        protocol,
+        endpoint_configured: true,
+        headers: Vec::new(),
+        metric_interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        metrics: true,
+        traces: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
+    let (_vm, vm) = start_victoria_metrics().await;
+    let (_phoenix, phoenix_http, phoenix_grpc) = start_phoenix().await;
+
+    // The real export paths: OTLP/HTTP protobuf to VictoriaMetrics, OTLP/gRPC to Phoenix.
+    let resource = resource::detect();
+    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let traces_export = export_config(phoenix_grpc, OtlpProtocol::Grpc);
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
+        traces: Some(traces::tracer_provider(
+            traces::otlp_exporter(&traces_export).unwrap(),
+            resource.clone(),
+        )),
+        resource,
+    };
+    let mut config = common::config();
+    config.export = metrics_export;
+    // Successful records are traced only when the caller's traceparent says "sampled".
+    config.sampling = Sampling {
+        ratio: 0.0,
+        parent_based: true,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+
+    // A unique trace per run: Phoenix keeps a trace in the project of its first span.
+    let trace_id = format!("{:032x}", rand_suffix() as u128 * 7919 + 1);
+    let parent_span = "b7ad6b7169203331";
+    let sampled_parent = format!("00-{trace_id}-{parent_span}-01");
+    let unsampled_parent = format!("00-{trace_id}-{parent_span}-00");
+
+    // Classifier: 40 ok, 7 timeouts, 3 OOMs, 2 rejected; latencies spread over the buckets.
+    let latencies: Vec<f64> = (0..50).map(|i| 0.001 + 0.004 * i as f64).collect();
+    let mut records: Vec<pb::InferenceRecord> = latencies
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let mut r = record(&format!("clf-{i}"), l);
+            r.error_type = match i {
+                40..=46 => "timeout".into(),
+                47..=49 => "oom".into(),
+                _ => String::new(),
+            };
+            r.traceparent = match i {
+                0 | 1 => sampled_parent.clone(),     // sampled: 2 spans
+                2..=9 => unsampled_parent.clone(),   // not sampled: no span
+                40 | 47 => unsampled_parent.clone(), // errors: always a span
+                _ => String::new(),
+            };
+            r
+        })
+        .collect();
+    records.push(pb::InferenceRecord {
+        latency_seconds: Some(f64::NAN),
+        ..record("bad-1", 0.0)
+    });
+    records.push(pb::InferenceRecord {
+        latency_seconds: Some(f64::INFINITY),
+        ..record("bad-2", 0.0)
+    });
+    let halves = [records[..26].to_vec(), records[26..].to_vec()];
+    let acks: Vec<pb::BatchAck> = {
+        let batches = vec![
+            batch(1, "e2e-clf", halves[0].clone()),
+            batch(2, "e2e-clf", halves[1].clone()),
+        ];
+        let stream = client
+            .stream_records(tokio_stream::iter(batches))
+            .await
+            .unwrap()
+            .into_inner();
+        use tokio_stream::StreamExt;
+        stream.map(|a| a.unwrap()).collect().await
+    };
+    assert_eq!(acks.iter().map(|a| a.accepted).sum::<u32>(), 50);
+    assert_eq!(acks.iter().map(|a| a.rejects.len()).sum::<usize>(), 2);
+
+    // LLM: 5 generations.
+    let input_tokens = [120u64, 800, 35, 2048, 400];
+    let mut llm = batch(
+        3,
+        "e2e-llm",
+        input_tokens
+            .iter()
+            .map(|&t| pb::InferenceRecord {
+                prediction: Some(pb::inference_record::Prediction::Generation(
+                    pb::Generation {
+                        input_tokens: t,
+                        output_tokens: 64,
+                        time_to_first_token_seconds: Some(0.15),
+                        ..Default::default()
+                    },
+                )),
+                ..record("gen", 1.4)
+            })
+            .collect(),
+    );
+    llm.declarations = vec![pb::ModelDeclaration {
+        model: "e2e-llm".into(),
+        version: "1".into(),
+        task: pb::TaskType::Generation as i32,
+        gen_ai_provider: "vllm".into(),
+        ..Default::default()
+    }];
+    assert_eq!(
+        client
+            .submit_records(llm)
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted,
+        5
+    );
+
+    // Stopping exports the final state and flushes the spans.
+    sidecar.stop().await.unwrap();
+
+    let clf = r#"model_name="e2e-clf",model_version="1""#;
+    let q = |s: String| s;
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_records_received_total{{{clf}}})"#
+            )),
+            50.0
+        )
+        .await,
+        Some(50.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_records_received_total{{{clf},outcome="ok"}})"#
+            )),
+            40.0
+        )
+        .await,
+        Some(40.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_records_received_total{{{clf},error_type="timeout"}})"#
+            )),
+            7.0
+        )
+        .await,
+        Some(7.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_records_received_total{{{clf},error_type="oom"}})"#
+            )),
+            3.0
+        )
+        .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_records_rejected_total{{{clf},reason="invalid_value"}})"#
+            )),
+            2.0
+        )
+        .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &q(format!(
+                r#"sum(inferscope_inference_duration_seconds_count{{{clf}}})"#
+            )),
+            50.0
+        )
+        .await,
+        Some(50.0)
+    );
+    // Cumulative bucket counts, computed from the latencies sent.
+    for le in ["0.005", "0.025", "0.1", "0.25"] {
+        let bound: f64 = le.parse().unwrap();
+        let want = latencies.iter().filter(|&&l| l <= bound).count() as f64;
+        let query =
+            format!(r#"sum(inferscope_inference_duration_seconds_bucket{{{clf},le="{le}"}})"#);
+        assert_eq!(promql(&vm, &query, want).await, Some(want), "{query}");
+    }
+    let want_sum: f64 = latencies.iter().sum();
+    let got_sum = promql(
+        &vm,
+        &format!(r#"sum(inferscope_inference_duration_seconds_sum{{{clf}}})"#),
+        want_sum,
+    )
+    .await
+    .unwrap();
+    assert!((got_sum - want_sum).abs() < 1e-9, "{got_sum} vs {want_sum}");
+
+    let llm = r#"gen_ai_request_model="e2e-llm",gen_ai_operation_name="chat",gen_ai_provider_name="vllm""#;
+    let want_input: u64 = input_tokens.iter().sum();
+    assert_eq!(
+        promql(
+            &vm,
+            &format!(r#"sum(gen_ai_client_token_usage_sum{{{llm},gen_ai_token_type="input"}})"#),
+            want_input as f64
+        )
+        .await,
+        Some(want_input as f64)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &format!(r#"sum(gen_ai_client_token_usage_count{{{llm},gen_ai_token_type="output"}})"#),
+            5.0
+        )
+        .await,
+        Some(5.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &format!(r#"sum(gen_ai_server_request_duration_seconds_count{{{llm}}})"#),
+            5.0
+        )
+        .await,
+        Some(5.0)
+    );
+    assert_eq!(
+        promql(
+            &vm,
+            &format!(r#"sum(gen_ai_server_time_to_first_token_seconds_count{{{llm}}})"#),
+            5.0
+        )
+        .await,
+        Some(5.0)
+    );
+    // (1.4 - 0.15) / 63 ≈ 0.0198 s per token: inside the (0.01, 0.025] bucket.
+    assert_eq!(
+        promql(&vm, &format!(r#"sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.025"}}) - sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.01"}})"#), 5.0).await,
+        Some(5.0)
+    );
+
+    // Phoenix: 2 sampled ok spans + 2 error spans, all children of the caller's span.
+    let spans = phoenix_spans(&phoenix_http, &trace_id, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(span["context"]["trace_id"], trace_id.as_str());
+        assert_eq!(span["parent_id"], parent_span);
+        assert_eq!(span["name"], traces::SPAN_NAME);
+        assert_eq!(span["attributes"]["model.name"], "e2e-clf");
+    }
+    let errors: Vec<_> = spans
+        .iter()
+        .filter(|s| s["status_code"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 2);
+    let mut error_types: Vec<_> = errors
+        .iter()
+        .map(|s| s["attributes"]["error.type"].as_str().unwrap())
+        .collect();
+    error_types.sort();
+    assert_eq!(error_types, ["oom", "timeout"]);
+}
