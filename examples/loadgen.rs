@@ -32,7 +32,9 @@ fn parse() -> Args {
             "--batch" => args.batch = value.parse().expect("--batch"),
             "--features" => args.features = value.parse().expect("--features"),
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
-            other => panic!("unknown flag {other}; flags: --addr --streams --batch --features --seconds"),
+            other => {
+                panic!("unknown flag {other}; flags: --addr --streams --batch --features --seconds")
+            }
         }
     }
     args
@@ -44,13 +46,19 @@ fn batch(sequence: u64, size: usize, features: usize) -> pb::RecordBatch {
         .map(|i| pb::InferenceRecord {
             request_id: format!("req-{sequence}-{i}"),
             latency_seconds: Some(0.001 + (i % 100) as f64 * 0.0005),
-            error_type: if i % 100 == 0 { "timeout".into() } else { String::new() },
+            error_type: if i % 100 == 0 {
+                "timeout".into()
+            } else {
+                String::new()
+            },
             numeric_features: (0..features).map(|f| (i * f) as f64 * 0.01).collect(),
-            prediction: Some(pb::inference_record::Prediction::Classification(pb::Classification {
-                predicted_class_index: Some((i % 2) as u32),
-                class_probabilities: vec![0.3, 0.7],
-                ..Default::default()
-            })),
+            prediction: Some(pb::inference_record::Prediction::Classification(
+                pb::Classification {
+                    predicted_class_index: Some((i % 2) as u32),
+                    class_probabilities: vec![0.3, 0.7],
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         })
         .collect();
@@ -124,7 +132,10 @@ async fn main() {
                 }
             }
             let _ = producer.await;
-            assert_eq!(rejected, 0, "the load generator's records should all be valid");
+            assert_eq!(
+                rejected, 0,
+                "the load generator's records should all be valid"
+            );
             accepted
         }));
     }
