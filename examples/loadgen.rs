@@ -4,7 +4,7 @@
 //!
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:7717 --seconds 10
 
-use inferscope::pb::{self, ingest_service_client::IngestServiceClient};
+use inferscope::{demo::load_test_batch, pb::ingest_service_client::IngestServiceClient};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -40,53 +40,10 @@ fn parse() -> Args {
     args
 }
 
-/// One batch of classifier records with `features` numeric features, built before timing.
-fn batch(sequence: u64, size: usize, features: usize) -> pb::RecordBatch {
-    let records = (0..size)
-        .map(|i| pb::InferenceRecord {
-            request_id: format!("req-{sequence}-{i}"),
-            latency_seconds: Some(0.001 + (i % 100) as f64 * 0.0005),
-            error_type: if i % 100 == 0 {
-                "timeout".into()
-            } else {
-                String::new()
-            },
-            numeric_features: (0..features).map(|f| (i * f) as f64 * 0.01).collect(),
-            prediction: Some(pb::inference_record::Prediction::Classification(
-                pb::Classification {
-                    predicted_class_index: Some((i % 2) as u32),
-                    class_probabilities: vec![0.3, 0.7],
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        })
-        .collect();
-    pb::RecordBatch {
-        sequence,
-        model: "loadgen".into(),
-        version: "1".into(),
-        records,
-        declarations: vec![pb::ModelDeclaration {
-            model: "loadgen".into(),
-            version: "1".into(),
-            task: pb::TaskType::BinaryClassification as i32,
-            class_names: vec!["neg".into(), "pos".into()],
-            features: (0..features)
-                .map(|f| pb::FeatureSpec {
-                    name: format!("f{f}"),
-                    kind: pb::FeatureKind::Numeric as i32,
-                })
-                .collect(),
-            ..Default::default()
-        }],
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse();
-    let template = batch(0, args.batch, args.features);
+    let template = load_test_batch(0, args.batch, args.features);
     let deadline = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();

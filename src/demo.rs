@@ -205,6 +205,50 @@ impl SyntheticModel {
     }
 }
 
+/// A uniform batch for load tests and benchmarks: a declared binary classifier ("loadgen" 1)
+/// with `features` numeric features, 1 % error records.
+pub fn load_test_batch(sequence: u64, size: usize, features: usize) -> pb::RecordBatch {
+    let records = (0..size)
+        .map(|i| pb::InferenceRecord {
+            request_id: format!("req-{sequence}-{i}"),
+            latency_seconds: Some(0.001 + (i % 100) as f64 * 0.0005),
+            error_type: if i % 100 == 0 {
+                "timeout".into()
+            } else {
+                String::new()
+            },
+            numeric_features: (0..features).map(|f| (i * f) as f64 * 0.01).collect(),
+            prediction: Some(pb::inference_record::Prediction::Classification(
+                pb::Classification {
+                    predicted_class_index: Some((i % 2) as u32),
+                    class_probabilities: vec![0.3, 0.7],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+        .collect();
+    pb::RecordBatch {
+        sequence,
+        model: "loadgen".into(),
+        version: "1".into(),
+        records,
+        declarations: vec![pb::ModelDeclaration {
+            model: "loadgen".into(),
+            version: "1".into(),
+            task: pb::TaskType::BinaryClassification as i32,
+            class_names: vec!["neg".into(), "pos".into()],
+            features: (0..features)
+                .map(|f| pb::FeatureSpec {
+                    name: format!("f{f}"),
+                    kind: pb::FeatureKind::Numeric as i32,
+                })
+                .collect(),
+            ..Default::default()
+        }],
+    }
+}
+
 /// Streams synthetic records of one model to `addr` at `rate` records/s until `stop`. Roughly
 /// one batch in 50 carries an invalid record (a NaN latency) to show rejects.
 async fn stream_model(

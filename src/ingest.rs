@@ -108,13 +108,80 @@ impl ShardShare {
     }
 }
 
-/// Remembers the last model seen in a batch, so that consecutive records of one model (the usual
+/// Remembers the last model seen in a batch, so that consecutive items of one model (the usual
 /// case) cost a string comparison instead of a hash and a registry lookup.
 struct ModelCache<'a> {
     model: &'a str,
     version: &'a str,
     shard: usize,
     declaration: Option<Arc<Declaration>>,
+}
+
+/// Sorts the validated items (records or labels) of one batch into per-shard shares.
+struct Sorter<'a> {
+    ingest: &'a Ingest,
+    shares: Vec<ShardShare>,
+    rejects: Vec<pb::RecordReject>,
+    cache: Option<ModelCache<'a>>,
+}
+
+impl<'a> Sorter<'a> {
+    fn new(ingest: &'a Ingest) -> Self {
+        Self {
+            ingest,
+            shares: (0..ingest.pipeline.shard_count())
+                .map(|_| ShardShare::default())
+                .collect(),
+            rejects: Vec::new(),
+            cache: None,
+        }
+    }
+
+    /// The shard and declaration of a model version.
+    fn model(&mut self, model: &'a str, version: &'a str) -> &ModelCache<'a> {
+        let hit = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.model == model && c.version == version);
+        if !hit {
+            self.cache = Some(ModelCache {
+                model,
+                version,
+                shard: self.ingest.pipeline.shard_of(model, version),
+                declaration: self.ingest.declarations.get(model, version),
+            });
+        }
+        self.cache.as_ref().expect("set above")
+    }
+
+    /// Checks item `index` of the batch against its model's declaration and files it under its
+    /// shard, accepted or rejected. A reject whose model is itself unusable goes to shard 0, to
+    /// be counted under `__invalid__`.
+    fn sort(
+        &mut self,
+        index: usize,
+        model: &'a str,
+        version: &'a str,
+        check: impl FnOnce(Option<&Declaration>) -> Result<(), FieldError>,
+    ) {
+        let cached = self.model(model, version);
+        let shard = cached.shard;
+        let checked = check(cached.declaration.as_deref());
+        match checked {
+            Ok(()) => self.shares[shard].accepted.push(index as u32),
+            Err(e) => {
+                let (reject, rejected) = reject_of(index, e);
+                let shard = if rejected.model_usable { shard } else { 0 };
+                self.shares[shard].rejected.push(rejected);
+                self.rejects.push(reject);
+            }
+        }
+    }
+
+    /// The shares and the rejects; ends the borrow of the batch.
+    fn finish(self) -> (Vec<ShardShare>, Vec<pb::RecordReject>) {
+        (self.shares, self.rejects)
+    }
 }
 
 impl Ingest {
@@ -161,6 +228,26 @@ impl Ingest {
         Ok(stored)
     }
 
+    /// Queues each non-empty share on its shard (all or nothing); returns the shards' replies.
+    fn dispatch<T>(
+        &self,
+        shares: Vec<ShardShare>,
+        mut work: impl FnMut(ShardShare, oneshot::Sender<T>) -> ShardWork,
+    ) -> Result<Vec<oneshot::Receiver<T>>, Shed> {
+        let mut items = Vec::new();
+        let mut waits = Vec::new();
+        for (shard, share) in shares.into_iter().enumerate() {
+            if share.is_empty() {
+                continue;
+            }
+            let (done, wait) = oneshot::channel();
+            waits.push(wait);
+            items.push((shard, work(share, done)));
+        }
+        self.pipeline.dispatch(items)?;
+        Ok(waits)
+    }
+
     /// Validates and dispatches one batch.
     pub fn accept_batch(&self, batch: pb::RecordBatch) -> Result<PendingAck, IngestError> {
         let n = batch.records.len();
@@ -188,78 +275,38 @@ impl Ingest {
             }
         };
 
-        let mut shares: Vec<ShardShare> = (0..self.pipeline.shard_count())
-            .map(|_| ShardShare::default())
-            .collect();
+        let mut sorter = Sorter::new(self);
         for (key, declaration) in declarations {
             let shard = self.pipeline.shard_of(&key.model, &key.version);
-            shares[shard].declarations.push((key, declaration));
+            sorter.shares[shard].declarations.push((key, declaration));
         }
-        let mut rejects = Vec::new();
-        let mut cache: Option<ModelCache> = None;
         for (index, record) in batch.records.iter().enumerate() {
             let (model, version) =
                 validation::model_of(&record.model, &record.version, &batch.model, &batch.version);
-            let hit = cache
-                .as_ref()
-                .is_some_and(|c| c.model == model && c.version == version);
-            if !hit {
-                cache = Some(ModelCache {
-                    model,
-                    version,
-                    shard: self.pipeline.shard_of(model, version),
-                    declaration: self.declarations.get(model, version),
-                });
-            }
-            let c = cache.as_ref().expect("set above");
-            match validation::check_record(
-                record,
-                model,
-                version,
-                c.declaration.as_deref(),
-                &self.limits,
-            ) {
-                Ok(()) => shares[c.shard].accepted.push(index as u32),
-                Err(e) => {
-                    let (reject, rejected) = reject_of(index, e);
-                    let shard = if rejected.model_usable { c.shard } else { 0 };
-                    shares[shard].rejected.push(rejected);
-                    rejects.push(reject);
-                }
-            }
+            sorter.sort(index, model, version, |declaration| {
+                validation::check_record(record, model, version, declaration, &self.limits)
+            });
         }
-        drop(cache); // it borrows from `batch`, which moves next
+        let (shares, rejects) = sorter.finish();
         let accepted = (n - rejects.len()) as u32;
         let sequence = batch.sequence;
         let batch = Arc::new(batch);
         let received = SystemTime::now();
-        let mut work = Vec::new();
-        let mut waits = Vec::new();
-        for (shard, share) in shares.into_iter().enumerate() {
-            if share.is_empty() {
-                continue;
-            }
-            let (done, wait) = oneshot::channel();
-            waits.push(wait);
-            work.push((
-                shard,
-                ShardWork::Records {
-                    batch: batch.clone(),
-                    declarations: share.declarations,
-                    accepted: share.accepted,
-                    rejected: share.rejected,
-                    received,
-                    done,
-                },
-            ));
-        }
-        if let Err(shed) = self.pipeline.dispatch(work) {
-            self.pipeline
-                .stats
-                .records_shed
-                .fetch_add(n as u64, Relaxed);
-            return Err(shed.into());
-        }
+        let waits = self
+            .dispatch(shares, |share, done| ShardWork::Records {
+                batch: batch.clone(),
+                declarations: share.declarations,
+                accepted: share.accepted,
+                rejected: share.rejected,
+                received,
+                done,
+            })
+            .inspect_err(|_| {
+                self.pipeline
+                    .stats
+                    .records_shed
+                    .fetch_add(n as u64, Relaxed);
+            })?;
         Ok(PendingAck {
             sequence,
             accepted,
@@ -279,52 +326,23 @@ impl Ingest {
             }
             .into());
         }
-        let mut shares: Vec<ShardShare> = (0..self.pipeline.shard_count())
-            .map(|_| ShardShare::default())
-            .collect();
-        let mut rejects = Vec::new();
+        let mut sorter = Sorter::new(self);
         for (index, truth) in batch.labels.iter().enumerate() {
             let (model, version) =
                 validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
-            let declaration = self.declarations.get(model, version);
-            let shard = self.pipeline.shard_of(model, version);
-            match validation::check_ground_truth(
-                truth,
-                model,
-                version,
-                declaration.as_deref(),
-                &self.limits,
-            ) {
-                Ok(()) => shares[shard].accepted.push(index as u32),
-                Err(e) => {
-                    let (reject, rejected) = reject_of(index, e);
-                    let shard = if rejected.model_usable { shard } else { 0 };
-                    shares[shard].rejected.push(rejected);
-                    rejects.push(reject);
-                }
-            }
+            sorter.sort(index, model, version, |declaration| {
+                validation::check_ground_truth(truth, model, version, declaration, &self.limits)
+            });
         }
+        let (shares, rejects) = sorter.finish();
         let sequence = batch.sequence;
         let batch = Arc::new(batch);
-        let mut work = Vec::new();
-        let mut waits = Vec::new();
-        for (shard, share) in shares.into_iter().enumerate() {
-            if share.is_empty() {
-                continue;
-            }
-            let (done, wait) = oneshot::channel();
-            waits.push(wait);
-            work.push((
-                shard,
-                ShardWork::Labels {
-                    batch: batch.clone(),
-                    accepted: share.accepted,
-                    rejected: share.rejected,
-                    done,
-                },
-            ));
-        }
-        self.pipeline.dispatch(work)?;
+        let waits = self.dispatch(shares, |share, done| ShardWork::Labels {
+            batch: batch.clone(),
+            accepted: share.accepted,
+            rejected: share.rejected,
+            done,
+        })?;
         for wait in waits {
             let _ = wait.await;
         }

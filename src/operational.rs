@@ -65,6 +65,13 @@ impl BoundedLabels {
             self.values.push(value.to_owned());
             return self.values.len() - 1;
         }
+        if self.overflowed == 0 {
+            tracing::warn!(
+                value,
+                cap = self.cap,
+                "a per-model label cap is reached: this and further new values are counted as _OTHER"
+            );
+        }
         self.overflowed += 1;
         self.cap
     }

@@ -194,7 +194,13 @@ impl Pipeline {
             match self.shards[*shard].work.try_reserve() {
                 Ok(permit) => permits.push(permit),
                 Err(_) => {
-                    self.stats.batches_shed.fetch_add(1, Relaxed);
+                    // Logged the first time only; the counter tells the rest.
+                    if self.stats.batches_shed.fetch_add(1, Relaxed) == 0 {
+                        tracing::warn!(
+                            "a shard queue is full: batches are refused with UNAVAILABLE \
+                             (counted in inferscope.batches.shed; see --shard-queue-batches)"
+                        );
+                    }
                     return Err(Shed);
                 }
             }
@@ -336,6 +342,14 @@ impl Shard {
                 self.insert(key)
             }
             None => {
+                if self.models_overflow == 0 {
+                    tracing::warn!(
+                        model,
+                        version,
+                        "--max-models reached: records of further model versions are counted \
+                         under __other__ (and in inferscope.models.overflow)"
+                    );
+                }
                 self.models_overflow += 1;
                 let overflow = ModelKey::overflow();
                 match self.models.get(&overflow) {
@@ -350,6 +364,16 @@ impl Shard {
             self.last = Some(i);
         }
         i
+    }
+
+    /// The state a reject is counted in: its model's, or [`INVALID_MODEL`]'s when the model name
+    /// itself was the problem.
+    fn reject_model(&mut self, reject: &RejectedRecord, model: &str, version: &str) -> usize {
+        if reject.model_usable {
+            self.model(model, version)
+        } else {
+            self.model(INVALID_MODEL, "")
+        }
     }
 
     fn insert(&mut self, key: ModelKey) -> usize {
@@ -386,13 +410,9 @@ impl Shard {
                 }
                 for r in rejected {
                     let record = &batch.records[r.index as usize];
-                    let m = if r.model_usable {
-                        let (model, version) =
-                            model_of(&record.model, &record.version, &batch.model, &batch.version);
-                        self.model(model, version)
-                    } else {
-                        self.model(INVALID_MODEL, "")
-                    };
+                    let (model, version) =
+                        model_of(&record.model, &record.version, &batch.model, &batch.version);
+                    let m = self.reject_model(&r, model, version);
                     self.index[m].1.record_reject(r.reason);
                 }
                 // Anomaly detectors are not built yet: no flags.
@@ -413,13 +433,9 @@ impl Shard {
                 }
                 for r in rejected {
                     let truth = &batch.labels[r.index as usize];
-                    let m = if r.model_usable {
-                        let (model, version) =
-                            model_of(&truth.model, &truth.version, &batch.model, &batch.version);
-                        self.model(model, version)
-                    } else {
-                        self.model(INVALID_MODEL, "")
-                    };
+                    let (model, version) =
+                        model_of(&truth.model, &truth.version, &batch.model, &batch.version);
+                    let m = self.reject_model(&r, model, version);
                     self.index[m].1.record_label_reject(r.reason);
                 }
                 let _ = done.send(());
@@ -485,8 +501,10 @@ impl Shard {
                 .map(|a| (a.key.clone(), a.value.clone()))
                 .collect(),
         };
-        if spans.try_send(job).is_err() {
-            self.stats.spans_dropped.fetch_add(1, Relaxed);
+        if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
+            tracing::warn!(
+                "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
+            );
         }
     }
 }

@@ -183,8 +183,7 @@ impl Sidecar {
                     exporter_stop.cancel();
                     if let Some(exporter) = exporter {
                         if let Ok(mut exporter) = exporter.await {
-                            let snapshot =
-                                SidecarSnapshot::assemble(finals, &pipeline.stats, &pipeline);
+                            let snapshot = SidecarSnapshot::assemble(finals, &pipeline);
                             if exporter.export(&snapshot).await.is_ok() {
                                 tracing::info!("final metrics export done");
                             }

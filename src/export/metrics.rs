@@ -52,7 +52,8 @@ pub struct SidecarSnapshot {
 impl SidecarSnapshot {
     /// Merges shard snapshots (model keys are disjoint across shards except the overflow key)
     /// with the process-wide counters.
-    pub fn assemble(shards: Vec<ShardSnapshot>, stats: &SelfStats, pipeline: &Pipeline) -> Self {
+    pub fn assemble(shards: Vec<ShardSnapshot>, pipeline: &Pipeline) -> Self {
+        let stats = &pipeline.stats;
         let mut snapshot = SidecarSnapshot {
             streams_active: stats.streams_active.load(Relaxed),
             batches_shed: stats.batches_shed.load(Relaxed),
@@ -81,7 +82,7 @@ impl SidecarSnapshot {
     /// Collects a fresh snapshot from the running shards.
     pub async fn collect(pipeline: &Pipeline) -> Self {
         let shards = pipeline.snapshot().await;
-        Self::assemble(shards, &pipeline.stats, pipeline)
+        Self::assemble(shards, pipeline)
     }
 }
 
