@@ -186,6 +186,11 @@ async fn promql(base: &str, query: &str, want: f64) -> Option<f64> {
     last
 }
 
+/// Asserts that a scalar PromQL query reaches `want`.
+async fn assert_promql(base: &str, query: &str, want: f64) {
+    assert_eq!(promql(base, query, want).await, Some(want), "{query}");
+}
+
 async fn phoenix_spans(base: &str, trace_id: &str, want: usize) -> Vec<Value> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -348,80 +353,49 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
     sidecar.stop().await.unwrap();
 
     let clf = r#"model_name="e2e-clf",model_version="1""#;
-    let q = |s: String| s;
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_records_received_total{{{clf}}})"#
-            )),
-            50.0
-        )
-        .await,
-        Some(50.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_records_received_total{{{clf},outcome="ok"}})"#
-            )),
-            40.0
-        )
-        .await,
-        Some(40.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_records_received_total{{{clf},error_type="timeout"}})"#
-            )),
-            7.0
-        )
-        .await,
-        Some(7.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_records_received_total{{{clf},error_type="oom"}})"#
-            )),
-            3.0
-        )
-        .await,
-        Some(3.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_records_rejected_total{{{clf},reason="invalid_value"}})"#
-            )),
-            2.0
-        )
-        .await,
-        Some(2.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &q(format!(
-                r#"sum(inferscope_inference_duration_seconds_count{{{clf}}})"#
-            )),
-            50.0
-        )
-        .await,
-        Some(50.0)
-    );
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_records_received_total{{{clf}}})"#),
+        50.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_records_received_total{{{clf},outcome="ok"}})"#),
+        40.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_records_received_total{{{clf},error_type="timeout"}})"#),
+        7.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_records_received_total{{{clf},error_type="oom"}})"#),
+        3.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_records_rejected_total{{{clf},reason="invalid_value"}})"#),
+        2.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(inferscope_inference_duration_seconds_count{{{clf}}})"#),
+        50.0,
+    )
+    .await;
     // Cumulative bucket counts, computed from the latencies sent.
     for le in ["0.005", "0.025", "0.1", "0.25"] {
         let bound: f64 = le.parse().unwrap();
         let want = latencies.iter().filter(|&&l| l <= bound).count() as f64;
         let query =
             format!(r#"sum(inferscope_inference_duration_seconds_bucket{{{clf},le="{le}"}})"#);
-        assert_eq!(promql(&vm, &query, want).await, Some(want), "{query}");
+        assert_promql(&vm, &query, want).await;
     }
     let want_sum: f64 = latencies.iter().sum();
     let got_sum = promql(
@@ -435,47 +409,32 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
 
     let llm = r#"gen_ai_request_model="e2e-llm",gen_ai_operation_name="chat",gen_ai_provider_name="vllm""#;
     let want_input: u64 = input_tokens.iter().sum();
-    assert_eq!(
-        promql(
-            &vm,
-            &format!(r#"sum(gen_ai_client_token_usage_sum{{{llm},gen_ai_token_type="input"}})"#),
-            want_input as f64
-        )
-        .await,
-        Some(want_input as f64)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &format!(r#"sum(gen_ai_client_token_usage_count{{{llm},gen_ai_token_type="output"}})"#),
-            5.0
-        )
-        .await,
-        Some(5.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &format!(r#"sum(gen_ai_server_request_duration_seconds_count{{{llm}}})"#),
-            5.0
-        )
-        .await,
-        Some(5.0)
-    );
-    assert_eq!(
-        promql(
-            &vm,
-            &format!(r#"sum(gen_ai_server_time_to_first_token_seconds_count{{{llm}}})"#),
-            5.0
-        )
-        .await,
-        Some(5.0)
-    );
+    assert_promql(
+        &vm,
+        &format!(r#"sum(gen_ai_client_token_usage_sum{{{llm},gen_ai_token_type="input"}})"#),
+        want_input as f64,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(gen_ai_client_token_usage_count{{{llm},gen_ai_token_type="output"}})"#),
+        5.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(gen_ai_server_request_duration_seconds_count{{{llm}}})"#),
+        5.0,
+    )
+    .await;
+    assert_promql(
+        &vm,
+        &format!(r#"sum(gen_ai_server_time_to_first_token_seconds_count{{{llm}}})"#),
+        5.0,
+    )
+    .await;
     // (1.4 - 0.15) / 63 ≈ 0.0198 s per token: inside the (0.01, 0.025] bucket.
-    assert_eq!(
-        promql(&vm, &format!(r#"sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.025"}}) - sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.01"}})"#), 5.0).await,
-        Some(5.0)
-    );
+    assert_promql(&vm, &format!(r#"sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.025"}}) - sum(gen_ai_server_time_per_output_token_seconds_bucket{{{llm},le="0.01"}})"#), 5.0).await;
 
     // Phoenix: 2 sampled ok spans + 2 error spans, all children of the caller's span.
     let spans = phoenix_spans(&phoenix_http, &trace_id, 4).await;
