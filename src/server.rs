@@ -80,6 +80,11 @@ pub struct Sidecar {
     lifecycle: JoinHandle<Result<(), ServeError>>,
 }
 
+/// HTTP/2 flow-control windows: the defaults (64 KiB) make a 300 KiB batch wait for several
+/// window updates; measured in BENCHMARKS.md.
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+
 /// The gRPC server's transport settings, each with why it is set.
 fn server_builder(config: &Config) -> Server {
     Server::builder()
@@ -88,6 +93,10 @@ fn server_builder(config: &Config) -> Server {
         // Detect a vanished model server (pod restarts) and free its stream state.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Let a client send a whole batch (hundreds of KiB) without waiting for window updates;
+        // the connection window bounds what one model server can have buffered here.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         // Bound the streams one connection may open; each one may hold `max_inflight` batches.
         .max_concurrent_streams(Some(config.max_inflight_batches.max(64) as u32))
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Soak: the default pipeline under steady load, RSS sampled from /proc every interval.
+# Usage: tools/soak.sh [seconds=600] [interval=30] [streams=4]   (needs a release build:
+#   cargo build --release --bin inferscope --example loadgen)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-600}"; interval="${2:-30}"; streams="${3:-4}"
+taskset -c 0 ./target/release/inferscope serve --listen 127.0.0.1:17718 --shards 1 \
+    --no-traces --otlp-endpoint http://127.0.0.1:9 > /tmp/inferscope-soak.log 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true' EXIT
+sleep 1
+taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17718 --seconds "$seconds" --streams "$streams" &
+load=$!
+start=$(date +%s)
+echo "elapsed_s rss_kb"
+while kill -0 "$load" 2>/dev/null; do
+  echo "$(( $(date +%s) - start )) $(awk '/VmRSS/ {print $2}' /proc/$server/status)"
+  sleep "$interval"
+done
+wait "$load"
