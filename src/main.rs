@@ -46,6 +46,20 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rate: u32,
     },
+    /// Ask a running sidecar whether it is serving (gRPC health check); exit 0 if it is, 1 if
+    /// not. For container health checks and Kubernetes exec probes: the sidecar listens on
+    /// loopback, which kubelet's own gRPC probes cannot reach.
+    Health {
+        /// Address of the sidecar [default: the --listen default, 127.0.0.1:7717].
+        #[arg(long, env = "INFERSCOPE_LISTEN")]
+        addr: Option<std::net::SocketAddr>,
+        /// Service to ask about; empty asks about the server as a whole.
+        #[arg(long, default_value = "inferscope.v1.IngestService")]
+        service: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+    },
 }
 
 fn init_logging() {
@@ -61,8 +75,24 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // A health probe prints one line and no logs.
+    if !matches!(cli.command, Command::Health { .. }) {
+        init_logging();
+    }
+    match cli.command {
+        Command::Health {
+            addr,
+            service,
+            timeout,
+        } => {
+            // One line for the probe's log, whatever RUST_BACKTRACE says.
+            if let Err(e) = health(addr, service, timeout).await {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Serve { config } => serve(config).await,
         Command::Demo {
             config,
@@ -82,6 +112,43 @@ async fn main() -> anyhow::Result<()> {
             Ok(demo::run(config, sinks, exporting, duration, rate).await?)
         }
     }
+}
+
+async fn health(
+    addr: Option<std::net::SocketAddr>,
+    service: String,
+    timeout: f64,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let addr = addr.unwrap_or_else(|| {
+        inferscope::config::DEFAULT_LISTEN
+            .parse()
+            .expect("valid default")
+    });
+    let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(timeout)
+            .connect()
+            .await?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.clone(),
+            })
+            .await?;
+        anyhow::Ok(reply.into_inner().status())
+    };
+    let status = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {addr} within {timeout:?}"))?
+        .with_context(|| format!("health check of {addr}"))?;
+    if status != ServingStatus::Serving {
+        anyhow::bail!("{addr} answers {status:?} for {service:?}");
+    }
+    println!("{addr}: SERVING");
+    Ok(())
 }
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {

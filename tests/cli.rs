@@ -1,0 +1,70 @@
+//! The `inferscope` binary as a user runs it: bad configuration fails naming the setting, `serve`
+//! answers `health`, and SIGTERM ends it with exit code 0.
+
+use std::{
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_inferscope");
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_setting() {
+    let out = Command::new(BIN)
+        .args(["serve", "--shards", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--shards"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OTEL_TRACES_SAMPLER"), "{stderr}");
+}
+
+fn health(addr: &str) -> bool {
+    Command::new(BIN)
+        .args(["health", "--addr", addr, "--timeout", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn serve_answers_health_and_exits_cleanly_on_sigterm() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    assert!(!health(&addr), "nothing listens yet");
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--no-metrics", "--no-traces"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health(&addr) {
+        assert!(Instant::now() < deadline, "serve never answered health");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!health(&addr), "stopped");
+}
