@@ -55,6 +55,10 @@ struct Args {
     batch: usize,
     features: usize,
     seconds: f64,
+    /// Distinct pre-built batches, cycled: batch `j` is model `loadgen-j` with error types
+    /// `e<j>-<k>`. 1 (the default) is one model; a large number drives every cardinality cap
+    /// (models, error types) into overflow, for soak runs.
+    distinct: usize,
 }
 
 fn parse() -> Args {
@@ -64,6 +68,7 @@ fn parse() -> Args {
         batch: 1000,
         features: 32,
         seconds: 10.0,
+        distinct: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,9 +79,10 @@ fn parse() -> Args {
             "--batch" => args.batch = value.parse().expect("--batch"),
             "--features" => args.features = value.parse().expect("--features"),
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
-            other => {
-                panic!("unknown flag {other}; flags: --addr --streams --batch --features --seconds")
-            }
+            "--distinct" => args.distinct = value.parse().expect("--distinct"),
+            other => panic!(
+                "unknown flag {other}; flags: --addr --streams --batch --features --seconds --distinct"
+            ),
         }
     }
     args
@@ -85,13 +91,32 @@ fn parse() -> Args {
 #[tokio::main]
 async fn main() {
     let args = parse();
-    let template = Bytes::from(load_test_batch(0, args.batch, args.features).encode_to_vec());
+    let base = load_test_batch(0, args.batch, args.features);
+    let templates: Vec<Bytes> = if args.distinct <= 1 {
+        vec![Bytes::from(base.encode_to_vec())]
+    } else {
+        (0..args.distinct)
+            .map(|j| {
+                let mut b = base.clone();
+                b.model = format!("loadgen-{j}");
+                for d in &mut b.declarations {
+                    d.model = b.model.clone();
+                }
+                for (i, r) in b.records.iter_mut().enumerate() {
+                    if !r.error_type.is_empty() || i % 10 == 0 {
+                        r.error_type = format!("e{j}-{}", i % 7);
+                    }
+                }
+                Bytes::from(b.encode_to_vec())
+            })
+            .collect()
+    };
     let deadline = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.streams {
         let addr = args.addr.clone();
-        let template = template.clone();
+        let templates = templates.clone();
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("address")
@@ -102,8 +127,8 @@ async fn main() {
             grpc.ready().await.expect("ready");
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
             let producer = tokio::spawn(async move {
-                while started.elapsed() < deadline {
-                    if tx.send(template.clone()).await.is_err() {
+                for template in templates.iter().cycle() {
+                    if started.elapsed() >= deadline || tx.send(template.clone()).await.is_err() {
                         break;
                     }
                 }

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Distinct (model, version) pairs tracked; further pairs fold into `__other__`.
 pub const DEFAULT_MAX_MODELS: usize = 64;
+/// A model version with no traffic for this long is forgotten (its series stop; memory and its
+/// `--max-models` slot are freed), so that version rollouts over weeks do not fill the caps.
+pub const DEFAULT_MODEL_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
 /// Distinct `error.type` values kept per model; further values fold into `_OTHER`.
 pub const DEFAULT_MAX_ERROR_TYPES: usize = 32;
 /// Share of successful records that get a span. Error records always get one.
@@ -62,6 +65,9 @@ pub struct ConfigArgs {
     /// (model, version) pairs tracked before new ones fold into `__other__` [default: 64].
     #[arg(long, env = "INFERSCOPE_MAX_MODELS")]
     pub max_models: Option<usize>,
+    /// Seconds without records or labels after which a model version is forgotten [default: 3600].
+    #[arg(long, env = "INFERSCOPE_MODEL_IDLE_EXPIRY_SECONDS")]
+    pub model_idle_expiry_seconds: Option<f64>,
     /// Distinct error types per model before new ones fold into `_OTHER` [default: 32].
     #[arg(long, env = "INFERSCOPE_MAX_ERROR_TYPES")]
     pub max_error_types: Option<usize>,
@@ -123,6 +129,7 @@ struct FileConfig {
     max_batch_records: Option<usize>,
     max_message_bytes: Option<usize>,
     max_models: Option<usize>,
+    model_idle_expiry_seconds: Option<f64>,
     max_error_types: Option<usize>,
     shutdown_budget_seconds: Option<f64>,
     null_sink: Option<bool>,
@@ -168,6 +175,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_inflight_batches: usize,
     pub max_models: usize,
+    pub model_idle_expiry: Duration,
     pub max_error_types: usize,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
@@ -268,6 +276,12 @@ impl Config {
                 .or(file.max_models)
                 .unwrap_or(DEFAULT_MAX_MODELS),
         )?;
+        let model_idle_expiry = seconds(
+            "--model-idle-expiry-seconds",
+            args.model_idle_expiry_seconds
+                .or(file.model_idle_expiry_seconds),
+            DEFAULT_MODEL_IDLE_EXPIRY,
+        )?;
         let max_error_types = positive(
             "--max-error-types",
             args.max_error_types
@@ -327,6 +341,7 @@ impl Config {
             max_message_bytes,
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
             max_models,
+            model_idle_expiry,
             max_error_types,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
@@ -371,8 +386,14 @@ fn seconds(
 ) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(invalid(setting, s, "use a number of seconds above 0")),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => {
+            Ok(Duration::from_secs_f64(s))
+        }
+        Some(s) => Err(invalid(
+            setting,
+            s,
+            "use a number of seconds above 0, at most 30 days",
+        )),
     }
 }
 

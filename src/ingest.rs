@@ -213,16 +213,25 @@ impl Ingest {
             let as_batch_error = |error| BatchError::Declaration { index, error };
             validation::check_declaration(decl, &self.limits).map_err(as_batch_error)?;
             let key = ModelKey::new(&decl.model, &decl.version);
-            let declaration = self
+            let (declaration, evicted) = self
                 .declarations
-                .put(key.clone(), Declaration::from_pb(decl))
-                .map_err(|full| {
-                    as_batch_error(FieldError {
-                        field: "model",
-                        reason: pb::RejectReason::TooMany,
-                        message: full.to_string(),
-                    })
-                })?;
+                .put(key.clone(), Declaration::from_pb(decl));
+            if let Some(old) = evicted {
+                // Logged the first time only; the counter tells the rest.
+                if self
+                    .pipeline
+                    .stats
+                    .declarations_evicted
+                    .fetch_add(1, Relaxed)
+                    == 0
+                {
+                    tracing::warn!(
+                        evicted = ?old,
+                        "--max-models declarations are stored: the oldest is evicted for each new \
+                         one (counted in inferscope.declarations.evicted)"
+                    );
+                }
+            }
             stored.push((key, declaration));
         }
         Ok(stored)

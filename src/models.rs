@@ -71,51 +71,93 @@ impl Declaration {
 
 /// Declarations by model version, shared by all ingest streams. Read once per batch (not per
 /// record) and written only when a declaration arrives, so the lock is uncontended in practice.
+///
+/// Bounded by `--max-models`: when a new model version is declared into a full registry, the
+/// declaration stored longest ago is evicted (version rollouts replace old versions; an evicted
+/// model's records only lose the schema checks until it declares again).
 #[derive(Debug)]
 pub struct DeclarationRegistry {
-    declarations: RwLock<HashMap<ModelKey, Arc<Declaration>>>,
-    /// Bound on distinct declared model versions (the same as `--max-models`).
+    inner: RwLock<Declarations>,
     capacity: usize,
 }
 
-/// A new declaration did not fit: the registry is at `--max-models`.
-#[derive(Debug, thiserror::Error)]
-#[error("{capacity} model versions are declared already (--max-models)")]
-pub struct RegistryFull {
-    pub capacity: usize,
+#[derive(Debug, Default)]
+struct Declarations {
+    /// Each declaration with the sequence number of its last `put`, for eviction order.
+    map: HashMap<ModelKey, (Arc<Declaration>, u64)>,
+    next: u64,
 }
 
 impl DeclarationRegistry {
     pub fn new(capacity: usize) -> Self {
         Self {
-            declarations: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Declarations::default()),
             capacity,
         }
     }
 
     pub fn get(&self, model: &str, version: &str) -> Option<Arc<Declaration>> {
-        let map = self.declarations.read().unwrap_or_else(|e| e.into_inner());
-        // Building the key allocates; skip it when nothing is declared (the common case).
-        if map.is_empty() {
-            return None;
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if inner.map.is_empty() {
+            return None; // spares building a key
         }
-        map.get(&ModelKey::new(model, version)).cloned()
+        inner
+            .map
+            .get(&ModelKey::new(model, version))
+            .map(|(d, _)| d.clone())
     }
 
-    /// Stores or replaces a declaration; returns the stored one.
+    /// Stores or replaces a declaration; returns the stored one and the key evicted to make room.
     pub fn put(
         &self,
         key: ModelKey,
         declaration: Declaration,
-    ) -> Result<Arc<Declaration>, RegistryFull> {
-        let mut map = self.declarations.write().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(&key) && map.len() >= self.capacity {
-            return Err(RegistryFull {
-                capacity: self.capacity,
-            });
+    ) -> (Arc<Declaration>, Option<ModelKey>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = None;
+        if !inner.map.contains_key(&key) && inner.map.len() >= self.capacity {
+            evicted = inner
+                .map
+                .iter()
+                .min_by_key(|(_, (_, seq))| *seq)
+                .map(|(k, _)| k.clone());
+            if let Some(old) = &evicted {
+                inner.map.remove(old);
+            }
         }
         let declaration = Arc::new(declaration);
-        map.insert(key, declaration.clone());
-        Ok(declaration)
+        let seq = inner.next;
+        inner.next += 1;
+        inner.map.insert(key, (declaration.clone(), seq));
+        (declaration, evicted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declaration() -> Declaration {
+        Declaration {
+            task: crate::pb::TaskType::Regression,
+            class_names: Vec::new(),
+            positive_class: None,
+            numeric_features: Vec::new(),
+            categorical_features: Vec::new(),
+            gen_ai_provider: None,
+        }
+    }
+
+    #[test]
+    fn a_full_registry_evicts_the_declaration_stored_longest_ago() {
+        let registry = DeclarationRegistry::new(2);
+        assert_eq!(registry.put(ModelKey::new("m", "1"), declaration()).1, None);
+        assert_eq!(registry.put(ModelKey::new("m", "2"), declaration()).1, None);
+        // Re-declaring refreshes: "1" is now newer than "2".
+        assert_eq!(registry.put(ModelKey::new("m", "1"), declaration()).1, None);
+        let (_, evicted) = registry.put(ModelKey::new("m", "3"), declaration());
+        assert_eq!(evicted, Some(ModelKey::new("m", "2")));
+        assert!(registry.get("m", "2").is_none());
+        assert!(registry.get("m", "1").is_some() && registry.get("m", "3").is_some());
     }
 }

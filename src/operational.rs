@@ -183,6 +183,9 @@ pub struct ModelOps {
     pub gen_ai: Vec<GenAiOperation>,
     /// Operation names past [`MAX_GEN_AI_OPERATIONS`] fold into `_OTHER`.
     gen_ai_operations: BoundedLabels,
+    /// Start of the cumulative period: when this state was created. A model version forgotten
+    /// for idleness and seen again starts a new period, which backends read as a counter reset.
+    pub since: std::time::SystemTime,
 }
 
 impl ModelOps {
@@ -196,6 +199,7 @@ impl ModelOps {
             gen_ai_provider: None,
             gen_ai: Vec::new(),
             gen_ai_operations: BoundedLabels::new(MAX_GEN_AI_OPERATIONS),
+            since: std::time::SystemTime::now(),
         }
     }
 
@@ -315,6 +319,7 @@ impl ModelOps {
             *m += t;
         }
         self.labels_accepted += other.labels_accepted;
+        self.since = self.since.min(other.since);
         if self.gen_ai_provider.is_none() {
             self.gen_ai_provider.clone_from(&other.gen_ai_provider);
         }

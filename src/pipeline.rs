@@ -24,6 +24,7 @@ use std::{
     },
     time::{Duration, SystemTime},
 };
+use tokio::time::Instant;
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -43,7 +44,16 @@ pub struct SelfStats {
     /// Whole batches refused (over the size limit, bad declaration).
     pub batches_rejected: AtomicU64,
     pub spans_dropped: AtomicU64,
+    /// Model versions forgotten after `--model-idle-expiry-seconds` without traffic.
+    pub models_expired: AtomicU64,
+    /// Declarations evicted from the full declaration registry.
+    pub declarations_evicted: AtomicU64,
     pub export_failures: AtomicU64,
+}
+
+/// How often shards look for idle models: a quarter of the expiry, at most once a minute.
+fn sweep_period(expiry: Duration) -> Duration {
+    (expiry / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
 }
 
 /// One record the ingest layer rejected, for counting by the shard of its model.
@@ -130,6 +140,8 @@ pub struct Pipeline {
 #[derive(Debug, Clone)]
 pub struct ShardSettings {
     pub max_models_per_shard: usize,
+    /// A model version with no records or labels for this long is forgotten.
+    pub model_idle_expiry: Duration,
     pub max_error_types: usize,
     pub sampling: Sampling,
 }
@@ -153,6 +165,7 @@ impl Pipeline {
             let shard = Shard {
                 models: HashMap::new(),
                 index: Vec::new(),
+                now: Instant::now(),
                 last: None,
                 models_overflow: 0,
                 settings: settings.clone(),
@@ -269,11 +282,21 @@ impl Pipeline {
     }
 }
 
+/// A model version's state in its shard.
+struct ModelSlot {
+    key: ModelKey,
+    ops: ModelOps,
+    /// When the shard last saw anything for this model; idle slots expire.
+    last_seen: Instant,
+}
+
 /// One shard worker's state: the models it owns.
 struct Shard {
     models: HashMap<ModelKey, usize>,
-    /// Model states in insertion order; `models` maps keys to positions here.
-    index: Vec<(ModelKey, ModelOps)>,
+    /// Model states; `models` maps keys to positions here.
+    index: Vec<ModelSlot>,
+    /// When the work item being processed arrived (one clock read per batch, not per record).
+    now: Instant,
     /// Position of the last model used: consecutive records nearly always share it, and a string
     /// comparison is cheaper than hashing.
     last: Option<usize>,
@@ -291,9 +314,12 @@ impl Shard {
         mut control: mpsc::Receiver<Control>,
         stop: CancellationToken,
     ) -> ShardSnapshot {
+        let mut sweep = tokio::time::interval(sweep_period(self.settings.model_idle_expiry));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
+                _ = sweep.tick() => self.expire_idle(),
                 Some(message) = control.recv() => match message {
                     Control::Snapshot(reply) => {
                         let _ = reply.send(self.snapshot());
@@ -321,15 +347,44 @@ impl Shard {
 
     fn snapshot(&self) -> ShardSnapshot {
         ShardSnapshot {
-            models: self.index.clone(),
+            models: self
+                .index
+                .iter()
+                .map(|slot| (slot.key.clone(), slot.ops.clone()))
+                .collect(),
             models_overflow: self.models_overflow,
         }
+    }
+
+    /// Forgets model versions idle for longer than the expiry, so that version churn over weeks
+    /// neither grows memory nor pushes new versions into `__other__`. Their series stop; if a
+    /// version comes back it starts again from zero with a new start time.
+    fn expire_idle(&mut self) {
+        let expiry = self.settings.model_idle_expiry;
+        let now = Instant::now();
+        let before = self.index.len();
+        self.index
+            .retain(|slot| now.duration_since(slot.last_seen) < expiry);
+        let expired = before - self.index.len();
+        if expired == 0 {
+            return;
+        }
+        self.stats.models_expired.fetch_add(expired as u64, Relaxed);
+        tracing::info!(expired, ?expiry, "forgot idle model versions");
+        self.models = self
+            .index
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| (slot.key.clone(), i))
+            .collect();
+        self.last = None;
     }
 
     /// The state of a model version, created on first sight; past the cap, the overflow model's.
     fn model(&mut self, model: &str, version: &str) -> usize {
         if let Some(i) = self.last {
-            if self.index[i].0.matches(model, version) {
+            if self.index[i].key.matches(model, version) {
+                self.index[i].last_seen = self.now;
                 return i;
             }
         }
@@ -360,9 +415,10 @@ impl Shard {
         };
         // Do not cache the overflow slot for an unknown key: the next record of that key must
         // be counted as overflow again.
-        if self.index[i].0.matches(model, version) {
+        if self.index[i].key.matches(model, version) {
             self.last = Some(i);
         }
+        self.index[i].last_seen = self.now;
         i
     }
 
@@ -378,13 +434,17 @@ impl Shard {
 
     fn insert(&mut self, key: ModelKey) -> usize {
         let i = self.index.len();
-        self.index
-            .push((key.clone(), ModelOps::new(self.settings.max_error_types)));
+        self.index.push(ModelSlot {
+            key: key.clone(),
+            ops: ModelOps::new(self.settings.max_error_types),
+            last_seen: self.now,
+        });
         self.models.insert(key, i);
         i
     }
 
     fn process(&mut self, item: ShardWork) {
+        self.now = Instant::now();
         match item {
             ShardWork::Records {
                 batch,
@@ -396,14 +456,14 @@ impl Shard {
             } => {
                 for (key, declaration) in declarations {
                     let m = self.model(&key.model, &key.version);
-                    self.index[m].1.declare(&declaration);
+                    self.index[m].ops.declare(&declaration);
                 }
                 for &i in &accepted {
                     let record = &batch.records[i as usize];
                     let (model, version) =
                         model_of(&record.model, &record.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
-                    self.index[m].1.update(record);
+                    self.index[m].ops.update(record);
                     if self.spans.is_some() && self.sampled(record) {
                         self.emit_span(record, model, version, received);
                     }
@@ -413,7 +473,7 @@ impl Shard {
                     let (model, version) =
                         model_of(&record.model, &record.version, &batch.model, &batch.version);
                     let m = self.reject_model(&r, model, version);
-                    self.index[m].1.record_reject(r.reason);
+                    self.index[m].ops.record_reject(r.reason);
                 }
                 // Anomaly detectors are not built yet: no flags.
                 let _ = done.send(Vec::new());
@@ -429,14 +489,14 @@ impl Shard {
                     let (model, version) =
                         model_of(&truth.model, &truth.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
-                    self.index[m].1.labels_accepted += 1;
+                    self.index[m].ops.labels_accepted += 1;
                 }
                 for r in rejected {
                     let truth = &batch.labels[r.index as usize];
                     let (model, version) =
                         model_of(&truth.model, &truth.version, &batch.model, &batch.version);
                     let m = self.reject_model(&r, model, version);
-                    self.index[m].1.record_label_reject(r.reason);
+                    self.index[m].ops.record_label_reject(r.reason);
                 }
                 let _ = done.send(());
             }
@@ -506,5 +566,93 @@ impl Shard {
                 "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(model: &str, n: usize) -> Arc<pb::RecordBatch> {
+        Arc::new(pb::RecordBatch {
+            model: model.into(),
+            records: vec![pb::InferenceRecord::default(); n],
+            ..Default::default()
+        })
+    }
+
+    async fn send(pipeline: &Pipeline, batch: Arc<pb::RecordBatch>) {
+        let (done, wait) = oneshot::channel();
+        let accepted = (0..batch.records.len() as u32).collect();
+        let shard = pipeline.shard_of(&batch.model, &batch.version);
+        let work = ShardWork::Records {
+            batch,
+            declarations: Vec::new(),
+            accepted,
+            rejected: Vec::new(),
+            received: SystemTime::now(),
+            done,
+        };
+        pipeline.dispatch(vec![(shard, work)]).unwrap();
+        wait.await.unwrap();
+    }
+
+    fn models(snapshots: &[ShardSnapshot]) -> Vec<(String, u64)> {
+        let mut all: Vec<_> = snapshots
+            .iter()
+            .flat_map(|s| &s.models)
+            .map(|(k, ops)| (k.model.clone(), ops.records()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_models_expire_and_come_back_from_zero() {
+        let settings = ShardSettings {
+            max_models_per_shard: 4,
+            model_idle_expiry: Duration::from_secs(100),
+            max_error_types: 4,
+            sampling: Sampling {
+                ratio: 0.0,
+                parent_based: false,
+            },
+        };
+        let stats = Arc::new(SelfStats::default());
+        let pipeline = Pipeline::start(1, 8, settings, None, stats.clone());
+        send(&pipeline, records("old", 3)).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        send(&pipeline, records("new", 2)).await;
+        // "old" idle for 60 + 60 s > 100 s; "new" for 60 s.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(models(&pipeline.snapshot().await), vec![("new".into(), 2)]);
+        assert_eq!(stats.models_expired.load(Relaxed), 1);
+        // A returning model starts again from zero.
+        send(&pipeline, records("old", 1)).await;
+        assert_eq!(
+            models(&pipeline.snapshot().await),
+            vec![("new".into(), 2), ("old".into(), 1)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_frees_model_slots_under_the_cap() {
+        let settings = ShardSettings {
+            max_models_per_shard: 1,
+            model_idle_expiry: Duration::from_secs(10),
+            max_error_types: 4,
+            sampling: Sampling {
+                ratio: 0.0,
+                parent_based: false,
+            },
+        };
+        let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+        send(&pipeline, records("v1", 1)).await;
+        send(&pipeline, records("v2", 1)).await; // over the cap: counted under __other__
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        send(&pipeline, records("v3", 1)).await; // both expired: v3 gets its own slot
+        let snapshots = pipeline.snapshot().await;
+        assert_eq!(models(&snapshots), vec![("v3".into(), 1)]);
+        assert_eq!(snapshots[0].models_overflow, 1);
     }
 }

@@ -125,6 +125,7 @@ impl Sidecar {
             config.shard_queue_batches,
             ShardSettings {
                 max_models_per_shard: config.max_models.div_ceil(config.shards),
+                model_idle_expiry: config.model_idle_expiry,
                 max_error_types: config.max_error_types,
                 sampling: config.sampling,
             },

@@ -44,6 +44,8 @@ pub struct SidecarSnapshot {
     pub records_shed: u64,
     pub batches_rejected: u64,
     pub spans_dropped: u64,
+    pub models_expired: u64,
+    pub declarations_evicted: u64,
     pub export_failures: u64,
     pub queue_depths: Vec<usize>,
     pub queue_capacity: usize,
@@ -60,6 +62,8 @@ impl SidecarSnapshot {
             records_shed: stats.records_shed.load(Relaxed),
             batches_rejected: stats.batches_rejected.load(Relaxed),
             spans_dropped: stats.spans_dropped.load(Relaxed),
+            models_expired: stats.models_expired.load(Relaxed),
+            declarations_evicted: stats.declarations_evicted.load(Relaxed),
             export_failures: stats.export_failures.load(Relaxed),
             queue_depths: pipeline.queue_depths(),
             queue_capacity: pipeline.queue_capacity(),
@@ -91,6 +95,9 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// One data point: the start of its cumulative period (Unix ns), its attributes, its value.
+type Point<T> = (u64, Vec<KeyValue>, T);
+
 /// Builds the metric list of one export.
 struct MetricsBuilder {
     start: u64,
@@ -109,10 +116,10 @@ impl MetricsBuilder {
         });
     }
 
-    fn number(&self, attributes: Vec<KeyValue>, value: i64) -> NumberDataPoint {
+    fn number(&self, start: u64, attributes: Vec<KeyValue>, value: i64) -> NumberDataPoint {
         NumberDataPoint {
             attributes,
-            start_time_unix_nano: self.start,
+            start_time_unix_nano: start,
             time_unix_nano: self.now,
             value: Some(number_data_point::Value::AsInt(value)),
             ..Default::default()
@@ -126,14 +133,14 @@ impl MetricsBuilder {
         unit: &str,
         description: &str,
         monotonic: bool,
-        points: Vec<(Vec<KeyValue>, i64)>,
+        points: Vec<Point<i64>>,
     ) {
         if points.is_empty() {
             return;
         }
         let data_points = points
             .into_iter()
-            .map(|(attributes, value)| self.number(attributes, value))
+            .map(|(start, attributes, value)| self.number(start, attributes, value))
             .collect();
         self.push(
             name,
@@ -147,16 +154,10 @@ impl MetricsBuilder {
         );
     }
 
-    fn gauge(
-        &mut self,
-        name: &str,
-        unit: &str,
-        description: &str,
-        points: Vec<(Vec<KeyValue>, i64)>,
-    ) {
+    fn gauge(&mut self, name: &str, unit: &str, description: &str, points: Vec<Point<i64>>) {
         let data_points = points
             .into_iter()
-            .map(|(attributes, value)| self.number(attributes, value))
+            .map(|(start, attributes, value)| self.number(start, attributes, value))
             .collect();
         self.push(
             name,
@@ -171,16 +172,16 @@ impl MetricsBuilder {
         name: &str,
         unit: &str,
         description: &str,
-        points: Vec<(Vec<KeyValue>, &ExplicitHistogram)>,
+        points: Vec<Point<&ExplicitHistogram>>,
     ) {
         if points.is_empty() {
             return;
         }
         let data_points = points
             .into_iter()
-            .map(|(attributes, h)| HistogramDataPoint {
+            .map(|(start, attributes, h)| HistogramDataPoint {
                 attributes,
-                start_time_unix_nano: self.start,
+                start_time_unix_nano: start,
                 time_unix_nano: self.now,
                 count: h.count(),
                 sum: Some(h.sum()),
@@ -223,8 +224,9 @@ fn outcome_attributes(base: &[KeyValue], ops: &ModelOps, slot: usize) -> Vec<Key
     }
 }
 
-/// The OTLP request for a snapshot. `start` is the start of the cumulative period (process
-/// start), `now` the collection time.
+/// The OTLP request for a snapshot. `start` is the start of the cumulative period of the
+/// process-wide series (process start; each model's series start at its own `since`), `now` the
+/// collection time.
 pub fn encode(
     snapshot: &SidecarSnapshot,
     resource_attributes: Vec<KeyValue>,
@@ -247,25 +249,35 @@ pub fn encode(
     let mut gen_ai_tpot = Vec::new();
     let mut gen_ai_tokens = Vec::new();
     for (key, ops) in &snapshot.models {
+        // Each model version's series start when its state was created.
+        let since = unix_nanos(ops.since);
         let base = model_attributes(key);
         for (slot, outcome) in ops.outcomes.iter().enumerate() {
             let attributes = outcome_attributes(&base, ops, slot);
-            received.push((attributes.clone(), outcome.records as i64));
+            received.push((since, attributes.clone(), outcome.records as i64));
             if outcome.latency.count() > 0 {
-                durations.push((attributes, &outcome.latency));
+                durations.push((since, attributes, &outcome.latency));
             }
         }
         for reason in REJECT_REASONS {
             let n = ops.rejected[reason as usize];
             if n > 0 {
-                rejected.push((with(base.clone(), "reason", reason_name(reason)), n as i64));
+                rejected.push((
+                    since,
+                    with(base.clone(), "reason", reason_name(reason)),
+                    n as i64,
+                ));
             }
             let n = ops.labels_rejected[reason as usize];
             if n > 0 {
-                labels_rejected.push((with(base.clone(), "reason", reason_name(reason)), n as i64));
+                labels_rejected.push((
+                    since,
+                    with(base.clone(), "reason", reason_name(reason)),
+                    n as i64,
+                ));
             }
         }
-        labels.push((base.clone(), ops.labels_accepted as i64));
+        labels.push((since, base.clone(), ops.labels_accepted as i64));
 
         // GenAI conventions: `gen_ai.request.model` is the model; `model.version` is kept so the
         // series join the others.
@@ -283,20 +295,22 @@ pub fn encode(
                         None => gen_ai.clone(),
                         Some(error) => with(gen_ai.clone(), "error.type", error),
                     };
-                    gen_ai_duration.push((attributes, h));
+                    gen_ai_duration.push((since, attributes, h));
                 }
             }
             if operation.time_to_first_token.count() > 0 {
-                gen_ai_ttft.push((gen_ai.clone(), &operation.time_to_first_token));
+                gen_ai_ttft.push((since, gen_ai.clone(), &operation.time_to_first_token));
             }
             if operation.time_per_output_token.count() > 0 {
-                gen_ai_tpot.push((gen_ai.clone(), &operation.time_per_output_token));
+                gen_ai_tpot.push((since, gen_ai.clone(), &operation.time_per_output_token));
             }
             gen_ai_tokens.push((
+                since,
                 with(gen_ai.clone(), "gen_ai.token.type", "input"),
                 &operation.input_tokens,
             ));
             gen_ai_tokens.push((
+                since,
                 with(gen_ai, "gen_ai.token.type", "output"),
                 &operation.output_tokens,
             ));
@@ -367,7 +381,7 @@ pub fn encode(
         "{stream}",
         "Record streams open now.",
         false,
-        vec![(Vec::new(), snapshot.streams_active)],
+        vec![(b.start, Vec::new(), snapshot.streams_active)],
     );
     b.gauge(
         "inferscope.queue.depth",
@@ -379,6 +393,7 @@ pub fn encode(
             .enumerate()
             .map(|(shard, &depth)| {
                 (
+                    b.start,
                     vec![resource::attribute("shard", &shard.to_string())],
                     depth as i64,
                 )
@@ -389,7 +404,7 @@ pub fn encode(
         "inferscope.queue.capacity",
         "{batch}",
         "Batches each shard's queue holds before batches are shed.",
-        vec![(Vec::new(), snapshot.queue_capacity as i64)],
+        vec![(b.start, Vec::new(), snapshot.queue_capacity as i64)],
     );
     for (name, unit, description, value) in [
         (
@@ -423,6 +438,18 @@ pub fn encode(
             snapshot.models_overflow,
         ),
         (
+            "inferscope.models.expired",
+            "{model}",
+            "Model versions forgotten after --model-idle-expiry-seconds without traffic.",
+            snapshot.models_expired,
+        ),
+        (
+            "inferscope.declarations.evicted",
+            "{declaration}",
+            "Model declarations evicted because --max-models declarations were stored.",
+            snapshot.declarations_evicted,
+        ),
+        (
             "inferscope.export.failures",
             "{request}",
             "Failed OTLP metric export requests.",
@@ -434,7 +461,7 @@ pub fn encode(
             unit,
             description,
             true,
-            vec![(Vec::new(), value as i64)],
+            vec![(b.start, Vec::new(), value as i64)],
         );
     }
 
