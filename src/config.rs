@@ -71,6 +71,34 @@ pub struct ConfigArgs {
     /// Distinct error types per model before new ones fold into `_OTHER` [default: 32].
     #[arg(long, env = "INFERSCOPE_MAX_ERROR_TYPES")]
     pub max_error_types: Option<usize>,
+    /// Quality windows, comma-separated durations such as `5m,1h` [default: 5m,1h]. Since-start
+    /// values are always exported too (window="all").
+    #[arg(long, env = "INFERSCOPE_WINDOWS")]
+    pub windows: Option<String>,
+    /// Buckets per window: a window slides in steps of its length / buckets [default: 10].
+    #[arg(long, env = "INFERSCOPE_WINDOW_BUCKETS")]
+    pub window_buckets: Option<usize>,
+    /// Classes per model with their own series; further classes fold into `__other__`
+    /// [default: 32].
+    #[arg(long, env = "INFERSCOPE_MAX_CLASSES")]
+    pub max_classes: Option<usize>,
+    /// Predictions waiting for a delayed label, in total, split evenly across shards; past it
+    /// the oldest is dropped unlabelled and counted [default: 200000].
+    #[arg(long, env = "INFERSCOPE_MAX_PENDING_LABELS")]
+    pub max_pending_labels: Option<usize>,
+    /// Seconds a prediction waits for its delayed label [default: 86400].
+    #[arg(long, env = "INFERSCOPE_LABEL_TTL_SECONDS")]
+    pub label_ttl_seconds: Option<f64>,
+    /// Labels held waiting for a prediction that has not arrived yet, in total [default: 10000].
+    #[arg(long, env = "INFERSCOPE_MAX_EARLY_LABELS")]
+    pub max_early_labels: Option<usize>,
+    /// Seconds such an early label is held [default: 60].
+    #[arg(long, env = "INFERSCOPE_EARLY_LABEL_HOLD_SECONDS")]
+    pub early_label_hold_seconds: Option<f64>,
+    /// Windows with at most this many scored pairs get exact ROC AUC and average precision;
+    /// larger ones a histogram estimate with its error bound [default: 2000].
+    #[arg(long, env = "INFERSCOPE_EXACT_AUC_MAX_PAIRS")]
+    pub exact_auc_max_pairs: Option<usize>,
     /// Seconds allowed from SIGTERM to exit [default: 20].
     #[arg(long, env = "INFERSCOPE_SHUTDOWN_BUDGET_SECONDS")]
     pub shutdown_budget_seconds: Option<f64>,
@@ -131,6 +159,14 @@ struct FileConfig {
     max_models: Option<usize>,
     model_idle_expiry_seconds: Option<f64>,
     max_error_types: Option<usize>,
+    windows: Option<String>,
+    window_buckets: Option<usize>,
+    max_classes: Option<usize>,
+    max_pending_labels: Option<usize>,
+    label_ttl_seconds: Option<f64>,
+    max_early_labels: Option<usize>,
+    early_label_hold_seconds: Option<f64>,
+    exact_auc_max_pairs: Option<usize>,
     shutdown_budget_seconds: Option<f64>,
     null_sink: Option<bool>,
     otlp_endpoint: Option<String>,
@@ -177,6 +213,9 @@ pub struct Config {
     pub max_models: usize,
     pub model_idle_expiry: Duration,
     pub max_error_types: usize,
+    /// Quality settings, with the pending and early-label capacities for the whole sidecar
+    /// (each shard gets its share).
+    pub quality: crate::quality::QualitySettings,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
     pub null_sink: bool,
@@ -288,6 +327,67 @@ impl Config {
                 .or(file.max_error_types)
                 .unwrap_or(DEFAULT_MAX_ERROR_TYPES),
         )?;
+        let window_buckets = positive(
+            "--window-buckets",
+            args.window_buckets
+                .or(file.window_buckets)
+                .unwrap_or(crate::quality::DEFAULT_WINDOW_BUCKETS),
+        )?;
+        let windows = match args.windows.or(file.windows) {
+            None => crate::quality::DEFAULT_WINDOWS.to_vec(),
+            Some(list) => list
+                .split(',')
+                .filter(|w| !w.trim().is_empty())
+                .map(|w| {
+                    crate::windows::parse_duration(w).ok_or_else(|| {
+                        invalid(
+                            "--windows",
+                            &list,
+                            "give durations such as 30s, 5m, 1h or 1d, separated by commas",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if windows.len() > 8 {
+            return Err(invalid("--windows", windows.len(), "use at most 8 windows"));
+        }
+        let defaults = crate::quality::QualitySettings::default();
+        let quality = crate::quality::QualitySettings {
+            windows: windows
+                .into_iter()
+                .map(|d| crate::windows::WindowSpec::new(d, window_buckets))
+                .collect(),
+            max_classes: positive(
+                "--max-classes",
+                args.max_classes
+                    .or(file.max_classes)
+                    .unwrap_or(defaults.max_classes),
+            )?,
+            exact_auc_pairs: args
+                .exact_auc_max_pairs
+                .or(file.exact_auc_max_pairs)
+                .unwrap_or(defaults.exact_auc_pairs),
+            max_pending: args
+                .max_pending_labels
+                .or(file.max_pending_labels)
+                .unwrap_or(defaults.max_pending),
+            label_ttl: seconds(
+                "--label-ttl-seconds",
+                args.label_ttl_seconds.or(file.label_ttl_seconds),
+                defaults.label_ttl,
+            )?,
+            max_early_labels: args
+                .max_early_labels
+                .or(file.max_early_labels)
+                .unwrap_or(defaults.max_early_labels),
+            early_label_hold: seconds(
+                "--early-label-hold-seconds",
+                args.early_label_hold_seconds
+                    .or(file.early_label_hold_seconds),
+                defaults.early_label_hold,
+            )?,
+        };
         let shutdown_budget = seconds(
             "--shutdown-budget-seconds",
             args.shutdown_budget_seconds
@@ -343,6 +443,7 @@ impl Config {
             max_models,
             model_idle_expiry,
             max_error_types,
+            quality,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
             null_sink: args.null_sink || file.null_sink.unwrap_or(false),

@@ -346,10 +346,12 @@ impl Ingest {
         let (shares, rejects) = sorter.finish();
         let sequence = batch.sequence;
         let batch = Arc::new(batch);
+        let received = std::time::SystemTime::now();
         let waits = self.dispatch(shares, |share, done| ShardWork::Labels {
             batch: batch.clone(),
             accepted: share.accepted,
             rejected: share.rejected,
+            received,
             done,
         })?;
         for wait in waits {

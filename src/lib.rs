@@ -1,8 +1,8 @@
 //! # inferscope
 //!
 //! A sidecar that watches machine-learning models in production: the model server streams
-//! inference records to it over gRPC, and it turns them into operational, LLM and (later) quality,
-//! drift and anomaly signals, exported as OpenTelemetry metrics and traces.
+//! inference records to it over gRPC, and it turns them into operational, LLM and quality
+//! signals (and, later, drift and anomaly signals), exported as OpenTelemetry metrics and traces.
 //!
 //! # Layout
 //! In the order a record travels:
@@ -14,6 +14,8 @@
 //! - [`models`]: model keys and declarations (task, classes, feature schema).
 //! - [`pipeline`]: routing by (model, version) to shard workers that own all state.
 //! - [`operational`]: what a shard keeps per model: outcomes, latency, GenAI histograms.
+//! - [`quality`]: predictions joined with labels (inline or delayed), quality per window.
+//! - [`windows`]: sliding windows as rings of mergeable buckets.
 //! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
 //! - [`server`]: assembles the above and shuts it down in order.
@@ -26,9 +28,11 @@ pub mod ingest;
 pub mod models;
 pub mod operational;
 pub mod pipeline;
+pub mod quality;
 pub mod server;
 pub mod stats;
 pub mod validation;
+pub mod windows;
 
 pub mod pb {
     //! Types and gRPC stubs generated from `proto/inferscope/v1`.

@@ -12,6 +12,10 @@ use crate::{
     models::{Declaration, ModelKey, OVERFLOW_MODEL},
     operational::ModelOps,
     pb,
+    quality::{
+        delay_seconds, EarlyLabel, LabelJoin, ModelQuality, PendingPrediction, QualitySettings,
+        QualitySnapshot, Resolution, Unmatched,
+    },
     validation::model_of,
 };
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -48,7 +52,14 @@ pub struct SelfStats {
     pub models_expired: AtomicU64,
     /// Declarations evicted from the full declaration registry.
     pub declarations_evicted: AtomicU64,
+    /// Pending predictions evicted unlabelled because the pending-label store was full.
+    pub predictions_evicted: AtomicU64,
     pub export_failures: AtomicU64,
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How often shards look for idle models: a quarter of the expiry, at most once a minute.
@@ -83,6 +94,8 @@ pub enum ShardWork {
         batch: Arc<pb::LabelBatch>,
         accepted: Vec<u32>,
         rejected: Vec<RejectedRecord>,
+        /// When ingest received the batch; stands in for labels without `time_unix_nano`.
+        received: SystemTime,
         done: oneshot::Sender<()>,
     },
 }
@@ -91,8 +104,13 @@ pub enum ShardWork {
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub models: Vec<(ModelKey, ModelOps)>,
+    /// Quality of the models that have any (not the overflow or invalid models).
+    pub quality: Vec<(ModelKey, QualitySnapshot)>,
     /// Records counted under the overflow model because `--max-models` was reached.
     pub models_overflow: u64,
+    /// Predictions waiting for a label in this shard, and the shard's capacity for them.
+    pub pending: usize,
+    pub pending_capacity: usize,
 }
 
 /// A record chosen for a span, with what the span needs; built only for sampled records.
@@ -144,6 +162,7 @@ pub struct ShardSettings {
     pub model_idle_expiry: Duration,
     pub max_error_types: usize,
     pub sampling: Sampling,
+    pub quality: QualitySettings,
 }
 
 impl Pipeline {
@@ -162,10 +181,15 @@ impl Pipeline {
         for id in 0..shards {
             let (work_tx, work_rx) = mpsc::channel(queue_capacity);
             let (control_tx, control_rx) = mpsc::channel(4);
+            let now = Instant::now();
             let shard = Shard {
                 models: HashMap::new(),
                 index: Vec::new(),
-                now: Instant::now(),
+                ids: HashMap::new(),
+                next_id: 0,
+                join: LabelJoin::new(&settings.quality),
+                epoch: now,
+                now,
                 last: None,
                 models_overflow: 0,
                 settings: settings.clone(),
@@ -286,6 +310,8 @@ impl Pipeline {
 struct ModelSlot {
     key: ModelKey,
     ops: ModelOps,
+    /// `None` for the overflow and invalid models, whose records mix several models.
+    quality: Option<ModelQuality>,
     /// When the shard last saw anything for this model; idle slots expire.
     last_seen: Instant,
 }
@@ -295,6 +321,12 @@ struct Shard {
     models: HashMap<ModelKey, usize>,
     /// Model states; `models` maps keys to positions here.
     index: Vec<ModelSlot>,
+    /// Quality ids (see [`ModelQuality::id`]) to positions in `index`.
+    ids: HashMap<u32, usize>,
+    next_id: u32,
+    join: LabelJoin,
+    /// Zero of the millisecond clock that windows and the join store run on.
+    epoch: Instant,
     /// When the work item being processed arrived (one clock read per batch, not per record).
     now: Instant,
     /// Position of the last model used: consecutive records nearly always share it, and a string
@@ -319,7 +351,11 @@ impl Shard {
         loop {
             tokio::select! {
                 biased;
-                _ = sweep.tick() => self.expire_idle(),
+                _ = sweep.tick() => {
+                    self.now = Instant::now();
+                    self.expire_idle();
+                    self.expire_joins();
+                }
                 Some(message) = control.recv() => match message {
                     Control::Snapshot(reply) => {
                         let _ = reply.send(self.snapshot());
@@ -345,14 +381,64 @@ impl Shard {
         self.snapshot()
     }
 
-    fn snapshot(&self) -> ShardSnapshot {
+    fn snapshot(&mut self) -> ShardSnapshot {
+        self.now = Instant::now();
+        let now_ms = self.now_ms();
+        self.expire_joins();
         ShardSnapshot {
             models: self
                 .index
                 .iter()
                 .map(|slot| (slot.key.clone(), slot.ops.clone()))
                 .collect(),
+            quality: self
+                .index
+                .iter_mut()
+                .filter_map(|slot| {
+                    let quality = slot.quality.as_mut()?.snapshot(now_ms);
+                    Some((slot.key.clone(), quality))
+                })
+                .collect(),
             models_overflow: self.models_overflow,
+            pending: self.join.pending.len(),
+            pending_capacity: self.join.pending.capacity(),
+        }
+    }
+
+    /// Milliseconds since the shard started, on the clock of `now`.
+    fn now_ms(&self) -> u64 {
+        self.now.duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The quality state of the model with quality id `id`, if it still exists.
+    fn quality_of(&mut self, id: u32) -> Option<&mut ModelQuality> {
+        let &i = self.ids.get(&id)?;
+        self.index[i].quality.as_mut()
+    }
+
+    /// Counts and forgets pending predictions past the TTL and early labels past their hold.
+    fn expire_joins(&mut self) {
+        let now_ms = self.now_ms();
+        let mut expired = Vec::new();
+        self.join
+            .pending
+            .expire(now_ms, |key, p| expired.push((key, p.model)));
+        for (key, model) in expired {
+            self.join.resolve(key, now_ms, Resolution::Expired);
+            if let Some(q) = self.quality_of(model) {
+                q.join.pending -= 1;
+                q.join.unlabeled[0] += 1;
+            }
+        }
+        let mut expired = Vec::new();
+        self.join
+            .early
+            .expire(now_ms, |_, label| expired.push(label.model));
+        for model in expired {
+            if let Some(q) = self.quality_of(model) {
+                q.join.early -= 1;
+                q.join.unmatched[Unmatched::UnknownRequest as usize] += 1;
+            }
         }
     }
 
@@ -363,8 +449,11 @@ impl Shard {
         let expiry = self.settings.model_idle_expiry;
         let now = Instant::now();
         let before = self.index.len();
-        self.index
-            .retain(|slot| now.duration_since(slot.last_seen) < expiry);
+        // A model whose predictions still wait for labels stays until they expire.
+        self.index.retain(|slot| {
+            now.duration_since(slot.last_seen) < expiry
+                || slot.quality.as_ref().is_some_and(|q| q.join.pending > 0)
+        });
         let expired = before - self.index.len();
         if expired == 0 {
             return;
@@ -376,6 +465,12 @@ impl Shard {
             .iter()
             .enumerate()
             .map(|(i, slot)| (slot.key.clone(), i))
+            .collect();
+        self.ids = self
+            .index
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| Some((slot.quality.as_ref()?.id, i)))
             .collect();
         self.last = None;
     }
@@ -434,9 +529,16 @@ impl Shard {
 
     fn insert(&mut self, key: ModelKey) -> usize {
         let i = self.index.len();
+        let quality = (key.model != OVERFLOW_MODEL && key.model != INVALID_MODEL).then(|| {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            self.ids.insert(id, i);
+            ModelQuality::new(id, &self.settings.quality, self.now_ms())
+        });
         self.index.push(ModelSlot {
             key: key.clone(),
             ops: ModelOps::new(self.settings.max_error_types),
+            quality,
             last_seen: self.now,
         });
         self.models.insert(key, i);
@@ -457,13 +559,28 @@ impl Shard {
                 for (key, declaration) in declarations {
                     let m = self.model(&key.model, &key.version);
                     self.index[m].ops.declare(&declaration);
+                    if let Some(q) = &mut self.index[m].quality {
+                        q.declare(&declaration);
+                    }
                 }
+                let now_ms = self.now_ms();
+                let received_ns = unix_nanos(received);
+                let mut advanced = usize::MAX;
                 for &i in &accepted {
                     let record = &batch.records[i as usize];
                     let (model, version) =
                         model_of(&record.model, &record.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
                     self.index[m].ops.update(record);
+                    if record.prediction.is_some() {
+                        if advanced != m {
+                            if let Some(q) = &mut self.index[m].quality {
+                                q.advance(now_ms);
+                            }
+                            advanced = m;
+                        }
+                        self.join_prediction(m, record, now_ms, received_ns);
+                    }
                     if self.spans.is_some() && self.sampled(record) {
                         self.emit_span(record, model, version, received);
                     }
@@ -482,14 +599,18 @@ impl Shard {
                 batch,
                 accepted,
                 rejected,
+                received,
                 done,
             } => {
+                let now_ms = self.now_ms();
+                let received_ns = unix_nanos(received);
                 for &i in &accepted {
                     let truth = &batch.labels[i as usize];
                     let (model, version) =
                         model_of(&truth.model, &truth.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
                     self.index[m].ops.labels_accepted += 1;
+                    self.join_label(m, truth, now_ms, received_ns);
                 }
                 for r in rejected {
                     let truth = &batch.labels[r.index as usize];
@@ -499,6 +620,154 @@ impl Shard {
                     self.index[m].ops.record_label_reject(r.reason);
                 }
                 let _ = done.send(());
+            }
+        }
+    }
+
+    /// Quality for one accepted record with a prediction: scored now if it carries its label,
+    /// joined with a label that came early, or kept until its label arrives.
+    fn join_prediction(
+        &mut self,
+        m: usize,
+        record: &pb::InferenceRecord,
+        now_ms: u64,
+        received_ns: u64,
+    ) {
+        let Some(q) = &mut self.index[m].quality else {
+            return;
+        };
+        let Some(prediction) = q.prediction(record) else {
+            return;
+        };
+        q.count_prediction(&prediction);
+        let at_unix_ns = match record.time_unix_nano {
+            0 => received_ns,
+            t => t,
+        };
+        if let Some(label) = &record.label {
+            if let Some(truth) = q.truth(label) {
+                match q.observe(&prediction, truth) {
+                    Ok(()) => q.join.joined_inline += 1,
+                    Err(_) => q.join.unmatched[Unmatched::KindMismatch as usize] += 1,
+                }
+            }
+            if !record.request_id.is_empty() {
+                let key = self.join.key(q.id, &record.request_id);
+                self.join.resolve(key, now_ms, Resolution::Labelled);
+            }
+            return;
+        }
+        if record.request_id.is_empty() {
+            return;
+        }
+        let key = self.join.key(q.id, &record.request_id);
+        if let Some((_, early)) = self.join.early.take(&key) {
+            q.join.early -= 1;
+            Self::score(q, &prediction, early.truth, at_unix_ns, early.at_unix_ns);
+            self.join.resolve(key, now_ms, Resolution::Labelled);
+            return;
+        }
+        let pending = PendingPrediction {
+            model: q.id,
+            at_unix_ns,
+            prediction,
+        };
+        match self.join.pending.insert(key, now_ms, pending) {
+            Ok(evicted) => {
+                q.join.pending += 1;
+                if let Some((old_key, old)) = evicted {
+                    self.join.resolve(old_key, now_ms, Resolution::Expired);
+                    if self.stats.predictions_evicted.fetch_add(1, Relaxed) == 0 {
+                        tracing::warn!(
+                            capacity = self.join.pending.capacity(),
+                            "the pending-label store is full: the oldest predictions are dropped \
+                             unlabelled (inferscope.predictions.unlabeled{{reason=\"capacity\"}}; \
+                             see --max-pending-labels)"
+                        );
+                    }
+                    if let Some(owner) = self.quality_of(old.model) {
+                        owner.join.pending -= 1;
+                        owner.join.unlabeled[1] += 1;
+                    }
+                }
+            }
+            Err(_) => q.join.duplicate_predictions += 1,
+        }
+    }
+
+    /// Scores a joined delayed pair and records the label delay.
+    fn score(
+        q: &mut ModelQuality,
+        prediction: &crate::quality::state::Prediction,
+        truth: crate::quality::state::Truth,
+        predicted_ns: u64,
+        labelled_ns: u64,
+    ) {
+        match q.observe(prediction, truth) {
+            Ok(()) => {
+                q.join.joined_delayed += 1;
+                q.join
+                    .delay
+                    .update(delay_seconds(predicted_ns, labelled_ns));
+            }
+            Err(_) => q.join.unmatched[Unmatched::KindMismatch as usize] += 1,
+        }
+    }
+
+    /// One delayed label: joined with its pending prediction, or classified as a duplicate or
+    /// late, or held briefly in case its prediction is still on the way.
+    fn join_label(&mut self, m: usize, truth: &pb::GroundTruth, now_ms: u64, received_ns: u64) {
+        let Some(q) = &mut self.index[m].quality else {
+            return;
+        };
+        let Some(resolved) = truth.label.as_ref().and_then(|l| q.truth(l)) else {
+            return;
+        };
+        q.advance(now_ms);
+        let at_unix_ns = match truth.time_unix_nano {
+            0 => received_ns,
+            t => t,
+        };
+        let key = self.join.key(q.id, &truth.request_id);
+        if let Some((_, pending)) = self.join.pending.take(&key) {
+            q.join.pending -= 1;
+            Self::score(
+                q,
+                &pending.prediction,
+                resolved,
+                pending.at_unix_ns,
+                at_unix_ns,
+            );
+            self.join.resolve(key, now_ms, Resolution::Labelled);
+            return;
+        }
+        let unmatched = match self.join.resolved.get(&key) {
+            Some(Resolution::Labelled) => Some(Unmatched::Duplicate),
+            Some(Resolution::Expired) => Some(Unmatched::ExpiredRequest),
+            None => {
+                let early = EarlyLabel {
+                    model: q.id,
+                    at_unix_ns,
+                    truth: resolved,
+                };
+                match self.join.early.insert(key, now_ms, early) {
+                    Ok(evicted) => {
+                        q.join.early += 1;
+                        if let Some((_, old)) = evicted {
+                            if let Some(owner) = self.quality_of(old.model) {
+                                owner.join.early -= 1;
+                                owner.join.unmatched[Unmatched::UnknownRequest as usize] += 1;
+                            }
+                        }
+                        None
+                    }
+                    Err(_) => Some(Unmatched::Duplicate),
+                }
+            }
+        };
+        if let Some(reason) = unmatched {
+            if let Some(q) = &mut self.index[m].quality {
+                q.join.unmatched[reason as usize] += 1;
             }
         }
     }
@@ -617,6 +886,7 @@ mod tests {
                 ratio: 0.0,
                 parent_based: false,
             },
+            quality: QualitySettings::default(),
         };
         let stats = Arc::new(SelfStats::default());
         let pipeline = Pipeline::start(1, 8, settings, None, stats.clone());
@@ -645,6 +915,7 @@ mod tests {
                 ratio: 0.0,
                 parent_based: false,
             },
+            quality: QualitySettings::default(),
         };
         let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
         send(&pipeline, records("v1", 1)).await;

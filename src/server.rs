@@ -128,6 +128,11 @@ impl Sidecar {
                 model_idle_expiry: config.model_idle_expiry,
                 max_error_types: config.max_error_types,
                 sampling: config.sampling,
+                quality: crate::quality::QualitySettings {
+                    max_pending: config.quality.max_pending.div_ceil(config.shards),
+                    max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
+                    ..config.quality.clone()
+                },
             },
             span_tx,
             stats.clone(),

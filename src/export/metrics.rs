@@ -12,6 +12,7 @@ use crate::{
     models::ModelKey,
     operational::ModelOps,
     pipeline::{Pipeline, SelfStats, ShardSnapshot},
+    quality::QualitySnapshot,
     stats::ExplicitHistogram,
     validation::{reason_name, REJECT_REASONS},
 };
@@ -38,7 +39,13 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Default)]
 pub struct SidecarSnapshot {
     pub models: BTreeMap<ModelKey, ModelOps>,
+    /// Quality by model version (shards own disjoint models; the overflow model has none).
+    pub quality: BTreeMap<ModelKey, QualitySnapshot>,
     pub models_overflow: u64,
+    /// Predictions waiting for delayed labels in all shards, and the total capacity.
+    pub pending_labels: usize,
+    pub pending_capacity: usize,
+    pub predictions_evicted: u64,
     pub streams_active: i64,
     pub batches_shed: u64,
     pub records_shed: u64,
@@ -64,6 +71,7 @@ impl SidecarSnapshot {
             spans_dropped: stats.spans_dropped.load(Relaxed),
             models_expired: stats.models_expired.load(Relaxed),
             declarations_evicted: stats.declarations_evicted.load(Relaxed),
+            predictions_evicted: stats.predictions_evicted.load(Relaxed),
             export_failures: stats.export_failures.load(Relaxed),
             queue_depths: pipeline.queue_depths(),
             queue_capacity: pipeline.queue_capacity(),
@@ -71,6 +79,9 @@ impl SidecarSnapshot {
         };
         for shard in shards {
             snapshot.models_overflow += shard.models_overflow;
+            snapshot.pending_labels += shard.pending;
+            snapshot.pending_capacity += shard.pending_capacity;
+            snapshot.quality.extend(shard.quality);
             for (key, ops) in shard.models {
                 match snapshot.models.get_mut(&key) {
                     Some(existing) => existing.merge(&ops),
@@ -96,16 +107,80 @@ fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 /// One data point: the start of its cumulative period (Unix ns), its attributes, its value.
-type Point<T> = (u64, Vec<KeyValue>, T);
+pub(super) type Point<T> = (u64, Vec<KeyValue>, T);
 
 /// Builds the metric list of one export.
-struct MetricsBuilder {
-    start: u64,
+pub(super) struct MetricsBuilder {
+    pub(super) start: u64,
     now: u64,
     metrics: Vec<Metric>,
 }
 
 impl MetricsBuilder {
+    /// A cumulative floating-point sum (a counter of non-negative amounts).
+    pub(super) fn sum_double(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        points: Vec<Point<f64>>,
+    ) {
+        if points.is_empty() {
+            return;
+        }
+        let data_points = points
+            .into_iter()
+            .map(|(start, attributes, value)| NumberDataPoint {
+                attributes,
+                start_time_unix_nano: start,
+                time_unix_nano: self.now,
+                value: Some(number_data_point::Value::AsDouble(value)),
+                ..Default::default()
+            })
+            .collect();
+        self.push(
+            name,
+            unit,
+            description,
+            metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+        );
+    }
+
+    /// A floating-point gauge; points without a value (undefined metrics) are left out.
+    pub(super) fn gauge_double(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        points: Vec<Point<Option<f64>>>,
+    ) {
+        let data_points: Vec<_> = points
+            .into_iter()
+            .filter_map(|(start, attributes, value)| {
+                Some(NumberDataPoint {
+                    attributes,
+                    start_time_unix_nano: start,
+                    time_unix_nano: self.now,
+                    value: Some(number_data_point::Value::AsDouble(value?)),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        if data_points.is_empty() {
+            return;
+        }
+        self.push(
+            name,
+            unit,
+            description,
+            metric::Data::Gauge(Gauge { data_points }),
+        );
+    }
+
     fn push(&mut self, name: &str, unit: &str, description: &str, data: metric::Data) {
         self.metrics.push(Metric {
             name: name.to_owned(),
@@ -127,7 +202,7 @@ impl MetricsBuilder {
     }
 
     /// A cumulative sum; monotonic for counters, not for up-down counters.
-    fn sum(
+    pub(super) fn sum(
         &mut self,
         name: &str,
         unit: &str,
@@ -154,7 +229,13 @@ impl MetricsBuilder {
         );
     }
 
-    fn gauge(&mut self, name: &str, unit: &str, description: &str, points: Vec<Point<i64>>) {
+    pub(super) fn gauge(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        points: Vec<Point<i64>>,
+    ) {
         let data_points = points
             .into_iter()
             .map(|(start, attributes, value)| self.number(start, attributes, value))
@@ -167,7 +248,7 @@ impl MetricsBuilder {
         );
     }
 
-    fn histogram(
+    pub(super) fn histogram(
         &mut self,
         name: &str,
         unit: &str,
@@ -204,14 +285,14 @@ impl MetricsBuilder {
     }
 }
 
-fn model_attributes(key: &ModelKey) -> Vec<KeyValue> {
+pub(super) fn model_attributes(key: &ModelKey) -> Vec<KeyValue> {
     vec![
         resource::attribute("model.name", &key.model),
         resource::attribute("model.version", &key.version),
     ]
 }
 
-fn with(mut attributes: Vec<KeyValue>, key: &str, value: &str) -> Vec<KeyValue> {
+pub(super) fn with(mut attributes: Vec<KeyValue>, key: &str, value: &str) -> Vec<KeyValue> {
     attributes.push(resource::attribute(key, value));
     attributes
 }
@@ -376,6 +457,8 @@ pub fn encode(
         gen_ai_tokens,
     );
 
+    super::quality::encode(&mut b, snapshot);
+
     b.sum(
         "inferscope.streams.active",
         "{stream}",
@@ -399,6 +482,12 @@ pub fn encode(
                 )
             })
             .collect(),
+    );
+    b.gauge(
+        "inferscope.labels.pending.capacity",
+        "{prediction}",
+        "Predictions the pending-label stores hold before the oldest is dropped.",
+        vec![(b.start, Vec::new(), snapshot.pending_capacity as i64)],
     );
     b.gauge(
         "inferscope.queue.capacity",
@@ -448,6 +537,12 @@ pub fn encode(
             "{declaration}",
             "Model declarations evicted because --max-models declarations were stored.",
             snapshot.declarations_evicted,
+        ),
+        (
+            "inferscope.predictions.evicted",
+            "{prediction}",
+            "Pending predictions dropped unlabelled because --max-pending-labels was reached.",
+            snapshot.predictions_evicted,
         ),
         (
             "inferscope.export.failures",

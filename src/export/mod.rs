@@ -10,6 +10,7 @@
 //! so they go through the SDK tracer and `opentelemetry-otlp`'s span exporter.
 
 pub mod metrics;
+mod quality;
 pub mod resource;
 pub mod traces;
 

@@ -1,6 +1,12 @@
 //! Pure numeric state: no I/O, no async, no OpenTelemetry. Each structure has the same small
 //! `update` / `merge` / `reset` shape so that windows can be built from mergeable sub-states.
 
+pub mod confusion;
 pub mod histogram;
+pub mod regression;
+pub mod score_curve;
 
+pub use confusion::{Average, ConfusionMatrix};
 pub use histogram::ExplicitHistogram;
+pub use regression::RegressionErrors;
+pub use score_curve::{Estimate, ScoreCurve};

@@ -1,0 +1,212 @@
+//! The bounded, age-ordered store that joins delayed labels to predictions by request id.
+//!
+//! Entries sit in a ring in insertion order (which is age order: the shard inserts with its own
+//! monotonic clock) with a hash index from key to ring position. Taking an entry leaves a
+//! tombstone that is skipped when the ring is popped and removed by compaction once tombstones
+//! outnumber live entries, so every operation is amortised O(1).
+//!
+//! Bounds: at most `capacity` live entries. Inserting into a full store evicts the oldest entry;
+//! entries older than the TTL leave at the next [`expire`](JoinStore::expire). Both are returned
+//! to the caller so that it can count them.
+//!
+//! Keys are 128-bit hashes of (model version, request id) rather than the ids themselves: 16
+//! bytes instead of a heap string per pending prediction. The chance that two of a million
+//! pending ids collide is about 10⁻²⁷.
+
+use std::collections::{HashMap, VecDeque};
+
+/// A 128-bit hash of (model id, request id).
+pub type JoinKey = (u64, u64);
+
+/// Why an entry left the store without being taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// Older than the TTL.
+    Expired,
+    /// Evicted, the oldest, to make room.
+    Evicted,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    key: JoinKey,
+    /// Insertion time, milliseconds on the shard clock.
+    at_ms: u64,
+    /// `None` once taken (a tombstone).
+    value: Option<V>,
+}
+
+/// Entries by key, oldest first, bounded in number and age.
+#[derive(Debug)]
+pub struct JoinStore<V> {
+    ring: VecDeque<Entry<V>>,
+    /// Absolute position of `ring[0]`; positions only grow, so stored ones stay valid.
+    head: u64,
+    index: HashMap<JoinKey, u64>,
+    capacity: usize,
+    ttl_ms: u64,
+}
+
+impl<V> JoinStore<V> {
+    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+        Self {
+            ring: VecDeque::new(),
+            head: 0,
+            index: HashMap::new(),
+            capacity,
+            ttl_ms,
+        }
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn contains(&self, key: &JoinKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    pub fn get(&self, key: &JoinKey) -> Option<&V> {
+        let position = *self.index.get(key)?;
+        self.ring[(position - self.head) as usize].value.as_ref()
+    }
+
+    /// Stores `value` under `key` at `now_ms`. A key already present keeps its first value:
+    /// `value` comes back as `Err`. When full, the oldest entry is evicted and returned.
+    #[allow(clippy::type_complexity)]
+    pub fn insert(
+        &mut self,
+        key: JoinKey,
+        now_ms: u64,
+        value: V,
+    ) -> Result<Option<(JoinKey, V)>, V> {
+        if self.capacity == 0 {
+            return Ok(Some((key, value)));
+        }
+        if self.index.contains_key(&key) {
+            return Err(value);
+        }
+        let evicted = if self.index.len() >= self.capacity {
+            self.pop_oldest()
+        } else {
+            None
+        };
+        let position = self.head + self.ring.len() as u64;
+        self.ring.push_back(Entry {
+            key,
+            at_ms: now_ms,
+            value: Some(value),
+        });
+        self.index.insert(key, position);
+        self.compact_if_sparse();
+        Ok(evicted)
+    }
+
+    /// Removes and returns the value stored under `key`, with its insertion time.
+    pub fn take(&mut self, key: &JoinKey) -> Option<(u64, V)> {
+        let position = self.index.remove(key)?;
+        let entry = &mut self.ring[(position - self.head) as usize];
+        let value = entry.value.take()?;
+        let at = entry.at_ms;
+        self.trim_front();
+        Some((at, value))
+    }
+
+    /// Removes the entries older than the TTL at `now_ms`, oldest first.
+    pub fn expire(&mut self, now_ms: u64, mut departed: impl FnMut(JoinKey, V)) {
+        while let Some(front) = self.ring.front() {
+            if front.value.is_some() && now_ms.saturating_sub(front.at_ms) < self.ttl_ms {
+                break;
+            }
+            let entry = self.ring.pop_front().expect("front exists");
+            self.head += 1;
+            if let Some(value) = entry.value {
+                self.index.remove(&entry.key);
+                departed(entry.key, value);
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<(JoinKey, V)> {
+        while let Some(entry) = self.ring.pop_front() {
+            self.head += 1;
+            if let Some(value) = entry.value {
+                self.index.remove(&entry.key);
+                return Some((entry.key, value));
+            }
+        }
+        None
+    }
+
+    fn trim_front(&mut self) {
+        while self.ring.front().is_some_and(|e| e.value.is_none()) {
+            self.ring.pop_front();
+            self.head += 1;
+        }
+    }
+
+    /// Rebuilds the ring without tombstones once they are the majority.
+    fn compact_if_sparse(&mut self) {
+        if self.ring.len() < 64 || self.ring.len() < 2 * self.index.len() {
+            return;
+        }
+        self.ring.retain(|e| e.value.is_some());
+        self.head = 0;
+        for (i, entry) in self.ring.iter().enumerate() {
+            self.index.insert(entry.key, i as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_expire_and_evict() {
+        let mut store = JoinStore::new(3, 1_000);
+        assert!(store.insert((1, 0), 0, "a").unwrap().is_none());
+        assert!(store.insert((2, 0), 100, "b").unwrap().is_none());
+        assert_eq!(
+            store.insert((2, 0), 150, "b2"),
+            Err("b2"),
+            "first value kept"
+        );
+        assert!(store.insert((3, 0), 200, "c").unwrap().is_none());
+        assert_eq!(store.take(&(2, 0)), Some((100, "b")));
+        assert_eq!(store.take(&(2, 0)), None);
+        assert!(store.insert((4, 0), 300, "d").unwrap().is_none());
+        // Full: the oldest goes.
+        assert_eq!(store.insert((5, 0), 400, "e").unwrap(), Some(((1, 0), "a")));
+        let mut gone = Vec::new();
+        store.expire(1_250, |k, v| gone.push((k, v)));
+        assert_eq!(gone, vec![((3, 0), "c")]);
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn out_of_order_takes_stay_bounded() {
+        let mut store = JoinStore::new(100, u64::MAX);
+        for i in 0..10_000u64 {
+            store.insert((i, 0), i, i).unwrap();
+            // Take all but every tenth, newest first, so tombstones pile up behind live ones.
+            if i % 10 != 0 {
+                assert_eq!(store.take(&(i, 0)), Some((i, i)));
+            }
+        }
+        // 9991 found the store full and evicted the oldest kept entry before being taken.
+        assert_eq!(store.len(), 99);
+        assert!(store.ring.len() <= 2 * 100 + 64);
+        assert!(store.contains(&(9_990, 0)) && store.contains(&(9_010, 0)));
+        assert!(!store.contains(&(9_000, 0)));
+    }
+}

@@ -1,0 +1,492 @@
+//! Model quality: predictions joined with ground truth (inline, or delayed through the label RPC
+//! and matched by request id), accumulated per model version over sliding windows and since
+//! start.
+//!
+//! A labelled pair enters the windows when it becomes complete: at the record for inline labels,
+//! at the label for delayed ones. Windows therefore answer "how good were the predictions whose
+//! labels arrived in the last 5 minutes"; the label delay histogram says how old those are.
+//!
+//! What is kept per model: the class table (declared classes first, then classes seen in
+//! predictions and labels up to `--max-classes`; the rest share `__other__`), the windows
+//! ([`state::QualityState`]) and the join counters. The pending predictions live in the shard's
+//! [`LabelJoin`], shared by the shard's models under one capacity.
+
+pub mod join;
+pub mod state;
+
+use crate::{
+    models::Declaration,
+    pb,
+    stats::ExplicitHistogram,
+    windows::{WindowSpec, Windows},
+};
+use join::{JoinKey, JoinStore};
+use state::{CurveLayout, KindMismatch, Prediction, QualityState, Scores, Truth};
+use std::{
+    hash::{BuildHasher, Hasher},
+    time::Duration,
+};
+
+/// Class label of classes past `--max-classes`.
+pub const OTHER_CLASS: &str = "__other__";
+/// Default `--max-classes`: classes with their own series per model.
+pub const DEFAULT_MAX_CLASSES: usize = 32;
+/// Default `--windows`.
+pub const DEFAULT_WINDOWS: &[Duration] = &[Duration::from_secs(300), Duration::from_secs(3600)];
+/// Default `--window-buckets`: each window slides in steps of a tenth of its length.
+pub const DEFAULT_WINDOW_BUCKETS: usize = 10;
+/// Default `--max-pending-labels`: predictions waiting for a delayed label, in all shards.
+pub const DEFAULT_MAX_PENDING: usize = 200_000;
+/// Default `--label-ttl-seconds`: how long a prediction waits for its label.
+pub const DEFAULT_LABEL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default `--max-early-labels`: labels held waiting for a prediction that has not come yet.
+pub const DEFAULT_MAX_EARLY_LABELS: usize = 10_000;
+/// Default `--early-label-hold-seconds`.
+pub const DEFAULT_EARLY_LABEL_HOLD: Duration = Duration::from_secs(60);
+/// Default `--exact-auc-max-pairs`: windows with at most this many scored pairs get exact ROC AUC
+/// and average precision; larger ones the histogram estimate with its error bound.
+pub const DEFAULT_EXACT_AUC_PAIRS: usize = 2_000;
+
+/// Label delay buckets in seconds: 1 s to 7 days.
+pub const LABEL_DELAY_BOUNDS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    86400.0, 172800.0, 604800.0,
+];
+
+/// Why a delayed label did not join a prediction (`reason` attribute of
+/// `inferscope.labels.unmatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// No prediction with this request id was seen within the early-label hold time.
+    UnknownRequest = 0,
+    /// The prediction left the pending store (TTL or capacity) before the label came.
+    ExpiredRequest = 1,
+    /// The prediction already had a label (inline, or an earlier delayed one): ignored.
+    Duplicate = 2,
+    /// A class label for a regression prediction or the reverse.
+    KindMismatch = 3,
+}
+
+impl Unmatched {
+    pub const ALL: [Unmatched; 4] = [
+        Self::UnknownRequest,
+        Self::ExpiredRequest,
+        Self::Duplicate,
+        Self::KindMismatch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownRequest => "unknown_request",
+            Self::ExpiredRequest => "expired_request",
+            Self::Duplicate => "duplicate",
+            Self::KindMismatch => "kind_mismatch",
+        }
+    }
+}
+
+/// Quality settings shared by every model of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualitySettings {
+    pub windows: Vec<WindowSpec>,
+    pub max_classes: usize,
+    pub exact_auc_pairs: usize,
+    /// Pending predictions per shard.
+    pub max_pending: usize,
+    pub label_ttl: Duration,
+    pub max_early_labels: usize,
+    pub early_label_hold: Duration,
+}
+
+impl Default for QualitySettings {
+    fn default() -> Self {
+        Self {
+            windows: DEFAULT_WINDOWS
+                .iter()
+                .map(|&d| WindowSpec::new(d, DEFAULT_WINDOW_BUCKETS))
+                .collect(),
+            max_classes: DEFAULT_MAX_CLASSES,
+            exact_auc_pairs: DEFAULT_EXACT_AUC_PAIRS,
+            max_pending: DEFAULT_MAX_PENDING,
+            label_ttl: DEFAULT_LABEL_TTL,
+            max_early_labels: DEFAULT_MAX_EARLY_LABELS,
+            early_label_hold: DEFAULT_EARLY_LABEL_HOLD,
+        }
+    }
+}
+
+/// The model's task as far as quality is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Not declared: classification by class names (no curves), or regression, as records come.
+    Undeclared,
+    Binary,
+    Multiclass,
+    Regression,
+}
+
+/// Class names to dense slots, bounded.
+#[derive(Debug, Clone, Default)]
+pub struct ClassTable {
+    names: Vec<String>,
+    /// Declared class index → slot.
+    declared: Vec<u32>,
+    cap: usize,
+    /// Class occurrences folded into `__other__`.
+    overflowed: u64,
+}
+
+impl ClassTable {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            ..Default::default()
+        }
+    }
+
+    #[inline]
+    fn slot(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i as u32;
+        }
+        if self.names.len() < self.cap {
+            self.names.push(name.to_owned());
+            return (self.names.len() - 1) as u32;
+        }
+        if self.overflowed == 0 {
+            tracing::warn!(
+                class = name,
+                cap = self.cap,
+                "--max-classes reached for a model: further classes are counted as __other__ \
+                 (inferscope.classes.overflow)"
+            );
+        }
+        self.overflowed += 1;
+        match self.names.iter().position(|n| n == OTHER_CLASS) {
+            Some(i) => i as u32,
+            None => {
+                self.names.push(OTHER_CLASS.to_owned());
+                (self.names.len() - 1) as u32
+            }
+        }
+    }
+
+    fn declared_slot(&self, index: u32) -> Option<u32> {
+        self.declared.get(index as usize).copied()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Join counters of one model version, cumulative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinStats {
+    pub joined_inline: u64,
+    pub joined_delayed: u64,
+    pub unmatched: [u64; 4],
+    /// Predictions that left the pending store without a label: `[ttl, capacity]`.
+    pub unlabeled: [u64; 2],
+    /// Predictions whose request id was already pending (the first one is kept).
+    pub duplicate_predictions: u64,
+    /// Seconds from prediction to label, for delayed labels.
+    pub delay: ExplicitHistogram,
+    /// Predictions of this model waiting for a label now.
+    pub pending: u64,
+    /// Labels of this model waiting for their prediction now.
+    pub early: u64,
+}
+
+impl Default for JoinStats {
+    fn default() -> Self {
+        Self {
+            joined_inline: 0,
+            joined_delayed: 0,
+            unmatched: [0; 4],
+            unlabeled: [0; 2],
+            duplicate_predictions: 0,
+            delay: ExplicitHistogram::new(LABEL_DELAY_BOUNDS),
+            pending: 0,
+            early: 0,
+        }
+    }
+}
+
+/// What export needs of a model's quality.
+#[derive(Debug, Clone)]
+pub struct QualitySnapshot {
+    pub task: Task,
+    pub classes: Vec<String>,
+    /// Binary models: the positive class's slot.
+    pub positive: Option<u32>,
+    /// Multiclass: whether every declared class has its own score curve (else no macro AUC).
+    pub all_curves: bool,
+    /// Slots of the declared classes, in declared order.
+    pub declared: Vec<u32>,
+    /// `(window name, state)`, the since-start state last.
+    pub windows: Vec<(String, QualityState)>,
+    pub join: JoinStats,
+    pub classes_overflowed: u64,
+}
+
+/// Quality state of one model version.
+pub struct ModelQuality {
+    /// Unique within the shard, never reused: part of the join keys.
+    pub id: u32,
+    task: Task,
+    classes: ClassTable,
+    positive: Option<u32>,
+    windows: Windows<QualityState>,
+    pub join: JoinStats,
+}
+
+impl ModelQuality {
+    pub fn new(id: u32, settings: &QualitySettings, now_ms: u64) -> Self {
+        Self {
+            id,
+            task: Task::Undeclared,
+            classes: ClassTable::new(settings.max_classes),
+            positive: None,
+            windows: Windows::new(
+                QualityState::default(),
+                &settings.windows,
+                settings.exact_auc_pairs,
+                now_ms,
+            ),
+            join: JoinStats::default(),
+        }
+    }
+
+    /// Takes the task, class list and positive class of a declaration.
+    pub fn declare(&mut self, declaration: &Declaration) {
+        self.task = match declaration.task {
+            pb::TaskType::BinaryClassification => Task::Binary,
+            pb::TaskType::MulticlassClassification => Task::Multiclass,
+            pb::TaskType::Regression => Task::Regression,
+            _ if declaration.class_names.len() == 2 => Task::Binary,
+            _ if declaration.class_names.len() > 2 => Task::Multiclass,
+            _ => self.task,
+        };
+        self.classes.declared = declaration
+            .class_names
+            .iter()
+            .map(|name| self.classes.slot(name))
+            .collect();
+        self.positive = match self.task {
+            Task::Binary => declaration
+                .positive_class
+                .as_deref()
+                .or(declaration.class_names.get(1).map(String::as_str))
+                .map(|name| self.classes.slot(name)),
+            _ => None,
+        };
+    }
+
+    fn layout(&self) -> CurveLayout<'_> {
+        CurveLayout {
+            positive: self.positive,
+            declared_slots: &self.classes.declared,
+            max_curves: self.classes.cap,
+        }
+    }
+
+    /// The prediction a record makes, if it makes one that can be scored: a class (by index,
+    /// by name, as the argmax of its probabilities, or for a declared binary model as
+    /// `score > 0.5`, scikit-learn's `predict`), or a regression value.
+    pub fn prediction(&mut self, record: &pb::InferenceRecord) -> Option<Prediction> {
+        use pb::inference_record::Prediction as P;
+        match record.prediction.as_ref()? {
+            P::Regression(r) => Some(Prediction::Value(r.value)),
+            P::Generation(_) => None,
+            P::Classification(c) => {
+                let declared = !self.classes.declared.is_empty();
+                let scores = if declared && !c.class_probabilities.is_empty() {
+                    Scores::Probabilities(c.class_probabilities.clone().into_boxed_slice())
+                } else if let (Some(score), Some(_)) = (c.score, self.positive) {
+                    Scores::Positive(score)
+                } else {
+                    Scores::None
+                };
+                let slot = if let Some(i) = c.predicted_class_index {
+                    self.classes.declared_slot(i)?
+                } else if !c.predicted_class.is_empty() {
+                    self.classes.slot(&c.predicted_class)
+                } else {
+                    match &scores {
+                        Scores::Probabilities(ps) => {
+                            // First maximum, as numpy's argmax.
+                            let mut best = 0;
+                            for (i, p) in ps.iter().enumerate() {
+                                if *p > ps[best] {
+                                    best = i;
+                                }
+                            }
+                            self.classes.declared_slot(best as u32)?
+                        }
+                        Scores::Positive(p) => {
+                            let positive = self.positive?;
+                            if *p > 0.5 {
+                                positive
+                            } else {
+                                let negative = self
+                                    .classes
+                                    .declared
+                                    .iter()
+                                    .copied()
+                                    .find(|&s| s != positive)?;
+                                negative
+                            }
+                        }
+                        Scores::None => return None,
+                    }
+                };
+                Some(Prediction::Class { slot, scores })
+            }
+        }
+    }
+
+    /// A label resolved against the class table.
+    pub fn truth(&mut self, label: &pb::Label) -> Option<Truth> {
+        use pb::label::Value;
+        match label.value.as_ref()? {
+            Value::RegressionValue(v) => Some(Truth::Value(*v)),
+            Value::ClassIndex(i) => Some(Truth::Class {
+                slot: self.classes.declared_slot(*i)?,
+                declared: Some(*i),
+            }),
+            Value::ClassName(name) => {
+                let slot = self.classes.slot(name);
+                let declared = self
+                    .classes
+                    .declared
+                    .iter()
+                    .position(|&s| s == slot)
+                    .map(|i| i as u32);
+                Some(Truth::Class { slot, declared })
+            }
+        }
+    }
+
+    /// Moves the windows to `now_ms`; call once per batch before updating.
+    #[inline]
+    pub fn advance(&mut self, now_ms: u64) {
+        self.windows.advance(now_ms);
+    }
+
+    /// Counts a prediction (labelled or not) for the prediction rates.
+    #[inline]
+    pub fn count_prediction(&mut self, prediction: &Prediction) {
+        if let Prediction::Class { slot, .. } = prediction {
+            self.windows.live().count_prediction(*slot);
+        }
+    }
+
+    /// Adds a complete (prediction, truth) pair to the windows.
+    pub fn observe(&mut self, prediction: &Prediction, truth: Truth) -> Result<(), KindMismatch> {
+        let cap = self.windows.exact_cap();
+        let layout = CurveLayout {
+            positive: self.positive,
+            declared_slots: &self.classes.declared,
+            max_curves: self.classes.cap,
+        };
+        self.windows.live().observe(prediction, truth, layout, cap)
+    }
+
+    pub fn snapshot(&mut self, now_ms: u64) -> QualitySnapshot {
+        self.windows.advance(now_ms);
+        self.windows.flush();
+        let layout = self.layout();
+        let all_curves = layout
+            .declared_slots
+            .iter()
+            .all(|&s| (s as usize) < layout.max_curves);
+        QualitySnapshot {
+            task: self.task,
+            classes: self.classes.names.clone(),
+            positive: self.positive,
+            all_curves,
+            declared: self.classes.declared.clone(),
+            windows: self.windows.views(),
+            join: self.join.clone(),
+            classes_overflowed: self.classes.overflowed,
+        }
+    }
+
+    /// Empty windows of the same shape (used by benches and tests).
+    pub fn is_empty(&self) -> bool {
+        self.windows.total().labelled() == 0 && self.windows.total().predictions_total() == 0
+    }
+}
+
+/// A prediction waiting for its label.
+#[derive(Debug)]
+pub struct PendingPrediction {
+    pub model: u32,
+    /// Prediction time, Unix nanoseconds.
+    pub at_unix_ns: u64,
+    pub prediction: Prediction,
+}
+
+/// A label waiting for its prediction.
+#[derive(Debug)]
+pub struct EarlyLabel {
+    pub model: u32,
+    pub at_unix_ns: u64,
+    pub truth: Truth,
+}
+
+/// How a request id's label story ended, remembered for a while to classify late labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Labelled,
+    Expired,
+}
+
+/// A shard's join state: pending predictions, early labels, and recently resolved request ids.
+pub struct LabelJoin {
+    pub pending: JoinStore<PendingPrediction>,
+    pub early: JoinStore<EarlyLabel>,
+    /// Request ids recently labelled or expired (FIFO, half the pending capacity), so that
+    /// a second label is counted as a duplicate and a late one as expired, not unknown.
+    pub resolved: JoinStore<Resolution>,
+    hashers: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+}
+
+impl LabelJoin {
+    pub fn new(settings: &QualitySettings) -> Self {
+        Self {
+            pending: JoinStore::new(settings.max_pending, settings.label_ttl.as_millis() as u64),
+            early: JoinStore::new(
+                settings.max_early_labels,
+                settings.early_label_hold.as_millis() as u64,
+            ),
+            resolved: JoinStore::new((settings.max_pending / 2).max(1024), u64::MAX),
+            hashers: Default::default(),
+        }
+    }
+
+    /// The key of a request id of a model.
+    #[inline]
+    pub fn key(&self, model: u32, request_id: &str) -> JoinKey {
+        let hash = |state: &std::collections::hash_map::RandomState| {
+            let mut h = state.build_hasher();
+            h.write_u32(model);
+            h.write(request_id.as_bytes());
+            h.finish()
+        };
+        (hash(&self.hashers.0), hash(&self.hashers.1))
+    }
+
+    pub fn resolve(&mut self, key: JoinKey, now_ms: u64, how: Resolution) {
+        let _ = self.resolved.insert(key, now_ms, how);
+    }
+}
+
+/// Seconds from `from` to `to` (Unix ns), 0 if `to` is earlier.
+pub fn delay_seconds(from_unix_ns: u64, to_unix_ns: u64) -> f64 {
+    to_unix_ns.saturating_sub(from_unix_ns) as f64 / 1e9
+}
