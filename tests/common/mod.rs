@@ -173,3 +173,33 @@ pub fn histograms<'a>(
         _ => panic!("{name} is not a histogram"),
     }
 }
+
+/// The value of the one sum or gauge point of `name` whose attributes are exactly `wanted`
+/// (integer or double), or `None` when there is no such point.
+pub fn point(
+    request: &ExportMetricsServiceRequest,
+    name: &str,
+    wanted: &[(&str, &str)],
+) -> Option<f64> {
+    let m = metric(request, name)?;
+    let points = match &m.data {
+        Some(metric::Data::Sum(s)) => &s.data_points,
+        Some(metric::Data::Gauge(g)) => &g.data_points,
+        _ => panic!("{name} is not a sum or gauge"),
+    };
+    let found: Vec<f64> = points
+        .iter()
+        .filter(|p| p.attributes.len() == wanted.len() && has(&p.attributes, wanted))
+        .map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            None => panic!("{name} has a point without a value"),
+        })
+        .collect();
+    assert!(
+        found.len() <= 1,
+        "{name} {wanted:?}: {} points",
+        found.len()
+    );
+    found.first().copied()
+}
