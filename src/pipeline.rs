@@ -547,6 +547,8 @@ impl Shard {
 
     fn process(&mut self, item: ShardWork) {
         self.now = Instant::now();
+        // O(1) unless something is due: the oldest entries are at the front.
+        self.expire_joins();
         match item {
             ShardWork::Records {
                 batch,
@@ -925,5 +927,148 @@ mod tests {
         let snapshots = pipeline.snapshot().await;
         assert_eq!(models(&snapshots), vec![("v3".into(), 1)]);
         assert_eq!(snapshots[0].models_overflow, 1);
+    }
+
+    fn quality_settings() -> ShardSettings {
+        ShardSettings {
+            max_models_per_shard: 4,
+            model_idle_expiry: Duration::from_secs(3600),
+            max_error_types: 4,
+            sampling: Sampling {
+                ratio: 0.0,
+                parent_based: false,
+            },
+            quality: QualitySettings {
+                max_pending: 3,
+                label_ttl: Duration::from_secs(100),
+                max_early_labels: 2,
+                early_label_hold: Duration::from_secs(10),
+                ..QualitySettings::default()
+            },
+        }
+    }
+
+    /// Regression predictions with request ids `ids`.
+    fn predictions(ids: &[&str]) -> Arc<pb::RecordBatch> {
+        Arc::new(pb::RecordBatch {
+            model: "m".into(),
+            records: ids
+                .iter()
+                .map(|id| pb::InferenceRecord {
+                    request_id: (*id).into(),
+                    prediction: Some(pb::inference_record::Prediction::Regression(
+                        pb::Regression { value: 1.0 },
+                    )),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn label(pipeline: &Pipeline, ids: &[&str], value: pb::label::Value) {
+        let (done, wait) = oneshot::channel();
+        let batch = Arc::new(pb::LabelBatch {
+            model: "m".into(),
+            labels: ids
+                .iter()
+                .map(|id| pb::GroundTruth {
+                    request_id: (*id).into(),
+                    label: Some(pb::Label {
+                        value: Some(value.clone()),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let work = ShardWork::Labels {
+            accepted: (0..batch.labels.len() as u32).collect(),
+            batch,
+            rejected: Vec::new(),
+            received: SystemTime::now(),
+            done,
+        };
+        pipeline.dispatch(vec![(0, work)]).unwrap();
+        wait.await.unwrap();
+    }
+
+    async fn join_stats(pipeline: &Pipeline) -> crate::quality::JoinStats {
+        let mut snapshots = pipeline.snapshot().await;
+        snapshots.remove(0).quality.remove(0).1.join
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_predictions_expire_by_age_and_by_capacity() {
+        let stats = Arc::new(SelfStats::default());
+        let pipeline = Pipeline::start(1, 8, quality_settings(), None, stats.clone());
+        let y = pb::label::Value::RegressionValue(2.0);
+        send(&pipeline, predictions(&["a", "b"])).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        send(&pipeline, predictions(&["c", "d"])).await; // full at 3: "a" is evicted
+        let j = join_stats(&pipeline).await;
+        assert_eq!((j.pending, j.unlabeled), (3, [0, 1]));
+        assert_eq!(stats.predictions_evicted.load(Relaxed), 1);
+        tokio::time::sleep(Duration::from_secs(50)).await; // "b" is 110 s old: past the TTL
+        label(&pipeline, &["a", "b", "c"], y.clone()).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!((j.pending, j.unlabeled), (1, [1, 1]));
+        assert_eq!(j.joined_delayed, 1, "c joined");
+        assert_eq!(
+            j.unmatched[Unmatched::ExpiredRequest as usize],
+            2,
+            "a and b came too late"
+        );
+        // Delays are measured on record and label timestamps (wall clock), which paused tokio
+        // time does not move: tests/labels.rs checks their values.
+        assert_eq!(j.delay.count(), 1);
+        label(&pipeline, &["c"], y).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!(j.unmatched[Unmatched::Duplicate as usize], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn early_labels_wait_briefly_for_their_prediction() {
+        let pipeline = Pipeline::start(
+            1,
+            8,
+            quality_settings(),
+            None,
+            Arc::new(SelfStats::default()),
+        );
+        let y = pb::label::Value::RegressionValue(2.0);
+        label(&pipeline, &["x", "y"], y.clone()).await;
+        assert_eq!(join_stats(&pipeline).await.early, 2);
+        send(&pipeline, predictions(&["x"])).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!((j.early, j.joined_delayed, j.pending), (1, 1, 0));
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!(j.early, 0);
+        assert_eq!(
+            j.unmatched[Unmatched::UnknownRequest as usize],
+            1,
+            "y never came"
+        );
+        // A class label for a regression prediction is counted, not scored.
+        send(&pipeline, predictions(&["z"])).await;
+        label(&pipeline, &["z"], pb::label::Value::ClassName("cat".into())).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!(j.unmatched[Unmatched::KindMismatch as usize], 1);
+        assert_eq!(j.joined_delayed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_request_id_keeps_the_first_prediction() {
+        let pipeline = Pipeline::start(
+            1,
+            8,
+            quality_settings(),
+            None,
+            Arc::new(SelfStats::default()),
+        );
+        send(&pipeline, predictions(&["r", "r"])).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!((j.pending, j.duplicate_predictions), (1, 1));
     }
 }

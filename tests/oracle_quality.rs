@@ -128,7 +128,12 @@ async fn send(sidecar: &common::TestSidecar, ds: &Value) -> Sent {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ack.accepted as usize, early.len(), "{:?}", ack.rejects.first());
+    assert_eq!(
+        ack.accepted as usize,
+        early.len(),
+        "{:?}",
+        ack.rejects.first()
+    );
 
     for (chunk_index, chunk) in (0..rows.len()).collect::<Vec<_>>().chunks(250).enumerate() {
         let records = chunk

@@ -234,3 +234,79 @@ impl WindowState for QualityState {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Average;
+    use proptest::prelude::*;
+
+    const DECLARED: [u32; 3] = [0, 1, 2];
+
+    /// (truth, probabilities) for a 3-class model; the prediction is the argmax.
+    fn rows() -> impl Strategy<Value = Vec<(u32, [f64; 3])>> {
+        proptest::collection::vec(
+            (0u32..3, (1u32..20, 1u32..20, 1u32..20)).prop_map(|(t, (a, b, c))| {
+                let s = (a + b + c) as f64;
+                (t, [a as f64 / s, b as f64 / s, c as f64 / s])
+            }),
+            0..80,
+        )
+    }
+
+    fn state(rows: &[(u32, [f64; 3])], cap: usize) -> QualityState {
+        let layout = CurveLayout {
+            positive: None,
+            declared_slots: &DECLARED,
+            max_curves: 8,
+        };
+        let mut s = QualityState::default();
+        for (t, ps) in rows {
+            let slot = (0..3).fold(0, |best, i| if ps[i] > ps[best] { i } else { best }) as u32;
+            let prediction = Prediction::Class {
+                slot,
+                scores: Scores::Probabilities(Box::new(*ps)),
+            };
+            s.count_prediction(slot);
+            s.observe(
+                &prediction,
+                Truth::Class {
+                    slot: *t,
+                    declared: Some(*t),
+                },
+                layout,
+                cap,
+            )
+            .unwrap();
+        }
+        s
+    }
+
+    proptest! {
+        /// Merging the states of two sub-windows equals processing their records together.
+        #[test]
+        fn merge_equals_concatenation(a in rows(), b in rows(), cap in 0usize..200) {
+            let mut merged = state(&a, cap);
+            merged.merge(&state(&b, cap), cap);
+            let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+            let whole = state(&all, cap);
+            prop_assert_eq!(&merged.predictions, &whole.predictions);
+            prop_assert_eq!(&merged.confusion, &whole.confusion);
+            prop_assert_eq!(merged.probabilistic, whole.probabilistic);
+            prop_assert!((merged.log_loss_sum - whole.log_loss_sum).abs() < 1e-9);
+            prop_assert!((merged.brier_sum - whole.brier_sum).abs() < 1e-9);
+            prop_assert_eq!(
+                merged.confusion.averaged(Average::Weighted),
+                whole.confusion.averaged(Average::Weighted)
+            );
+            for (m, w) in merged.curves.iter().zip(&whole.curves) {
+                prop_assert_eq!(m.is_exact(), w.is_exact());
+                let (ma, wa) = (m.roc_auc(), w.roc_auc());
+                prop_assert_eq!(ma.is_some(), wa.is_some());
+                if let (Some(ma), Some(wa)) = (ma, wa) {
+                    prop_assert!((ma.value - wa.value).abs() < 1e-12);
+                }
+            }
+        }
+    }
+}
