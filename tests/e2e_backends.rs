@@ -457,3 +457,188 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
     error_types.sort();
     assert_eq!(error_types, ["oom", "timeout"]);
 }
+
+/// Polls a scalar PromQL query until it is within `1e-9` (relative above 1) of `want`; returns
+/// the last value seen.
+async fn promql_near(base: &str, query: &str, want: f64) -> Option<f64> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let _ = client
+            .get(format!("{base}/internal/force_flush"))
+            .send()
+            .await;
+        let body: Value = client
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        last = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok());
+        if last.is_some_and(|v| (v - want).abs() <= 1e-9 * want.abs().max(1.0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    last
+}
+
+/// The issue's acceptance test: a record stream whose labels all arrive later, through
+/// SubmitLabels, gives in VictoriaMetrics (PromQL) the values scikit-learn computes on the same
+/// records, for the 5-minute window and since start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_from_delayed_labels_matches_scikit_learn_in_victoria_metrics() {
+    use common::golden::{datasets, declaration, label, prediction};
+    let (_vm, vm) = start_victoria_metrics().await;
+    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
+        traces: None,
+        resource: resource::detect(),
+    };
+    let mut config = common::config();
+    config.export = metrics_export;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+
+    let wanted = ["binary_imbalanced", "multiclass_3", "regression_outliers"];
+    let datasets: Vec<Value> = datasets()
+        .into_iter()
+        .filter(|d| wanted.contains(&d["name"].as_str().unwrap()))
+        .collect();
+    for ds in &datasets {
+        let name = ds["name"].as_str().unwrap();
+        let rows = ds["records"].as_array().unwrap();
+        let mut first = batch(0, name, Vec::new());
+        first.declarations = declaration(ds).into_iter().collect();
+        first.records = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| pb::InferenceRecord {
+                request_id: format!("{name}-{i}"),
+                prediction: Some(prediction(row)),
+                ..Default::default()
+            })
+            .collect();
+        client.submit_records(first).await.unwrap();
+        let labels = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| pb::GroundTruth {
+                request_id: format!("{name}-{i}"),
+                label: Some(label(ds, row)),
+                ..Default::default()
+            })
+            .collect();
+        let ack = client
+            .submit_labels(pb::LabelBatch {
+                sequence: 1,
+                model: name.into(),
+                version: "1".into(),
+                labels,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.accepted as usize, rows.len());
+    }
+
+    let mut failures = Vec::new();
+    for ds in &datasets {
+        let name = ds["name"].as_str().unwrap();
+        let e = &ds["expected"];
+        let sel = |window: &str, extra: &str| {
+            format!(r#"{{model_name="{name}",model_version="1",window="{window}"{extra}}}"#)
+        };
+        let mut checks: Vec<(String, f64)> = Vec::new();
+        for window in ["5m", "all"] {
+            if ds["task"] == "regression" {
+                for metric in ["mae", "mse", "rmse", "mape", "r2", "mean_error"] {
+                    checks.push((
+                        format!("inferscope_quality_{metric}{}", sel(window, "")),
+                        e[metric].as_f64().unwrap(),
+                    ));
+                }
+                continue;
+            }
+            checks.push((
+                format!("inferscope_quality_accuracy_ratio{}", sel(window, "")),
+                e["accuracy"].as_f64().unwrap(),
+            ));
+            checks.push((
+                format!(
+                    "inferscope_quality_balanced_accuracy_ratio{}",
+                    sel(window, "")
+                ),
+                e["balanced_accuracy"].as_f64().unwrap(),
+            ));
+            checks.push((
+                format!(
+                    "inferscope_quality_f1_ratio{}",
+                    sel(window, r#",average="macro""#)
+                ),
+                e["averages"]["macro"]["f1"].as_f64().unwrap(),
+            ));
+            checks.push((
+                format!("inferscope_quality_log_loss{}", sel(window, "")),
+                e["log_loss"].as_f64().unwrap(),
+            ));
+            let auc_attrs = if ds["task"] == "multiclass" {
+                r#",average="macro""#
+            } else {
+                ""
+            };
+            // Under the exact cap: ROC AUC and average precision are exact.
+            checks.push((
+                format!("inferscope_quality_roc_auc_ratio{}", sel(window, auc_attrs)),
+                e["roc_auc"].as_f64().unwrap(),
+            ));
+            checks.push((
+                format!(
+                    "inferscope_quality_average_precision_ratio{}",
+                    sel(window, auc_attrs)
+                ),
+                e["average_precision"].as_f64().unwrap(),
+            ));
+        }
+        let n = ds["records"].as_array().unwrap().len() as f64;
+        checks.push((
+            format!(r#"inferscope_labels_joined_total{{model_name="{name}",source="delayed"}}"#),
+            n,
+        ));
+        for (query, want) in checks {
+            let got = promql_near(&vm, &query, want).await;
+            if !got.is_some_and(|v| (v - want).abs() <= 1e-9 * want.abs().max(1.0)) {
+                failures.push(format!(
+                    "{query}: VictoriaMetrics {got:?}, scikit-learn {want}"
+                ));
+            }
+        }
+    }
+    sidecar.stop().await.unwrap();
+    if !failures.is_empty() {
+        let names: Value = reqwest::get(format!("{vm}/api/v1/label/__name__/values"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        panic!(
+            "{} mismatches:\n{}\nmetric names in VictoriaMetrics: {names}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}

@@ -2,6 +2,8 @@
 //! OTLP requests it exported.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use inferscope::{
     config::{Config, ExportConfig, Sampling},
     export::{metrics::MetricTransport, resource, traces},
