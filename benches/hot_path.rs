@@ -4,7 +4,14 @@
 //! cargo bench --bench hot_path
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use inferscope::{demo::load_test_batch, models::Declaration, operational::ModelOps, validation};
+use inferscope::{
+    demo::load_test_batch,
+    models::Declaration,
+    operational::ModelOps,
+    pb,
+    quality::{LabelJoin, ModelQuality, PendingPrediction, QualitySettings, Resolution},
+    validation,
+};
 use std::hint::black_box;
 
 fn hot_path(c: &mut Criterion) {
@@ -37,6 +44,75 @@ fn hot_path(c: &mut Criterion) {
                 }
             },
             BatchSize::SmallInput,
+        )
+    });
+    let settings = QualitySettings::default();
+    let quality = || {
+        let mut q = ModelQuality::new(0, &settings, 0);
+        q.declare(&declaration);
+        q
+    };
+    let mut labelled = load.records.clone();
+    for (i, r) in labelled.iter_mut().enumerate() {
+        r.label = Some(pb::Label {
+            value: Some(pb::label::Value::ClassIndex((i % 3 % 2) as u32)),
+        });
+    }
+    // A record with its label: prediction, truth, confusion matrix, score curve, losses.
+    group.bench_function("quality_inline_label", |b| {
+        b.iter_batched_ref(
+            quality,
+            |q| {
+                for r in &labelled {
+                    let p = q.prediction(black_box(r)).unwrap();
+                    q.count_prediction(&p);
+                    let t = q.truth(r.label.as_ref().unwrap()).unwrap();
+                    q.observe(&p, t).unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // A record whose label comes later, into a full pending store (the steady state under
+    // load): key hashing, one insert, one eviction, one "resolved" entry.
+    let full = |capacity: usize| {
+        let settings = QualitySettings {
+            max_pending: capacity,
+            ..QualitySettings::default()
+        };
+        let mut join = LabelJoin::new(&settings);
+        let mut q = quality();
+        for i in 0..capacity {
+            let key = join.key(0, &format!("warm-{i}"));
+            let p = q.prediction(&load.records[i % 1000]).unwrap();
+            let pending = PendingPrediction {
+                model: 0,
+                at_unix_ns: 0,
+                prediction: p,
+            };
+            join.pending.insert(key, 0, pending).ok();
+        }
+        (join, q)
+    };
+    group.bench_function("quality_pending_full_store_100k", |b| {
+        b.iter_batched_ref(
+            || full(100_000),
+            |(join, q)| {
+                for r in batch {
+                    let p = q.prediction(black_box(r)).unwrap();
+                    q.count_prediction(&p);
+                    let key = join.key(0, &r.request_id);
+                    let pending = PendingPrediction {
+                        model: 0,
+                        at_unix_ns: 0,
+                        prediction: p,
+                    };
+                    if let Ok(Some((old, _))) = join.pending.insert(key, 1, pending) {
+                        join.resolve(old, Resolution::Expired);
+                    }
+                }
+            },
+            BatchSize::LargeInput,
         )
     });
     group.finish();

@@ -59,6 +59,13 @@ struct Args {
     /// `e<j>-<k>`. 1 (the default) is one model; a large number drives every cardinality cap
     /// (models, error types) into overflow, for soak runs.
     distinct: usize,
+    /// Batches with distinct request ids, cycled (each 1000-record batch is 1000 ids): with the
+    /// default 64, ids repeat only every 64 000 records, so predictions go through the pending
+    /// store as unique requests would.
+    ids: usize,
+    /// `none` (the default: predictions wait for labels that never come), `inline` (every record
+    /// carries its label) or `delayed` (each acked batch's labels follow through SubmitLabels).
+    labels: String,
 }
 
 fn parse() -> Args {
@@ -69,6 +76,8 @@ fn parse() -> Args {
         features: 32,
         seconds: 10.0,
         distinct: 1,
+        ids: 64,
+        labels: "none".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,8 +89,11 @@ fn parse() -> Args {
             "--features" => args.features = value.parse().expect("--features"),
             "--seconds" => args.seconds = value.parse().expect("--seconds"),
             "--distinct" => args.distinct = value.parse().expect("--distinct"),
+            "--ids" => args.ids = value.parse().expect("--ids"),
+            "--labels" => args.labels = value,
             other => panic!(
-                "unknown flag {other}; flags: --addr --streams --batch --features --seconds --distinct"
+                "unknown flag {other}; flags: --addr --streams --batch --features --seconds \
+                 --distinct --ids --labels none|inline"
             ),
         }
     }
@@ -91,38 +103,98 @@ fn parse() -> Args {
 #[tokio::main]
 async fn main() {
     let args = parse();
-    let base = load_test_batch(0, args.batch, args.features);
-    let templates: Vec<Bytes> = if args.distinct <= 1 {
-        vec![Bytes::from(base.encode_to_vec())]
-    } else {
-        (0..args.distinct)
-            .map(|j| {
-                let mut b = base.clone();
-                b.model = format!("loadgen-{j}");
-                for d in &mut b.declarations {
-                    d.model = b.model.clone();
-                }
-                for (i, r) in b.records.iter_mut().enumerate() {
-                    if !r.error_type.is_empty() || i % 10 == 0 {
-                        r.error_type = format!("e{j}-{}", i % 7);
-                    }
-                }
-                Bytes::from(b.encode_to_vec())
-            })
-            .collect()
+    let (inline, delayed) = match args.labels.as_str() {
+        "none" => (false, false),
+        "inline" => (true, false),
+        "delayed" => (false, true),
+        other => panic!("--labels {other}: use none, inline or delayed"),
     };
+    let batches = args.distinct.max(args.ids).max(1);
+    let templates: Vec<Bytes> = (0..batches)
+        .map(|j| {
+            let mut b = load_test_batch(j as u64, args.batch, args.features);
+            b.sequence = j as u64;
+            if inline {
+                for (i, r) in b.records.iter_mut().enumerate() {
+                    // Right four times out of five.
+                    let truth = if i % 5 == 0 { 1 - i % 2 } else { i % 2 };
+                    r.label = Some(inferscope::pb::Label {
+                        value: Some(inferscope::pb::label::Value::ClassIndex(truth as u32)),
+                    });
+                }
+            }
+            if args.distinct <= 1 {
+                return Bytes::from(b.encode_to_vec());
+            }
+            let j = j % args.distinct;
+            b.model = format!("loadgen-{j}");
+            for d in &mut b.declarations {
+                d.model = b.model.clone();
+            }
+            for (i, r) in b.records.iter_mut().enumerate() {
+                if !r.error_type.is_empty() || i % 10 == 0 {
+                    r.error_type = format!("e{j}-{}", i % 7);
+                }
+            }
+            Bytes::from(b.encode_to_vec())
+        })
+        .collect();
+    // Delayed mode: the labels of template `j`, sent once its batch is acknowledged.
+    let label_batches: std::sync::Arc<Vec<pb::LabelBatch>> = std::sync::Arc::new(
+        (0..if delayed { batches } else { 0 })
+            .map(|j| {
+                let b = load_test_batch(j as u64, args.batch, args.features);
+                pb::LabelBatch {
+                    sequence: j as u64,
+                    model: b.model.clone(),
+                    version: b.version.clone(),
+                    labels: b
+                        .records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| pb::GroundTruth {
+                            request_id: r.request_id.clone(),
+                            label: Some(pb::Label {
+                                value: Some(pb::label::Value::ClassIndex(
+                                    (if i % 5 == 0 { 1 - i % 2 } else { i % 2 }) as u32,
+                                )),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    );
+    let labels_sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let deadline = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.streams {
         let addr = args.addr.clone();
         let templates = templates.clone();
+        let label_batches = label_batches.clone();
+        let labels_sent = labels_sent.clone();
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("address")
                 .connect()
                 .await
                 .expect("connect");
+            let (label_tx, mut label_rx) = tokio::sync::mpsc::channel::<u64>(64);
+            let labeller = {
+                let mut client =
+                    pb::ingest_service_client::IngestServiceClient::new(channel.clone());
+                tokio::spawn(async move {
+                    while let Some(j) = label_rx.recv().await {
+                        let batch = label_batches[j as usize].clone();
+                        let n = batch.labels.len() as u64;
+                        if client.submit_labels(batch).await.is_ok() {
+                            labels_sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            };
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.expect("ready");
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
@@ -151,6 +223,10 @@ async fn main() {
                     Ok(Some(ack)) => {
                         accepted += u64::from(ack.accepted);
                         rejected += ack.rejects.len() as u64;
+                        if delayed {
+                            // Waits when labels fall behind, which slows the records too.
+                            let _ = label_tx.send(ack.sequence).await;
+                        }
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -160,6 +236,8 @@ async fn main() {
                 }
             }
             let _ = producer.await;
+            drop(label_tx);
+            let _ = labeller.await;
             assert_eq!(
                 rejected, 0,
                 "the load generator's records should all be valid"
@@ -173,11 +251,13 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "streams={} batch={} features={} records={} seconds={:.2} records_per_second={:.0}",
+        "streams={} batch={} features={} labels={} records={} labels_sent={} seconds={:.2} records_per_second={:.0}",
         args.streams,
         args.batch,
         args.features,
+        args.labels,
         total,
+        labels_sent.load(std::sync::atomic::Ordering::Relaxed),
         elapsed,
         total as f64 / elapsed
     );

@@ -52,8 +52,6 @@ pub struct SelfStats {
     pub models_expired: AtomicU64,
     /// Declarations evicted from the full declaration registry.
     pub declarations_evicted: AtomicU64,
-    /// Pending predictions evicted unlabelled because the pending-label store was full.
-    pub predictions_evicted: AtomicU64,
     pub export_failures: AtomicU64,
 }
 
@@ -192,6 +190,7 @@ impl Pipeline {
                 now,
                 last: None,
                 models_overflow: 0,
+                evictions_logged: false,
                 settings: settings.clone(),
                 spans: spans.clone(),
                 stats: stats.clone(),
@@ -333,6 +332,8 @@ struct Shard {
     /// comparison is cheaper than hashing.
     last: Option<usize>,
     models_overflow: u64,
+    /// Whether the first capacity eviction of the pending-label store was logged.
+    evictions_logged: bool,
     settings: ShardSettings,
     spans: Option<mpsc::Sender<SpanJob>>,
     stats: Arc<SelfStats>,
@@ -424,7 +425,7 @@ impl Shard {
             .pending
             .expire(now_ms, |key, p| expired.push((key, p.model)));
         for (key, model) in expired {
-            self.join.resolve(key, now_ms, Resolution::Expired);
+            self.join.resolve(key, Resolution::Expired);
             if let Some(q) = self.quality_of(model) {
                 q.join.pending -= 1;
                 q.join.unlabeled[0] += 1;
@@ -653,10 +654,9 @@ impl Shard {
                     Err(_) => q.join.unmatched[Unmatched::KindMismatch as usize] += 1,
                 }
             }
-            if !record.request_id.is_empty() {
-                let key = self.join.key(q.id, &record.request_id);
-                self.join.resolve(key, now_ms, Resolution::Labelled);
-            }
+            // Not remembered as resolved: one cache miss per record for a case (a delayed label
+            // for an inline-labelled record) that a bounded memory would forget at high rates
+            // anyway. Such a label is held as early, then counted as unknown_request.
             return;
         }
         if record.request_id.is_empty() {
@@ -666,7 +666,7 @@ impl Shard {
         if let Some((_, early)) = self.join.early.take(&key) {
             q.join.early -= 1;
             Self::score(q, &prediction, early.truth, at_unix_ns, early.at_unix_ns);
-            self.join.resolve(key, now_ms, Resolution::Labelled);
+            self.join.resolve(key, Resolution::Labelled);
             return;
         }
         let pending = PendingPrediction {
@@ -677,9 +677,11 @@ impl Shard {
         match self.join.pending.insert(key, now_ms, pending) {
             Ok(evicted) => {
                 q.join.pending += 1;
-                if let Some((old_key, old)) = evicted {
-                    self.join.resolve(old_key, now_ms, Resolution::Expired);
-                    if self.stats.predictions_evicted.fetch_add(1, Relaxed) == 0 {
+                if let Some((_, old)) = evicted {
+                    // Evicted keys are not remembered as resolved: the oldest of a full store is
+                    // older than any bounded memory of recent keys could hold at that rate.
+                    if !self.evictions_logged {
+                        self.evictions_logged = true;
                         tracing::warn!(
                             capacity = self.join.pending.capacity(),
                             "the pending-label store is full: the oldest predictions are dropped \
@@ -740,10 +742,10 @@ impl Shard {
                 pending.at_unix_ns,
                 at_unix_ns,
             );
-            self.join.resolve(key, now_ms, Resolution::Labelled);
+            self.join.resolve(key, Resolution::Labelled);
             return;
         }
-        let unmatched = match self.join.resolved.get(&key) {
+        let unmatched = match self.join.resolution(&key) {
             Some(Resolution::Labelled) => Some(Unmatched::Duplicate),
             Some(Resolution::Expired) => Some(Unmatched::ExpiredRequest),
             None => {
@@ -1001,14 +1003,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pending_predictions_expire_by_age_and_by_capacity() {
         let stats = Arc::new(SelfStats::default());
-        let pipeline = Pipeline::start(1, 8, quality_settings(), None, stats.clone());
+        let pipeline = Pipeline::start(1, 8, quality_settings(), None, stats);
         let y = pb::label::Value::RegressionValue(2.0);
         send(&pipeline, predictions(&["a", "b"])).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
         send(&pipeline, predictions(&["c", "d"])).await; // full at 3: "a" is evicted
         let j = join_stats(&pipeline).await;
         assert_eq!((j.pending, j.unlabeled), (3, [0, 1]));
-        assert_eq!(stats.predictions_evicted.load(Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(50)).await; // "b" is 110 s old: past the TTL
         label(&pipeline, &["a", "b", "c"], y.clone()).await;
         let j = join_stats(&pipeline).await;
@@ -1016,9 +1017,11 @@ mod tests {
         assert_eq!(j.joined_delayed, 1, "c joined");
         assert_eq!(
             j.unmatched[Unmatched::ExpiredRequest as usize],
-            2,
-            "a and b came too late"
+            1,
+            "b came too late"
         );
+        // An evicted key is not remembered: the label for "a" waits as an early label.
+        assert_eq!(j.early, 1);
         // Delays are measured on record and label timestamps (wall clock), which paused tokio
         // time does not move: tests/labels.rs checks their values.
         assert_eq!(j.delay.count(), 1);

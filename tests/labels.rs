@@ -74,14 +74,14 @@ async fn label_delay_is_measured_from_the_record_and_label_times() {
         h.bucket_counts[i]
     };
     assert_eq!((bucket(120.0), bucket(7200.0)), (1, 1));
-    let unmatched = |reason| {
-        common::point(
-            &request,
-            "inferscope.labels.unmatched",
-            &[model[0], model[1], ("reason", reason)],
-        )
-    };
-    assert_eq!(unmatched("duplicate"), Some(1.0), "c already had its label");
+    // "c" already had its label inline: the delayed one joins nothing and is held as an early
+    // label (counted as unknown_request when the hold ends), never scored twice.
+    let pairs = common::point(&request, "inferscope.quality.pairs", &model);
+    assert_eq!(pairs, Some(3.0));
+    assert_eq!(
+        common::point(&request, "inferscope.labels.early", &model),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

@@ -45,7 +45,6 @@ pub struct SidecarSnapshot {
     /// Predictions waiting for delayed labels in all shards, and the total capacity.
     pub pending_labels: usize,
     pub pending_capacity: usize,
-    pub predictions_evicted: u64,
     pub streams_active: i64,
     pub batches_shed: u64,
     pub records_shed: u64,
@@ -71,7 +70,6 @@ impl SidecarSnapshot {
             spans_dropped: stats.spans_dropped.load(Relaxed),
             models_expired: stats.models_expired.load(Relaxed),
             declarations_evicted: stats.declarations_evicted.load(Relaxed),
-            predictions_evicted: stats.predictions_evicted.load(Relaxed),
             export_failures: stats.export_failures.load(Relaxed),
             queue_depths: pipeline.queue_depths(),
             queue_capacity: pipeline.queue_capacity(),
@@ -537,12 +535,6 @@ pub fn encode(
             "{declaration}",
             "Model declarations evicted because --max-models declarations were stored.",
             snapshot.declarations_evicted,
-        ),
-        (
-            "inferscope.predictions.evicted",
-            "{prediction}",
-            "Pending predictions dropped unlabelled because --max-pending-labels was reached.",
-            snapshot.predictions_evicted,
         ),
         (
             "inferscope.export.failures",

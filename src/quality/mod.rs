@@ -20,7 +20,7 @@ use crate::{
     stats::ExplicitHistogram,
     windows::{WindowSpec, Windows},
 };
-use join::{JoinKey, JoinStore};
+use join::{JoinKey, JoinStore, RecentKeys};
 use state::{CurveLayout, KindMismatch, Prediction, QualityState, Scores, Truth};
 use std::{
     hash::{BuildHasher, Hasher},
@@ -301,7 +301,9 @@ impl ModelQuality {
             P::Generation(_) => None,
             P::Classification(c) => {
                 let declared = !self.classes.declared.is_empty();
-                let scores = if declared && !c.class_probabilities.is_empty() {
+                let scores = if declared && c.class_probabilities.len() == 2 {
+                    Scores::Two([c.class_probabilities[0], c.class_probabilities[1]])
+                } else if declared && !c.class_probabilities.is_empty() {
                     Scores::Probabilities(c.class_probabilities.clone().into_boxed_slice())
                 } else if let (Some(score), Some(_)) = (c.score, self.positive) {
                     Scores::Positive(score)
@@ -314,7 +316,8 @@ impl ModelQuality {
                     self.classes.slot(&c.predicted_class)
                 } else {
                     match &scores {
-                        Scores::Probabilities(ps) => {
+                        Scores::Two(_) | Scores::Probabilities(_) => {
+                            let ps = scores.probabilities().expect("probability variants");
                             // First maximum, as numpy's argmax.
                             let mut best = 0;
                             for (i, p) in ps.iter().enumerate() {
@@ -419,6 +422,9 @@ impl ModelQuality {
     }
 }
 
+/// Most request ids remembered as resolved, per shard.
+pub const RESOLVED_SLOTS: usize = 1 << 16;
+
 /// A prediction waiting for its label.
 #[derive(Debug)]
 pub struct PendingPrediction {
@@ -447,12 +453,15 @@ pub enum Resolution {
 pub struct LabelJoin {
     pub pending: JoinStore<PendingPrediction>,
     pub early: JoinStore<EarlyLabel>,
-    /// Request ids recently labelled or expired (FIFO, half the pending capacity), so that
-    /// a second label is counted as a duplicate and a late one as expired, not unknown.
-    pub resolved: JoinStore<Resolution>,
+    /// Request ids recently labelled or expired, so that a second label is counted as a
+    /// duplicate and a late one as expired, not unknown. [`RESOLVED_SLOTS`] slots at most (512
+    /// KiB): its writes are one cache miss per resolved prediction, and at high rates any
+    /// bounded memory of old ids covers only a short history anyway.
+    resolved: RecentKeys,
+    /// Two independently seeded hashers: together a 128-bit key.
     hashers: (
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
+        foldhash::fast::SeedableRandomState,
+        foldhash::fast::SeedableRandomState,
     ),
 }
 
@@ -464,15 +473,18 @@ impl LabelJoin {
                 settings.max_early_labels,
                 settings.early_label_hold.as_millis() as u64,
             ),
-            resolved: JoinStore::new((settings.max_pending / 2).max(1024), u64::MAX),
-            hashers: Default::default(),
+            resolved: RecentKeys::new(settings.max_pending.clamp(1024, RESOLVED_SLOTS)),
+            hashers: (
+                foldhash::fast::SeedableRandomState::random(),
+                foldhash::fast::SeedableRandomState::random(),
+            ),
         }
     }
 
     /// The key of a request id of a model.
     #[inline]
     pub fn key(&self, model: u32, request_id: &str) -> JoinKey {
-        let hash = |state: &std::collections::hash_map::RandomState| {
+        let hash = |state: &foldhash::fast::SeedableRandomState| {
             let mut h = state.build_hasher();
             h.write_u32(model);
             h.write(request_id.as_bytes());
@@ -481,8 +493,19 @@ impl LabelJoin {
         (hash(&self.hashers.0), hash(&self.hashers.1))
     }
 
-    pub fn resolve(&mut self, key: JoinKey, now_ms: u64, how: Resolution) {
-        let _ = self.resolved.insert(key, now_ms, how);
+    pub fn resolve(&mut self, key: JoinKey, how: Resolution) {
+        self.resolved.insert(key, how == Resolution::Labelled);
+    }
+
+    /// How the request's story ended, if that is still remembered.
+    pub fn resolution(&self, key: &JoinKey) -> Option<Resolution> {
+        self.resolved.get(key).map(|labelled| {
+            if labelled {
+                Resolution::Labelled
+            } else {
+                Resolution::Expired
+            }
+        })
     }
 }
 

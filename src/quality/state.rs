@@ -23,8 +23,21 @@ pub enum Scores {
     None,
     /// A binary classifier's probability of the positive class.
     Positive(f64),
+    /// Probabilities of a two-class model, kept inline (no allocation per pending prediction).
+    Two([f64; 2]),
     /// Probabilities in declared class order.
     Probabilities(Box<[f64]>),
+}
+
+impl Scores {
+    /// Class probabilities in declared order, if any.
+    pub fn probabilities(&self) -> Option<&[f64]> {
+        match self {
+            Scores::Two(ps) => Some(ps),
+            Scores::Probabilities(ps) => Some(ps),
+            _ => None,
+        }
+    }
 }
 
 /// Ground truth, resolved against the model's class table.
@@ -121,7 +134,8 @@ impl QualityState {
                             self.probabilistic += 1;
                         }
                     }
-                    Scores::Probabilities(ps) => {
+                    Scores::Two(_) | Scores::Probabilities(_) => {
+                        let ps = scores.probabilities().expect("probability variants");
                         // Pairs whose true class is not declared have no column: only the
                         // confusion matrix counts them.
                         let Some(t) = declared.filter(|&d| (d as usize) < ps.len()) else {

