@@ -170,7 +170,9 @@ async fn main() {
     let deadline = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.streams {
+    for stream in 0..args.streams {
+        // Streams start at evenly spaced templates, so they do not send the same ids in step.
+        let offset = stream * templates.len() / args.streams;
         let addr = args.addr.clone();
         let templates = templates.clone();
         let label_batches = label_batches.clone();
@@ -199,7 +201,7 @@ async fn main() {
             grpc.ready().await.expect("ready");
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
             let producer = tokio::spawn(async move {
-                for template in templates.iter().cycle() {
+                for template in templates.iter().cycle().skip(offset) {
                     if started.elapsed() >= deadline || tx.send(template.clone()).await.is_err() {
                         break;
                     }

@@ -83,7 +83,8 @@ pub struct ConfigArgs {
     #[arg(long, env = "INFERSCOPE_MAX_CLASSES")]
     pub max_classes: Option<usize>,
     /// Predictions waiting for a delayed label, in total, split evenly across shards; past it
-    /// the oldest is dropped unlabelled and counted [default: 200000].
+    /// the oldest is dropped unlabelled and counted. 0 turns the delayed-label join off (inline
+    /// labels still count) [default: 200000].
     #[arg(long, env = "INFERSCOPE_MAX_PENDING_LABELS")]
     pub max_pending_labels: Option<usize>,
     /// Seconds a prediction waits for its delayed label [default: 86400].

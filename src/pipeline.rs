@@ -659,7 +659,8 @@ impl Shard {
             // anyway. Such a label is held as early, then counted as unknown_request.
             return;
         }
-        if record.request_id.is_empty() {
+        // `--max-pending-labels 0` turns the delayed-label join off.
+        if record.request_id.is_empty() || self.join.pending.capacity() == 0 {
             return;
         }
         let key = self.join.key(q.id, &record.request_id);

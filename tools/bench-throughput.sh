@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End-to-end throughput on loopback (BENCHMARKS.md): the release server pinned to core 0 with one
+# shard, the load generator pinned to core 1 with 16 streams of 1000-record batches and 256 000
+# distinct request ids. For each round, one run per mode, back to back:
+#   null      --null-sink: decode and ack only (the practical limit)
+#   none      default pipeline; predictions wait for labels that never come (the pending store
+#             fills to --max-pending-labels and evicts its oldest for every new prediction)
+#   inline    default pipeline; every record carries its label
+#   delayed   default pipeline; every batch's labels follow through SubmitLabels once acked
+#   nojoin    default pipeline with --max-pending-labels 0 (delayed-label join off)
+# Usage: tools/bench-throughput.sh [ROUNDS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-10}
+cargo build --release --bin inferscope --example loadgen >/dev/null
+cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+for round in $(seq "$rounds"); do
+  for mode in null none inline delayed nojoin; do
+    flags=(); labels=none
+    case $mode in
+      null) flags=(--null-sink) ;;
+      inline|delayed) labels=$mode ;;
+      nojoin) flags=(--max-pending-labels 0) ;;
+    esac
+    taskset -c 0 ./target/release/inferscope serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
+      --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
+    pid=$!
+    sleep 1
+    before=$(cpu $pid)
+    result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
+      --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" | tail -1)
+    rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
+    records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
+    used=$(echo "$(cpu $pid) - $before" | bc)
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    echo "round=$round mode=$mode records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss"
+    kill -TERM $pid
+    wait $pid || true
+    sleep 0.5
+  done
+done
