@@ -1,6 +1,11 @@
 //! `inferscope demo`: the sidecar plus a synthetic model server streaming realistic records for a
 //! binary classifier, a regressor and an LLM over real gRPC, with a live terminal summary. The
 //! generators are also what the load generator and tests send.
+//!
+//! Ground truth: the classifier and the regressor label 30 % of their records inline and send the
+//! rest 2–8 s later through SubmitLabels. After [`DEGRADE_AFTER`] the world moves away from the
+//! models (fraud no longer follows the score; arrival times run 30 % longer than predicted), so
+//! the quality columns visibly drop.
 
 use crate::{
     config::Config,
@@ -23,6 +28,11 @@ pub enum DemoError {
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
+
+/// When the demo's world stops matching its models.
+pub const DEGRADE_AFTER: Duration = Duration::from_secs(30);
+/// Share of labelled records whose label rides inline; the rest arrive later.
+const INLINE_LABEL_SHARE: f64 = 0.3;
 
 /// The synthetic models of the demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +123,40 @@ impl SyntheticModel {
             }
         }
         decl
+    }
+
+    /// The ground truth of a successful record, drawn from the model's world: while healthy the
+    /// classifier is calibrated (fraud with probability = its score) and the regressor unbiased;
+    /// once `degraded`, fraud is independent of the score and trips take 30 % longer.
+    pub fn truth(
+        self,
+        rng: &mut impl Rng,
+        record: &pb::InferenceRecord,
+        degraded: bool,
+    ) -> Option<pb::Label> {
+        use pb::inference_record::Prediction;
+        let value = match (self, record.prediction.as_ref()?) {
+            (Self::Classifier, Prediction::Classification(c)) => {
+                let p = if degraded {
+                    // Another transaction's score: no longer related to this one.
+                    let amount = lognormal(rng, 40.0, 1.0);
+                    1.0 / (1.0 + (-(amount.ln() - 6.0)).exp())
+                } else {
+                    c.score?
+                };
+                pb::label::Value::ClassIndex(u32::from(rng.random::<f64>() < p))
+            }
+            (Self::Regressor, Prediction::Regression(r)) => {
+                let actual = if degraded {
+                    r.value * 1.3 + 60.0 * normal(rng)
+                } else {
+                    r.value + 30.0 * normal(rng)
+                };
+                pb::label::Value::RegressionValue(actual)
+            }
+            _ => return None,
+        };
+        Some(pb::Label { value: Some(value) })
     }
 
     /// One realistic record. `error_rate` is the share of failed requests.
@@ -260,9 +304,15 @@ async fn stream_model(
     let Ok(mut client) = IngestServiceClient::connect(format!("http://{addr}")).await else {
         return;
     };
+    let labels_client = client.clone();
+    let started = Instant::now();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let producer = tokio::spawn(async move {
         let mut rng = SmallRng::from_os_rng();
+        // Delayed labels, due at their instant.
+        let mut due: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64, String)>> =
+            Default::default();
+        let mut labels: BTreeMap<u64, pb::Label> = BTreeMap::new();
         let batches_per_second = 10u32;
         let per_batch = (rate / batches_per_second).max(1);
         let mut ticker =
@@ -274,12 +324,53 @@ async fn stream_model(
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            let degraded = started.elapsed() >= DEGRADE_AFTER;
             let mut records: Vec<_> = (0..per_batch)
                 .map(|_| {
                     id += 1;
-                    model.record(&mut rng, id, 0.02)
+                    let mut record = model.record(&mut rng, id, 0.02);
+                    if record.error_type.is_empty() {
+                        if let Some(label) = model.truth(&mut rng, &record, degraded) {
+                            if rng.random::<f64>() < INLINE_LABEL_SHARE {
+                                record.label = Some(label);
+                            } else {
+                                let delay = Duration::from_secs_f64(rng.random_range(2.0..8.0));
+                                due.push(std::cmp::Reverse((
+                                    Instant::now() + delay,
+                                    id,
+                                    record.request_id.clone(),
+                                )));
+                                labels.insert(id, label);
+                            }
+                        }
+                    }
+                    record
                 })
                 .collect();
+            let mut ready = Vec::new();
+            while due.peek().is_some_and(|d| d.0 .0 <= Instant::now()) {
+                let std::cmp::Reverse((_, label_id, request_id)) = due.pop().expect("peeked");
+                ready.push(pb::GroundTruth {
+                    request_id,
+                    label: labels.remove(&label_id),
+                    time_unix_nano: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
+                    ..Default::default()
+                });
+            }
+            if !ready.is_empty() {
+                let mut labels_client = labels_client.clone();
+                let batch = pb::LabelBatch {
+                    sequence,
+                    model: name.into(),
+                    version: version.into(),
+                    labels: ready,
+                };
+                tokio::spawn(async move {
+                    let _ = labels_client.submit_labels(batch).await;
+                });
+            }
             if sequence % 50 == 49 {
                 records[0].latency_seconds = Some(f64::NAN);
             }
@@ -317,6 +408,40 @@ struct Row {
     p50: Option<f64>,
     p95: Option<f64>,
     tokens: Option<(f64, f64)>,
+    /// Quality over the shortest window, as text.
+    quality: String,
+}
+
+/// A short quality summary of a model over its first (shortest) window.
+fn quality_summary(q: &crate::quality::QualitySnapshot) -> String {
+    let Some((window, state)) = q.windows.first() else {
+        return String::new();
+    };
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let pending = format!("pending {}", q.join.pending);
+    if state.regression.count() > 0 {
+        let r = &state.regression;
+        return format!(
+            "{window}: MAE {} bias {} R² {} · {pending}",
+            f(r.mae()),
+            f(r.mean_error()),
+            f(r.r2())
+        );
+    }
+    if state.confusion.total() > 0 {
+        let auc = state
+            .curves
+            .first()
+            .and_then(|c| c.roc_auc())
+            .map(|e| e.value);
+        return format!(
+            "{window}: accuracy {} ROC AUC {} log loss {} · {pending}",
+            f(state.confusion.accuracy()),
+            f(auc),
+            f(state.log_loss())
+        );
+    }
+    String::new()
 }
 
 fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
@@ -339,6 +464,11 @@ fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
                     p50: latency.quantile(0.5),
                     p95: latency.quantile(0.95),
                     tokens,
+                    quality: snapshot
+                        .quality
+                        .get(key)
+                        .map(quality_summary)
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -355,8 +485,13 @@ fn print_summary(
 ) {
     println!();
     println!(
-        "inferscope demo · {:>4.0}s · gRPC {addr} · OTLP export {}",
+        "inferscope demo · {:>4.0}s{} · gRPC {addr} · OTLP export {}",
         elapsed.as_secs_f64(),
+        if elapsed >= DEGRADE_AFTER {
+            " · the world has drifted: quality degrades"
+        } else {
+            ""
+        },
         if exporting {
             "on"
         } else {
@@ -385,6 +520,9 @@ fn print_summary(
             ms(row.p50),
             ms(row.p95),
         );
+        if !row.quality.is_empty() {
+            println!("{:<22} {}", "", row.quality);
+        }
     }
     println!(
         "streams {} · shed batches {} · spans dropped {} · export failures {}",

@@ -100,6 +100,11 @@ async fn main() -> anyhow::Result<()> {
             rate,
         } => {
             let exporting = config.otlp_endpoint.is_some();
+            let mut config = config;
+            // A one-minute window by default, so that a short demo shows quality moving.
+            if config.windows.is_none() {
+                config.windows = Some("1m,5m".into());
+            }
             let mut config = Config::resolve(config)?;
             let sinks = if exporting {
                 Sinks::from_config(&config)?
