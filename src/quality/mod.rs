@@ -415,11 +415,6 @@ impl ModelQuality {
             classes_overflowed: self.classes.overflowed,
         }
     }
-
-    /// Empty windows of the same shape (used by benches and tests).
-    pub fn is_empty(&self) -> bool {
-        self.windows.total().labelled() == 0 && self.windows.total().predictions_total() == 0
-    }
 }
 
 /// Most request ids remembered as resolved, per shard.
