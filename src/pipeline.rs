@@ -161,6 +161,9 @@ pub struct ShardSettings {
     pub max_error_types: usize,
     pub sampling: Sampling,
     pub quality: QualitySettings,
+    /// Where a model state created without its declaration in hand (a version that expired and
+    /// came back, or left `__other__`) finds the declaration ingest keeps.
+    pub declarations: Option<Arc<crate::models::DeclarationRegistry>>,
 }
 
 impl Pipeline {
@@ -536,12 +539,24 @@ impl Shard {
             self.ids.insert(id, i);
             ModelQuality::new(id, &self.settings.quality, self.now_ms())
         });
-        self.index.push(ModelSlot {
+        let mut slot = ModelSlot {
             key: key.clone(),
             ops: ModelOps::new(self.settings.max_error_types),
             quality,
             last_seen: self.now,
-        });
+        };
+        if let Some(declaration) = self
+            .settings
+            .declarations
+            .as_ref()
+            .and_then(|r| r.get(&key.model, &key.version))
+        {
+            slot.ops.declare(&declaration);
+            if let Some(q) = &mut slot.quality {
+                q.declare(&declaration);
+            }
+        }
+        self.index.push(slot);
         self.models.insert(key, i);
         i
     }
@@ -648,11 +663,12 @@ impl Shard {
             t => t,
         };
         if let Some(label) = &record.label {
-            if let Some(truth) = q.truth(label) {
-                match q.observe(&prediction, truth) {
+            match q.truth(&prediction, label) {
+                Ok(truth) => match q.observe(&prediction, truth) {
                     Ok(()) => q.join.joined_inline += 1,
                     Err(_) => q.join.unmatched[Unmatched::KindMismatch as usize] += 1,
-                }
+                },
+                Err(reason) => q.join.unmatched[reason as usize] += 1,
             }
             // Not remembered as resolved: one cache miss per record for a case (a delayed label
             // for an inline-labelled record) that a bounded memory would forget at high rates
@@ -666,9 +682,15 @@ impl Shard {
         let key = self.join.key(q.id, &record.request_id);
         if let Some((_, early)) = self.join.early.take(&key) {
             q.join.early -= 1;
-            Self::score(q, &prediction, early.truth, at_unix_ns, early.at_unix_ns);
-            self.join.resolve(key, Resolution::Labelled);
-            return;
+            match q.truth(&prediction, &early.label) {
+                Ok(truth) => {
+                    Self::score(q, &prediction, truth, at_unix_ns, early.at_unix_ns);
+                    self.join.resolve(key, Resolution::Labelled);
+                    return;
+                }
+                // The early label does not fit: counted, and the prediction waits for another.
+                Err(reason) => q.join.unmatched[reason as usize] += 1,
+            }
         }
         let pending = PendingPrediction {
             model: q.id,
@@ -720,12 +742,13 @@ impl Shard {
     }
 
     /// One delayed label: joined with its pending prediction, or classified as a duplicate or
-    /// late, or held briefly in case its prediction is still on the way.
+    /// late, or held briefly in case its prediction is still on the way. A label that does not
+    /// fit its prediction (kind, class index) is counted and leaves the prediction waiting.
     fn join_label(&mut self, m: usize, truth: &pb::GroundTruth, now_ms: u64, received_ns: u64) {
         let Some(q) = &mut self.index[m].quality else {
             return;
         };
-        let Some(resolved) = truth.label.as_ref().and_then(|l| q.truth(l)) else {
+        let Some(label) = &truth.label else {
             return;
         };
         q.advance(now_ms);
@@ -734,39 +757,47 @@ impl Shard {
             t => t,
         };
         let key = self.join.key(q.id, &truth.request_id);
-        if let Some((_, pending)) = self.join.pending.take(&key) {
-            q.join.pending -= 1;
-            Self::score(
-                q,
-                &pending.prediction,
-                resolved,
-                pending.at_unix_ns,
-                at_unix_ns,
-            );
-            self.join.resolve(key, Resolution::Labelled);
-            return;
-        }
-        let unmatched = match self.join.resolution(&key) {
-            Some(Resolution::Labelled) => Some(Unmatched::Duplicate),
-            Some(Resolution::Expired) => Some(Unmatched::ExpiredRequest),
-            None => {
-                let early = EarlyLabel {
-                    model: q.id,
-                    at_unix_ns,
-                    truth: resolved,
-                };
-                match self.join.early.insert(key, now_ms, early) {
-                    Ok(evicted) => {
-                        q.join.early += 1;
-                        if let Some((_, old)) = evicted {
-                            if let Some(owner) = self.quality_of(old.model) {
-                                owner.join.early -= 1;
-                                owner.join.unmatched[Unmatched::UnknownRequest as usize] += 1;
+        let unmatched = if let Some(pending) = self.join.pending.get(&key) {
+            match q.truth(&pending.prediction, label) {
+                Ok(resolved) => {
+                    let (_, pending) = self.join.pending.take(&key).expect("present");
+                    q.join.pending -= 1;
+                    Self::score(
+                        q,
+                        &pending.prediction,
+                        resolved,
+                        pending.at_unix_ns,
+                        at_unix_ns,
+                    );
+                    self.join.resolve(key, Resolution::Labelled);
+                    None
+                }
+                Err(reason) => Some(reason),
+            }
+        } else {
+            match self.join.resolution(&key) {
+                Some(Resolution::Labelled) => Some(Unmatched::Duplicate),
+                Some(Resolution::Expired) => Some(Unmatched::ExpiredRequest),
+                None if self.join.pending.capacity() == 0 => Some(Unmatched::JoinDisabled),
+                None => {
+                    let early = EarlyLabel {
+                        model: q.id,
+                        at_unix_ns,
+                        label: label.clone(),
+                    };
+                    match self.join.early.insert(key, now_ms, early) {
+                        Ok(evicted) => {
+                            q.join.early += 1;
+                            if let Some((_, old)) = evicted {
+                                if let Some(owner) = self.quality_of(old.model) {
+                                    owner.join.early -= 1;
+                                    owner.join.unmatched[Unmatched::UnknownRequest as usize] += 1;
+                                }
                             }
+                            None
                         }
-                        None
+                        Err(_) => Some(Unmatched::Duplicate),
                     }
-                    Err(_) => Some(Unmatched::Duplicate),
                 }
             }
         };
@@ -892,6 +923,7 @@ mod tests {
                 parent_based: false,
             },
             quality: QualitySettings::default(),
+            declarations: None,
         };
         let stats = Arc::new(SelfStats::default());
         let pipeline = Pipeline::start(1, 8, settings, None, stats.clone());
@@ -921,6 +953,7 @@ mod tests {
                 parent_based: false,
             },
             quality: QualitySettings::default(),
+            declarations: None,
         };
         let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
         send(&pipeline, records("v1", 1)).await;
@@ -948,6 +981,7 @@ mod tests {
                 early_label_hold: Duration::from_secs(10),
                 ..QualitySettings::default()
             },
+            declarations: None,
         }
     }
 
@@ -1060,6 +1094,10 @@ mod tests {
         let j = join_stats(&pipeline).await;
         assert_eq!(j.unmatched[Unmatched::KindMismatch as usize], 1);
         assert_eq!(j.joined_delayed, 1);
+        // The prediction still waits, and a fitting label joins it.
+        assert_eq!(j.pending, 1);
+        label(&pipeline, &["z"], pb::label::Value::RegressionValue(3.0)).await;
+        assert_eq!(join_stats(&pipeline).await.joined_delayed, 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1074,5 +1112,88 @@ mod tests {
         send(&pipeline, predictions(&["r", "r"])).await;
         let j = join_stats(&pipeline).await;
         assert_eq!((j.pending, j.duplicate_predictions), (1, 1));
+    }
+
+    /// Multiclass records: probabilities over `[a, b, c, d]`, labelled inline by class name.
+    fn multiclass(labels: &[&str]) -> Arc<pb::RecordBatch> {
+        Arc::new(pb::RecordBatch {
+            model: "m".into(),
+            records: labels
+                .iter()
+                .map(|l| pb::InferenceRecord {
+                    prediction: Some(pb::inference_record::Prediction::Classification(
+                        pb::Classification {
+                            class_probabilities: vec![0.1, 0.1, 0.1, 0.7],
+                            ..Default::default()
+                        },
+                    )),
+                    label: Some(pb::Label {
+                        value: Some(pb::label::Value::ClassName((*l).into())),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn abcd() -> crate::models::Declaration {
+        crate::models::Declaration::from_pb(&pb::ModelDeclaration {
+            task: pb::TaskType::MulticlassClassification as i32,
+            class_names: ["a", "b", "c", "d"].map(String::from).to_vec(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_state_recreated_after_expiry_takes_its_declaration_again() {
+        let registry = Arc::new(crate::models::DeclarationRegistry::new(4));
+        registry.put(ModelKey::new("m", ""), abcd());
+        let settings = ShardSettings {
+            model_idle_expiry: Duration::from_secs(10),
+            declarations: Some(registry),
+            ..quality_settings()
+        };
+        let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+        send(&pipeline, multiclass(&["d"])).await;
+        tokio::time::sleep(Duration::from_secs(30)).await; // expired
+        send(&pipeline, multiclass(&["d", "a"])).await;
+        let q = pipeline.snapshot().await.remove(0).quality.remove(0).1;
+        assert_eq!(
+            q.join.joined_inline, 2,
+            "probability-only predictions still scored"
+        );
+        assert_eq!(q.windows.last().unwrap().1.probabilistic, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_class_name_label_finds_its_own_column_past_the_class_cap() {
+        let registry = Arc::new(crate::models::DeclarationRegistry::new(4));
+        registry.put(ModelKey::new("m", ""), abcd());
+        let mut settings = ShardSettings {
+            declarations: Some(registry),
+            ..quality_settings()
+        };
+        settings.quality.max_classes = 2; // c and d share __other__
+        let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+        send(&pipeline, multiclass(&["d"])).await;
+        let q = pipeline.snapshot().await.remove(0).quality.remove(0).1;
+        let all = &q.windows.last().unwrap().1;
+        // -ln(0.7), the probability of d, not of c.
+        assert!((all.log_loss().unwrap() + 0.7f64.ln()).abs() < 1e-12);
+        // c and d once at the declaration, then the label d: occurrences are counted.
+        assert_eq!(q.classes_overflowed, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn labels_are_not_held_when_the_join_is_off() {
+        let mut settings = quality_settings();
+        settings.quality.max_pending = 0;
+        let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+        send(&pipeline, predictions(&["a"])).await;
+        label(&pipeline, &["a"], pb::label::Value::RegressionValue(1.0)).await;
+        let j = join_stats(&pipeline).await;
+        assert_eq!((j.pending, j.early), (0, 0));
+        assert_eq!(j.unmatched[Unmatched::JoinDisabled as usize], 1);
     }
 }

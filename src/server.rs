@@ -120,6 +120,7 @@ impl Sidecar {
             }
             None => (None, None),
         };
+        let declarations = Arc::new(DeclarationRegistry::new(config.max_models));
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,
@@ -133,6 +134,7 @@ impl Sidecar {
                     max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
                     ..config.quality.clone()
                 },
+                declarations: Some(declarations.clone()),
             },
             span_tx,
             stats.clone(),
@@ -140,7 +142,7 @@ impl Sidecar {
 
         let ingest = Ingest::new(
             pipeline.clone(),
-            Arc::new(DeclarationRegistry::new(config.max_models)),
+            declarations,
             config.limits.clone(),
             config.null_sink,
             config.max_inflight_batches,

@@ -362,7 +362,7 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &super::metrics::SidecarS
     }
 
     b.sum("inferscope.labels.joined", "{label}", "Labels joined with their prediction: inline with the record, or delayed through SubmitLabels.", true, joined);
-    b.sum("inferscope.labels.unmatched", "{label}", "Delayed labels that joined no prediction, by reason (unknown_request, expired_request, duplicate, kind_mismatch).", true, unmatched);
+    b.sum("inferscope.labels.unmatched", "{label}", "Labels not scored, by reason: delayed labels that joined no prediction (unknown_request, expired_request, duplicate, join_disabled) and labels that do not fit their prediction (kind_mismatch, unknown_class).", true, unmatched);
     b.sum(
         "inferscope.predictions.unlabeled",
         "{prediction}",

@@ -65,14 +65,20 @@ pub enum Unmatched {
     Duplicate = 2,
     /// A class label for a regression prediction or the reverse.
     KindMismatch = 3,
+    /// A class index the model's declaration does not have.
+    UnknownClass = 4,
+    /// `--max-pending-labels 0`: the delayed-label join is off.
+    JoinDisabled = 5,
 }
 
 impl Unmatched {
-    pub const ALL: [Unmatched; 4] = [
+    pub const ALL: [Unmatched; 6] = [
         Self::UnknownRequest,
         Self::ExpiredRequest,
         Self::Duplicate,
         Self::KindMismatch,
+        Self::UnknownClass,
+        Self::JoinDisabled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +87,8 @@ impl Unmatched {
             Self::ExpiredRequest => "expired_request",
             Self::Duplicate => "duplicate",
             Self::KindMismatch => "kind_mismatch",
+            Self::UnknownClass => "unknown_class",
+            Self::JoinDisabled => "join_disabled",
         }
     }
 }
@@ -131,6 +139,8 @@ pub struct ClassTable {
     names: Vec<String>,
     /// Declared class index → slot.
     declared: Vec<u32>,
+    /// Declared class names, in declared order (several may share the `__other__` slot).
+    declared_names: Vec<String>,
     cap: usize,
     /// Class occurrences folded into `__other__`.
     overflowed: u64,
@@ -146,12 +156,21 @@ impl ClassTable {
 
     #[inline]
     fn slot(&mut self, name: &str) -> u32 {
+        self.slot_counted(name, true)
+    }
+
+    /// The slot of `name`, created if there is room; `count` says whether folding into
+    /// `__other__` is counted (not for re-sent declarations).
+    fn slot_counted(&mut self, name: &str, count: bool) -> u32 {
         if let Some(i) = self.names.iter().position(|n| n == name) {
             return i as u32;
         }
         if self.names.len() < self.cap {
             self.names.push(name.to_owned());
             return (self.names.len() - 1) as u32;
+        }
+        if !count {
+            return self.other();
         }
         if self.overflowed == 0 {
             tracing::warn!(
@@ -162,6 +181,10 @@ impl ClassTable {
             );
         }
         self.overflowed += 1;
+        self.other()
+    }
+
+    fn other(&mut self) -> u32 {
         match self.names.iter().position(|n| n == OTHER_CLASS) {
             Some(i) => i as u32,
             None => {
@@ -185,7 +208,7 @@ impl ClassTable {
 pub struct JoinStats {
     pub joined_inline: u64,
     pub joined_delayed: u64,
-    pub unmatched: [u64; 4],
+    pub unmatched: [u64; 6],
     /// Predictions that left the pending store without a label: `[ttl, capacity]`.
     pub unlabeled: [u64; 2],
     /// Predictions whose request id was already pending (the first one is kept).
@@ -203,7 +226,7 @@ impl Default for JoinStats {
         Self {
             joined_inline: 0,
             joined_delayed: 0,
-            unmatched: [0; 4],
+            unmatched: [0; 6],
             unlabeled: [0; 2],
             duplicate_predictions: 0,
             delay: ExplicitHistogram::new(LABEL_DELAY_BOUNDS),
@@ -268,11 +291,13 @@ impl ModelQuality {
             _ if declaration.class_names.len() > 2 => Task::Multiclass,
             _ => self.task,
         };
+        let first = self.classes.declared_names != declaration.class_names;
         self.classes.declared = declaration
             .class_names
             .iter()
-            .map(|name| self.classes.slot(name))
+            .map(|name| self.classes.slot_counted(name, first))
             .collect();
+        self.classes.declared_names = declaration.class_names.clone();
         self.positive = match self.task {
             Task::Binary => declaration
                 .positive_class
@@ -349,25 +374,34 @@ impl ModelQuality {
         }
     }
 
-    /// A label resolved against the class table.
-    pub fn truth(&mut self, label: &pb::Label) -> Option<Truth> {
+    /// The label of `prediction`, resolved against the class table. Called only when the pair
+    /// is complete, so labels that join nothing never add classes.
+    pub fn truth(
+        &mut self,
+        prediction: &Prediction,
+        label: &pb::Label,
+    ) -> Result<Truth, Unmatched> {
         use pb::label::Value;
-        match label.value.as_ref()? {
-            Value::RegressionValue(v) => Some(Truth::Value(*v)),
-            Value::ClassIndex(i) => Some(Truth::Class {
-                slot: self.classes.declared_slot(*i)?,
+        match (prediction, label.value.as_ref()) {
+            (Prediction::Value(_), Some(Value::RegressionValue(v))) => Ok(Truth::Value(*v)),
+            (Prediction::Class { .. }, Some(Value::ClassIndex(i))) => Ok(Truth::Class {
+                slot: self
+                    .classes
+                    .declared_slot(*i)
+                    .ok_or(Unmatched::UnknownClass)?,
                 declared: Some(*i),
             }),
-            Value::ClassName(name) => {
+            (Prediction::Class { .. }, Some(Value::ClassName(name))) => {
                 let slot = self.classes.slot(name);
                 let declared = self
                     .classes
-                    .declared
+                    .declared_names
                     .iter()
-                    .position(|&s| s == slot)
+                    .position(|n| n == name)
                     .map(|i| i as u32);
-                Some(Truth::Class { slot, declared })
+                Ok(Truth::Class { slot, declared })
             }
+            _ => Err(Unmatched::KindMismatch),
         }
     }
 
@@ -429,12 +463,13 @@ pub struct PendingPrediction {
     pub prediction: Prediction,
 }
 
-/// A label waiting for its prediction.
+/// A label waiting for its prediction, kept as sent: it is resolved against the class table only
+/// if its prediction comes.
 #[derive(Debug)]
 pub struct EarlyLabel {
     pub model: u32,
     pub at_unix_ns: u64,
-    pub truth: Truth,
+    pub label: pb::Label,
 }
 
 /// How a request id's label story ended, remembered for a while to classify late labels.

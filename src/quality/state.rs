@@ -123,7 +123,9 @@ impl QualityState {
                 match scores {
                     Scores::None => {}
                     Scores::Positive(p) => {
-                        if let Some(positive) = layout.positive {
+                        // A true class outside the declaration has no probability: confusion
+                        // matrix only, as for probability vectors below.
+                        if let (Some(positive), Some(_)) = (layout.positive, declared) {
                             let y = if truth == positive { 1.0 } else { 0.0 };
                             curve(&mut self.curves, 0).update(*p, truth == positive, exact_cap);
                             // As scikit-learn's two-column form [1 − p, p].
