@@ -66,7 +66,7 @@ fn hot_path(c: &mut Criterion) {
                 for r in &labelled {
                     let p = q.prediction(black_box(r)).unwrap();
                     q.count_prediction(&p);
-                    let t = q.truth(r.label.as_ref().unwrap()).unwrap();
+                    let t = q.truth(&p, r.label.as_ref().unwrap()).unwrap();
                     q.observe(&p, t).unwrap();
                 }
             },
