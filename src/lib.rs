@@ -16,6 +16,7 @@
 //! - [`operational`]: what a shard keeps per model: outcomes, latency, GenAI histograms.
 //! - [`quality`]: predictions joined with labels (inline or delayed), quality per window.
 //! - [`windows`]: sliding windows as rings of mergeable buckets.
+//! - [`drift`]: reference profiles (and the `inferscope profile` builder).
 //! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
 //! - [`server`]: assembles the above and shuts it down in order.
@@ -23,6 +24,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod drift;
 pub mod export;
 pub mod ingest;
 pub mod models;

@@ -2,6 +2,7 @@
 //! `update` / `merge` / `reset` shape so that windows can be built from mergeable sub-states.
 
 pub mod confusion;
+pub mod drift;
 pub mod histogram;
 pub mod regression;
 pub mod score_curve;

@@ -1,0 +1,3 @@
+//! Drift: reference profiles of model versions, and (next) per-window drift scores against them.
+
+pub mod profile;
