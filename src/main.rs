@@ -46,6 +46,39 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rate: u32,
     },
+    /// Build a reference profile (the baseline drift is measured against) from a CSV file with
+    /// a header row or a JSON Lines file of reference (training) data, and print a summary.
+    Profile {
+        /// The reference data: `.csv` or `.jsonl`.
+        input: std::path::PathBuf,
+        /// Model name the profile is for.
+        #[arg(long)]
+        model: String,
+        /// Model version the profile is for.
+        #[arg(long)]
+        version: String,
+        /// Where to write the profile [default: <model>@<version>.profile.json].
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// Columns to treat as categorical even when their values are numbers.
+        #[arg(long, value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// Columns to leave out (ids, labels, timestamps).
+        #[arg(long, value_delimiter = ',')]
+        ignore: Vec<String>,
+        /// The column holding the model's prediction, profiled as the prediction.
+        #[arg(long)]
+        prediction_column: Option<String>,
+        /// Coarse quantile bins per numeric feature (PSI, Jensen–Shannon).
+        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_BINS)]
+        bins: usize,
+        /// Categories kept per categorical feature.
+        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_TOP_K)]
+        top_k: usize,
+        /// Reference values kept per numeric feature for exact tests on small windows.
+        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_SAMPLE)]
+        sample: usize,
+    },
     /// Ask a running sidecar whether it is serving (gRPC health check); exit 0 if it is, 1 if
     /// not. For container health checks and Kubernetes exec probes: the sidecar listens on
     /// loopback, which kubelet's own gRPC probes cannot reach.
@@ -77,7 +110,10 @@ fn init_logging() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A health probe prints one line and no logs.
-    if !matches!(cli.command, Command::Health { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Health { .. } | Command::Profile { .. }
+    ) {
         init_logging();
     }
     match cli.command {
@@ -116,7 +152,82 @@ async fn main() -> anyhow::Result<()> {
             let duration = duration.map(Duration::from_secs_f64);
             Ok(demo::run(config, sinks, exporting, duration, rate).await?)
         }
+        Command::Profile {
+            input,
+            model,
+            version,
+            output,
+            categorical,
+            ignore,
+            prediction_column,
+            bins,
+            top_k,
+            sample,
+        } => {
+            // Errors in one line, whatever RUST_BACKTRACE says: they are about the input.
+            let result = profile_command(
+                input,
+                model,
+                version,
+                output,
+                categorical,
+                ignore,
+                prediction_column,
+                (bins, top_k, sample),
+            );
+            if let Err(e) = result {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
+}
+
+/// `inferscope profile`.
+#[allow(clippy::too_many_arguments)]
+fn profile_command(
+    input: std::path::PathBuf,
+    model: String,
+    version: String,
+    output: Option<std::path::PathBuf>,
+    categorical: Vec<String>,
+    ignore: Vec<String>,
+    prediction_column: Option<String>,
+    (bins, top_k, sample): (usize, usize, usize),
+) -> anyhow::Result<()> {
+    use inferscope::drift::{build, profile::ProfileSettings};
+    anyhow::ensure!(bins >= 2, "--bins must be at least 2");
+    let output = output.unwrap_or_else(|| format!("{model}@{version}.profile.json").into());
+    let options = build::BuildOptions {
+        input: input.clone(),
+        model,
+        version,
+        categorical,
+        ignore,
+        prediction: prediction_column,
+        settings: ProfileSettings {
+            bins,
+            top_k,
+            sample,
+            ..ProfileSettings::default()
+        },
+    };
+    let bar = indicatif::ProgressBar::new(build::input_size(&input));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("profiling");
+    let profile = build::build_profile(&options, &mut |bytes| bar.set_position(bytes))?;
+    bar.finish_and_clear();
+    let json = serde_json::to_string_pretty(&profile)?;
+    std::fs::write(&output, json + "\n")
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    print!("{}", build::summary(&profile));
+    println!("wrote {}", output.display());
+    Ok(())
 }
 
 async fn health(

@@ -68,3 +68,48 @@ fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     assert!(!health(&addr), "stopped");
 }
+
+#[test]
+fn profile_builds_a_loadable_profile_from_a_real_csv() {
+    let dir = std::env::temp_dir().join(format!("inferscope-cli-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("wine.profile.json");
+    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wine.csv");
+    let out = Command::new(BIN)
+        .args(["profile", csv, "--model", "wine", "--version", "1"])
+        .args(["--prediction-column", "cultivar", "--output"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("178 records of wine@1"), "{summary}");
+    assert!(summary.contains("13 numeric, 1 categorical"), "{summary}");
+    let profile = inferscope::drift::profile::Profile::load(&output).unwrap();
+    assert_eq!(profile.records, 178);
+    assert!(profile
+        .feature(inferscope::drift::profile::PREDICTION)
+        .is_some());
+
+    // A missing file and a file of another kind: one line naming the problem, exit 1.
+    for (input, says) in [
+        ("/nonexistent.csv", "cannot read"),
+        ("/etc/hostname", ".csv"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["profile", input, "--model", "m", "--version", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(says) && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -112,13 +112,13 @@ pub struct CategoryCount {
 /// Why a profile cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a valid profile: {source}")]
+    #[error("{path}: not a valid profile")]
     Parse {
         path: String,
         #[source]
