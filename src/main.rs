@@ -48,37 +48,7 @@ enum Command {
     },
     /// Build a reference profile (the baseline drift is measured against) from a CSV file with
     /// a header row or a JSON Lines file of reference (training) data, and print a summary.
-    Profile {
-        /// The reference data: `.csv` or `.jsonl`.
-        input: std::path::PathBuf,
-        /// Model name the profile is for.
-        #[arg(long)]
-        model: String,
-        /// Model version the profile is for.
-        #[arg(long)]
-        version: String,
-        /// Where to write the profile [default: <model>@<version>.profile.json].
-        #[arg(long, short)]
-        output: Option<std::path::PathBuf>,
-        /// Columns to treat as categorical even when their values are numbers.
-        #[arg(long, value_delimiter = ',')]
-        categorical: Vec<String>,
-        /// Columns to leave out (ids, labels, timestamps).
-        #[arg(long, value_delimiter = ',')]
-        ignore: Vec<String>,
-        /// The column holding the model's prediction, profiled as the prediction.
-        #[arg(long)]
-        prediction_column: Option<String>,
-        /// Coarse quantile bins per numeric feature (PSI, Jensen–Shannon).
-        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_BINS)]
-        bins: usize,
-        /// Categories kept per categorical feature.
-        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_TOP_K)]
-        top_k: usize,
-        /// Reference values kept per numeric feature for exact tests on small windows.
-        #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_SAMPLE)]
-        sample: usize,
-    },
+    Profile(ProfileArgs),
     /// Ask a running sidecar whether it is serving (gRPC health check); exit 0 if it is, 1 if
     /// not. For container health checks and Kubernetes exec probes: the sidecar listens on
     /// loopback, which kubelet's own gRPC probes cannot reach.
@@ -93,6 +63,40 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         timeout: f64,
     },
+}
+
+/// `inferscope profile` arguments.
+#[derive(clap::Args)]
+struct ProfileArgs {
+    /// The reference data: `.csv` or `.jsonl`.
+    input: std::path::PathBuf,
+    /// Model name the profile is for.
+    #[arg(long)]
+    model: String,
+    /// Model version the profile is for.
+    #[arg(long)]
+    version: String,
+    /// Where to write the profile [default: <model>@<version>.profile.json].
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
+    /// Columns to treat as categorical even when their values are numbers.
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Columns to leave out (ids, labels, timestamps).
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+    /// The column holding the model's prediction, profiled as the prediction.
+    #[arg(long)]
+    prediction_column: Option<String>,
+    /// Coarse quantile bins per numeric feature (PSI, Jensen–Shannon).
+    #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_BINS)]
+    bins: usize,
+    /// Categories kept per categorical feature.
+    #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_TOP_K)]
+    top_k: usize,
+    /// Reference values kept per numeric feature for exact tests on small windows.
+    #[arg(long, default_value_t = inferscope::drift::profile::DEFAULT_SAMPLE)]
+    sample: usize,
 }
 
 fn init_logging() {
@@ -110,10 +114,7 @@ fn init_logging() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A health probe prints one line and no logs.
-    if !matches!(
-        cli.command,
-        Command::Health { .. } | Command::Profile { .. }
-    ) {
+    if !matches!(cli.command, Command::Health { .. } | Command::Profile(_)) {
         init_logging();
     }
     match cli.command {
@@ -152,30 +153,9 @@ async fn main() -> anyhow::Result<()> {
             let duration = duration.map(Duration::from_secs_f64);
             Ok(demo::run(config, sinks, exporting, duration, rate).await?)
         }
-        Command::Profile {
-            input,
-            model,
-            version,
-            output,
-            categorical,
-            ignore,
-            prediction_column,
-            bins,
-            top_k,
-            sample,
-        } => {
+        Command::Profile(args) => {
             // Errors in one line, whatever RUST_BACKTRACE says: they are about the input.
-            let result = profile_command(
-                input,
-                model,
-                version,
-                output,
-                categorical,
-                ignore,
-                prediction_column,
-                (bins, top_k, sample),
-            );
-            if let Err(e) = result {
+            if let Err(e) = profile_command(args) {
                 eprintln!("error: {e:#}");
                 std::process::exit(1);
             }
@@ -185,17 +165,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `inferscope profile`.
-#[allow(clippy::too_many_arguments)]
-fn profile_command(
-    input: std::path::PathBuf,
-    model: String,
-    version: String,
-    output: Option<std::path::PathBuf>,
-    categorical: Vec<String>,
-    ignore: Vec<String>,
-    prediction_column: Option<String>,
-    (bins, top_k, sample): (usize, usize, usize),
-) -> anyhow::Result<()> {
+fn profile_command(args: ProfileArgs) -> anyhow::Result<()> {
+    let ProfileArgs {
+        input,
+        model,
+        version,
+        output,
+        categorical,
+        ignore,
+        prediction_column,
+        bins,
+        top_k,
+        sample,
+    } = args;
     use inferscope::drift::{build, profile::ProfileSettings};
     anyhow::ensure!(bins >= 2, "--bins must be at least 2");
     let output = output.unwrap_or_else(|| format!("{model}@{version}.profile.json").into());

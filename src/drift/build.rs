@@ -142,7 +142,7 @@ fn scan(
                         visit(name, csv_cell(raw));
                     }
                 });
-                if rows % 4096 == 0 {
+                if rows.is_multiple_of(4096) {
                     progress(reader.position().byte());
                 }
             }
@@ -179,7 +179,7 @@ fn scan(
                         visit(name, json_cell(value));
                     }
                 });
-                if rows % 4096 == 0 {
+                if rows.is_multiple_of(4096) {
                     progress(bytes);
                 }
             }
