@@ -100,6 +100,31 @@ pub struct ConfigArgs {
     /// larger ones a histogram estimate with its error bound [default: 2000].
     #[arg(long, env = "INFERSCOPE_EXACT_AUC_MAX_PAIRS")]
     pub exact_auc_max_pairs: Option<usize>,
+    /// Directory of reference profiles (`*.json`, from `inferscope profile`); files added,
+    /// changed or removed are picked up without a restart.
+    #[arg(long, env = "INFERSCOPE_PROFILES_DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// Seconds between looks at the profiles directory [default: 10].
+    #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
+    pub profiles_poll_seconds: Option<f64>,
+    /// Records of a model version captured into its reference profile when none is loaded; 0
+    /// turns live capture off [default: 2000].
+    #[arg(long, env = "INFERSCOPE_REFERENCE_RECORDS")]
+    pub reference_records: Option<usize>,
+    /// Windows with at most this many values of a feature get exact KS and Wasserstein (against
+    /// a complete reference sample) [default: 1000].
+    #[arg(long, env = "INFERSCOPE_EXACT_DRIFT_MAX_VALUES")]
+    pub exact_drift_max_values: Option<usize>,
+    /// PSI at or above which a numeric feature has drifted [default: 0.2].
+    #[arg(long, env = "INFERSCOPE_DRIFT_PSI_THRESHOLD")]
+    pub drift_psi_threshold: Option<f64>,
+    /// Jensen–Shannon distance at or above which a categorical feature has drifted
+    /// [default: 0.1].
+    #[arg(long, env = "INFERSCOPE_DRIFT_JS_THRESHOLD")]
+    pub drift_js_threshold: Option<f64>,
+    /// Share of drifted features at or above which a model's dataset has drifted [default: 0.5].
+    #[arg(long, env = "INFERSCOPE_DATASET_DRIFT_SHARE")]
+    pub dataset_drift_share: Option<f64>,
     /// Seconds allowed from SIGTERM to exit [default: 20].
     #[arg(long, env = "INFERSCOPE_SHUTDOWN_BUDGET_SECONDS")]
     pub shutdown_budget_seconds: Option<f64>,
@@ -168,6 +193,13 @@ struct FileConfig {
     max_early_labels: Option<usize>,
     early_label_hold_seconds: Option<f64>,
     exact_auc_max_pairs: Option<usize>,
+    profiles_dir: Option<PathBuf>,
+    profiles_poll_seconds: Option<f64>,
+    reference_records: Option<usize>,
+    exact_drift_max_values: Option<usize>,
+    drift_psi_threshold: Option<f64>,
+    drift_js_threshold: Option<f64>,
+    dataset_drift_share: Option<f64>,
     shutdown_budget_seconds: Option<f64>,
     null_sink: Option<bool>,
     otlp_endpoint: Option<String>,
@@ -217,6 +249,9 @@ pub struct Config {
     /// Quality settings, with the pending and early-label capacities for the whole sidecar
     /// (each shard gets its share).
     pub quality: crate::quality::QualitySettings,
+    pub drift: crate::drift::model::DriftSettings,
+    pub profiles_dir: Option<PathBuf>,
+    pub profiles_poll: Duration,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
     pub null_sink: bool,
@@ -389,6 +424,53 @@ impl Config {
                 defaults.early_label_hold,
             )?,
         };
+        let drift_defaults = crate::drift::model::DriftSettings::default();
+        let share = |setting: &'static str, value: Option<f64>, default: f64| match value {
+            None => Ok(default),
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) => Err(invalid(setting, v, "use a number above 0")),
+        };
+        let drift = crate::drift::model::DriftSettings {
+            windows: quality.windows.clone(),
+            exact_values: args
+                .exact_drift_max_values
+                .or(file.exact_drift_max_values)
+                .unwrap_or(drift_defaults.exact_values),
+            reference_records: args
+                .reference_records
+                .or(file.reference_records)
+                .unwrap_or(drift_defaults.reference_records),
+            psi_threshold: share(
+                "--drift-psi-threshold",
+                args.drift_psi_threshold.or(file.drift_psi_threshold),
+                drift_defaults.psi_threshold,
+            )?,
+            js_threshold: share(
+                "--drift-js-threshold",
+                args.drift_js_threshold.or(file.drift_js_threshold),
+                drift_defaults.js_threshold,
+            )?,
+            dataset_drift_share: share(
+                "--dataset-drift-share",
+                args.dataset_drift_share.or(file.dataset_drift_share),
+                drift_defaults.dataset_drift_share,
+            )?,
+        };
+        let profiles_dir = args.profiles_dir.or(file.profiles_dir);
+        if let Some(dir) = &profiles_dir {
+            if !dir.is_dir() {
+                return Err(invalid(
+                    "--profiles-dir",
+                    dir.display(),
+                    "give an existing directory of profile files",
+                ));
+            }
+        }
+        let profiles_poll = seconds(
+            "--profiles-poll-seconds",
+            args.profiles_poll_seconds.or(file.profiles_poll_seconds),
+            Duration::from_secs(10),
+        )?;
         let shutdown_budget = seconds(
             "--shutdown-budget-seconds",
             args.shutdown_budget_seconds
@@ -445,6 +527,9 @@ impl Config {
             model_idle_expiry,
             max_error_types,
             quality,
+            drift,
+            profiles_dir,
+            profiles_poll,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
             null_sink: args.null_sink || file.null_sink.unwrap_or(false),

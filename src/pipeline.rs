@@ -9,6 +9,10 @@
 
 use crate::{
     config::Sampling,
+    drift::{
+        model::{DriftSettings, DriftSnapshot, ModelDrift},
+        registry::ProfileRegistry,
+    },
     models::{Declaration, ModelKey, OVERFLOW_MODEL},
     operational::ModelOps,
     pb,
@@ -104,6 +108,8 @@ pub struct ShardSnapshot {
     pub models: Vec<(ModelKey, ModelOps)>,
     /// Quality of the models that have any (not the overflow or invalid models).
     pub quality: Vec<(ModelKey, QualitySnapshot)>,
+    /// Drift of the models that have a reference profile.
+    pub drift: Vec<(ModelKey, DriftSnapshot)>,
     /// Records counted under the overflow model because `--max-models` was reached.
     pub models_overflow: u64,
     /// Predictions waiting for a label in this shard, and the shard's capacity for them.
@@ -164,6 +170,9 @@ pub struct ShardSettings {
     /// Where a model state created without its declaration in hand (a version that expired and
     /// came back, or left `__other__`) finds the declaration ingest keeps.
     pub declarations: Option<Arc<crate::models::DeclarationRegistry>>,
+    pub drift: DriftSettings,
+    /// Reference profiles, loaded or captured.
+    pub profiles: Arc<ProfileRegistry>,
 }
 
 impl Pipeline {
@@ -194,6 +203,7 @@ impl Pipeline {
                 last: None,
                 models_overflow: 0,
                 evictions_logged: false,
+                profiles_seen: 0,
                 settings: settings.clone(),
                 spans: spans.clone(),
                 stats: stats.clone(),
@@ -314,6 +324,8 @@ struct ModelSlot {
     ops: ModelOps,
     /// `None` for the overflow and invalid models, whose records mix several models.
     quality: Option<ModelQuality>,
+    /// `None` likewise.
+    drift: Option<ModelDrift>,
     /// When the shard last saw anything for this model; idle slots expire.
     last_seen: Instant,
 }
@@ -337,6 +349,8 @@ struct Shard {
     models_overflow: u64,
     /// Whether the first capacity eviction of the pending-label store was logged.
     evictions_logged: bool,
+    /// The profile registry generation the models' drift states were last synced with.
+    profiles_seen: u64,
     settings: ShardSettings,
     spans: Option<mpsc::Sender<SpanJob>>,
     stats: Arc<SelfStats>,
@@ -403,9 +417,39 @@ impl Shard {
                     Some((slot.key.clone(), quality))
                 })
                 .collect(),
+            drift: self
+                .index
+                .iter_mut()
+                .filter_map(|slot| {
+                    let drift = slot.drift.as_mut()?.snapshot(now_ms);
+                    Some((slot.key.clone(), drift?))
+                })
+                .collect(),
             models_overflow: self.models_overflow,
             pending: self.join.pending.len(),
             pending_capacity: self.join.pending.capacity(),
+        }
+    }
+
+    /// Gives models the profiles added or replaced since the last look (one atomic load when
+    /// nothing changed). A replaced profile restarts the model's drift windows.
+    fn sync_profiles(&mut self) {
+        let generation = self.settings.profiles.generation();
+        if generation == self.profiles_seen {
+            return;
+        }
+        self.profiles_seen = generation;
+        let now_ms = self.now_ms();
+        let profiles = self.settings.profiles.clone();
+        for slot in &mut self.index {
+            let Some(drift) = &mut slot.drift else {
+                continue;
+            };
+            if let Some(profile) = profiles.get(&slot.key.model, &slot.key.version) {
+                if !drift.profile().is_some_and(|p| Arc::ptr_eq(p, &profile)) {
+                    drift.set_profile(profile, now_ms);
+                }
+            }
         }
     }
 
@@ -539,10 +583,18 @@ impl Shard {
             self.ids.insert(id, i);
             ModelQuality::new(id, &self.settings.quality, self.now_ms())
         });
+        let drift = (key.model != OVERFLOW_MODEL && key.model != INVALID_MODEL).then(|| {
+            let mut drift = ModelDrift::new(&self.settings.drift, key.clone());
+            if let Some(profile) = self.settings.profiles.get(&key.model, &key.version) {
+                drift.set_profile(profile, self.now_ms());
+            }
+            drift
+        });
         let mut slot = ModelSlot {
             key: key.clone(),
             ops: ModelOps::new(self.settings.max_error_types),
             quality,
+            drift,
             last_seen: self.now,
         };
         if let Some(declaration) = self
@@ -554,6 +606,9 @@ impl Shard {
             slot.ops.declare(&declaration);
             if let Some(q) = &mut slot.quality {
                 q.declare(&declaration);
+            }
+            if let Some(d) = &mut slot.drift {
+                d.declare(declaration.clone());
             }
         }
         self.index.push(slot);
@@ -580,7 +635,11 @@ impl Shard {
                     if let Some(q) = &mut self.index[m].quality {
                         q.declare(&declaration);
                     }
+                    if let Some(d) = &mut self.index[m].drift {
+                        d.declare(declaration.clone());
+                    }
                 }
+                self.sync_profiles();
                 let now_ms = self.now_ms();
                 let received_ns = unix_nanos(received);
                 let mut advanced = usize::MAX;
@@ -590,13 +649,27 @@ impl Shard {
                         model_of(&record.model, &record.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
                     self.index[m].ops.update(record);
-                    if record.prediction.is_some() {
-                        if advanced != m {
-                            if let Some(q) = &mut self.index[m].quality {
-                                q.advance(now_ms);
-                            }
-                            advanced = m;
+                    if advanced != m {
+                        if let Some(q) = &mut self.index[m].quality {
+                            q.advance(now_ms);
                         }
+                        if let Some(d) = &mut self.index[m].drift {
+                            d.advance(now_ms);
+                        }
+                        advanced = m;
+                    }
+                    if let Some(d) = &mut self.index[m].drift {
+                        if let Some(captured) = d.update(record, now_ms) {
+                            tracing::info!(
+                                model,
+                                version,
+                                records = captured.records,
+                                "reference profile captured from the first records"
+                            );
+                            self.settings.profiles.put(captured);
+                        }
+                    }
+                    if record.prediction.is_some() {
                         self.join_prediction(m, record, now_ms, received_ns);
                     }
                     if self.spans.is_some() && self.sampled(record) {
@@ -924,6 +997,8 @@ mod tests {
             },
             quality: QualitySettings::default(),
             declarations: None,
+            drift: DriftSettings::default(),
+            profiles: Arc::new(ProfileRegistry::new()),
         };
         let stats = Arc::new(SelfStats::default());
         let pipeline = Pipeline::start(1, 8, settings, None, stats.clone());
@@ -954,6 +1029,8 @@ mod tests {
             },
             quality: QualitySettings::default(),
             declarations: None,
+            drift: DriftSettings::default(),
+            profiles: Arc::new(ProfileRegistry::new()),
         };
         let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
         send(&pipeline, records("v1", 1)).await;
@@ -982,6 +1059,8 @@ mod tests {
                 ..QualitySettings::default()
             },
             declarations: None,
+            drift: DriftSettings::default(),
+            profiles: Arc::new(ProfileRegistry::new()),
         }
     }
 

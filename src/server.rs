@@ -121,6 +121,18 @@ impl Sidecar {
             None => (None, None),
         };
         let declarations = Arc::new(DeclarationRegistry::new(config.max_models));
+        // Reference profiles: the directory is read once before serving, then watched.
+        let profiles = Arc::new(crate::drift::registry::ProfileRegistry::new());
+        if let Some(dir) = &config.profiles_dir {
+            let mut directory = crate::drift::registry::ProfileDirectory::new(dir.clone());
+            directory.sync(&profiles);
+            tokio::spawn(crate::drift::registry::watch(
+                directory,
+                profiles.clone(),
+                config.profiles_poll,
+                shutdown.clone(),
+            ));
+        }
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,
@@ -135,6 +147,8 @@ impl Sidecar {
                     ..config.quality.clone()
                 },
                 declarations: Some(declarations.clone()),
+                drift: config.drift.clone(),
+                profiles,
             },
             span_tx,
             stats.clone(),

@@ -88,6 +88,10 @@ pub struct NumericProfile {
     pub sample: Vec<f64>,
     /// True when `sample` holds every finite value.
     pub sample_complete: bool,
+    /// PSI at or above which this feature counts as drifted (overrides
+    /// `--drift-psi-threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +105,10 @@ pub struct CategoricalProfile {
     pub categories: Vec<CategoryCount>,
     /// Values of all other categories.
     pub other: u64,
+    /// Jensen–Shannon distance at or above which this feature counts as drifted (overrides
+    /// `--drift-js-threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +326,7 @@ impl NumericColumn {
             fine_edges,
             sample,
             sample_complete: complete,
+            drift_threshold: None,
         }
     }
 }
@@ -366,6 +375,7 @@ impl CategoricalColumn {
             missing: self.missing,
             categories: kept,
             other,
+            drift_threshold: None,
         }
     }
 }

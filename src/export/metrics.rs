@@ -41,6 +41,8 @@ pub struct SidecarSnapshot {
     pub models: BTreeMap<ModelKey, ModelOps>,
     /// Quality by model version (shards own disjoint models; the overflow model has none).
     pub quality: BTreeMap<ModelKey, QualitySnapshot>,
+    /// Drift by model version, for those with a reference profile.
+    pub drift: BTreeMap<ModelKey, crate::drift::model::DriftSnapshot>,
     pub models_overflow: u64,
     /// Predictions waiting for delayed labels in all shards, and the total capacity.
     pub pending_labels: usize,
@@ -80,6 +82,7 @@ impl SidecarSnapshot {
             snapshot.pending_labels += shard.pending;
             snapshot.pending_capacity += shard.pending_capacity;
             snapshot.quality.extend(shard.quality);
+            snapshot.drift.extend(shard.drift);
             for (key, ops) in shard.models {
                 match snapshot.models.get_mut(&key) {
                     Some(existing) => existing.merge(&ops),
@@ -456,6 +459,7 @@ pub fn encode(
     );
 
     super::quality::encode(&mut b, snapshot);
+    super::drift::encode(&mut b, snapshot);
 
     b.sum(
         "inferscope.streams.active",

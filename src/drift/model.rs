@@ -1,0 +1,611 @@
+//! Drift of one model version: its reference profile compiled for the hot path (one bin lookup
+//! per numeric feature, one hash lookup per categorical one), windows of [`DriftState`], and the
+//! scores computed from them at snapshot time. Without a profile, the first records of the
+//! version are captured into one (`--reference-records`).
+
+use super::{
+    profile::{
+        bin_of, CategoricalColumn, Column, FeatureProfile, NumericColumn, Profile, ProfileSettings,
+        FORMAT, PREDICTION,
+    },
+    state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
+};
+use crate::{
+    models::Declaration,
+    pb,
+    stats::{drift, Estimate},
+    windows::{WindowSpec, Windows},
+};
+use std::{collections::HashMap, sync::Arc};
+
+/// Default PSI at or above which a numeric feature has drifted (the common "significant shift"
+/// rule of thumb: < 0.1 none, 0.1–0.2 moderate, ≥ 0.2 significant).
+pub const DEFAULT_PSI_THRESHOLD: f64 = 0.2;
+/// Default Jensen–Shannon distance at or above which a categorical feature has drifted
+/// (Evidently's default threshold for `jensenshannon`).
+pub const DEFAULT_JS_THRESHOLD: f64 = 0.1;
+/// Default share of drifted features at or above which the dataset has drifted (Evidently's
+/// `drift_share`).
+pub const DEFAULT_DATASET_DRIFT_SHARE: f64 = 0.5;
+/// Default `--reference-records`: records captured into a profile when none is loaded.
+pub const DEFAULT_REFERENCE_RECORDS: usize = 2_000;
+/// Default `--exact-drift-max-values`: windows with at most this many values of a feature (and a
+/// complete reference sample) get exact KS and Wasserstein.
+pub const DEFAULT_EXACT_DRIFT_VALUES: usize = 1_000;
+/// Features of a profile that are tracked; more are ignored (and logged).
+pub const MAX_DRIFT_FEATURES: usize = 1_024;
+
+/// Drift settings shared by every model of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftSettings {
+    pub windows: Vec<WindowSpec>,
+    pub exact_values: usize,
+    /// 0: no live capture.
+    pub reference_records: usize,
+    pub psi_threshold: f64,
+    pub js_threshold: f64,
+    pub dataset_drift_share: f64,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        Self {
+            windows: crate::quality::QualitySettings::default().windows,
+            exact_values: DEFAULT_EXACT_DRIFT_VALUES,
+            reference_records: DEFAULT_REFERENCE_RECORDS,
+            psi_threshold: DEFAULT_PSI_THRESHOLD,
+            js_threshold: DEFAULT_JS_THRESHOLD,
+            dataset_drift_share: DEFAULT_DATASET_DRIFT_SHARE,
+        }
+    }
+}
+
+/// A profile feature ready for the hot path.
+enum Compiled {
+    Numeric {
+        fine_edges: Vec<f64>,
+        min: f64,
+        max: f64,
+        /// Coarse bin of each fine bin (the coarse edges are among the fine ones).
+        fine_to_coarse: Vec<usize>,
+        coarse: usize,
+    },
+    Categorical {
+        index: HashMap<String, usize>,
+    },
+}
+
+fn compile(feature: &FeatureProfile) -> Compiled {
+    match feature {
+        FeatureProfile::Numeric(n) => {
+            let fine_to_coarse = (0..=n.fine_edges.len())
+                .map(|j| match n.fine_edges.get(j) {
+                    Some(&upper) => bin_of(&n.edges, upper),
+                    None => n.edges.len(),
+                })
+                .collect();
+            Compiled::Numeric {
+                fine_edges: n.fine_edges.clone(),
+                min: n.min.unwrap_or(f64::NEG_INFINITY),
+                max: n.max.unwrap_or(f64::INFINITY),
+                fine_to_coarse,
+                coarse: n.edges.len() + 1,
+            }
+        }
+        FeatureProfile::Categorical(c) => Compiled::Categorical {
+            index: c
+                .categories
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.value.clone(), i))
+                .collect(),
+        },
+    }
+}
+
+fn empty_counts(feature: &FeatureProfile) -> FeatureCounts {
+    match feature {
+        FeatureProfile::Numeric(n) => {
+            FeatureCounts::Numeric(NumericCounts::new(n.fine_counts.len()))
+        }
+        FeatureProfile::Categorical(c) => {
+            FeatureCounts::Categorical(CategoricalCounts::new(c.categories.len()))
+        }
+    }
+}
+
+/// Scores of one feature in one window. `None` where undefined (no values in the window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureScores {
+    pub name: String,
+    pub numeric: bool,
+    /// Values in the window (present, missing and non-finite).
+    pub values: u64,
+    pub psi: Option<f64>,
+    pub js_distance: Option<f64>,
+    pub ks: Option<Estimate>,
+    pub ks_pvalue: Option<f64>,
+    pub wasserstein: Option<Estimate>,
+    pub chi_square: Option<(f64, f64)>,
+    pub unseen_share: Option<f64>,
+    pub missing_rate: Option<f64>,
+    pub non_finite_rate: Option<f64>,
+    pub out_of_range_rate: Option<f64>,
+    pub drifted: bool,
+}
+
+/// Scores of all features in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowScores {
+    pub window: String,
+    pub features: Vec<FeatureScores>,
+    pub drifted_features: usize,
+    /// Features with values in the window (the denominator of the drifted share).
+    pub scored_features: usize,
+    pub dataset_drift: bool,
+}
+
+/// What export needs of a model's drift.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftSnapshot {
+    pub source: String,
+    pub reference_records: u64,
+    pub windows: Vec<WindowScores>,
+}
+
+/// A profile being captured from the first records.
+struct Capture {
+    columns: Vec<(String, Column)>,
+    records: usize,
+}
+
+/// Drift of one model version.
+pub struct ModelDrift {
+    profile: Option<Arc<Profile>>,
+    compiled: Vec<Compiled>,
+    /// Declared numeric / categorical feature position → profile feature.
+    numeric_positions: Vec<Option<usize>>,
+    categorical_positions: Vec<Option<usize>>,
+    by_name: HashMap<String, usize>,
+    prediction: Option<usize>,
+    windows: Option<Windows<DriftState>>,
+    capture: Option<Capture>,
+    declaration: Option<Arc<Declaration>>,
+    settings: DriftSettings,
+    /// Drifted features of the first window at the last snapshot, to log changes.
+    last_drifted: Vec<String>,
+    /// Model name and version, for captured profiles and log lines.
+    key: crate::models::ModelKey,
+}
+
+impl ModelDrift {
+    pub fn new(settings: &DriftSettings, key: crate::models::ModelKey) -> Self {
+        Self {
+            profile: None,
+            compiled: Vec::new(),
+            numeric_positions: Vec::new(),
+            categorical_positions: Vec::new(),
+            by_name: HashMap::new(),
+            prediction: None,
+            windows: None,
+            capture: (settings.reference_records > 0).then(|| Capture {
+                columns: Vec::new(),
+                records: 0,
+            }),
+            declaration: None,
+            settings: settings.clone(),
+            last_drifted: Vec::new(),
+            key,
+        }
+    }
+
+    pub fn profile(&self) -> Option<&Arc<Profile>> {
+        self.profile.as_ref()
+    }
+
+    /// Uses `profile` from now on (windows start empty).
+    pub fn set_profile(&mut self, profile: Arc<Profile>, now_ms: u64) {
+        let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
+        self.compiled = features.iter().map(compile).collect();
+        self.by_name = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().to_owned(), i))
+            .collect();
+        self.prediction = self.by_name.get(PREDICTION).copied();
+        let empty = DriftState {
+            features: features.iter().map(empty_counts).collect(),
+        };
+        self.windows = Some(Windows::new(
+            empty,
+            &self.settings.windows,
+            self.settings.exact_values,
+            now_ms,
+        ));
+        self.profile = Some(profile);
+        self.capture = None;
+        self.map_positions();
+    }
+
+    pub fn declare(&mut self, declaration: Arc<Declaration>) {
+        self.declaration = Some(declaration);
+        self.map_positions();
+    }
+
+    fn map_positions(&mut self) {
+        let Some(d) = &self.declaration else { return };
+        let find = |names: &[String]| names.iter().map(|n| self.by_name.get(n).copied()).collect();
+        self.numeric_positions = find(&d.numeric_features);
+        self.categorical_positions = find(&d.categorical_features);
+    }
+
+    #[inline]
+    pub fn advance(&mut self, now_ms: u64) {
+        if let Some(w) = &mut self.windows {
+            w.advance(now_ms);
+        }
+    }
+
+    /// One accepted record: its features and prediction into the live window, or into the
+    /// capture.
+    pub fn update(&mut self, record: &pb::InferenceRecord, now_ms: u64) -> Option<Arc<Profile>> {
+        if self.capture.is_some() {
+            return self.capture_record(record, now_ms);
+        }
+        let declaration = self.declaration.clone();
+        let prediction = self
+            .prediction
+            .and_then(|i| Some((i, prediction_value(record, declaration.as_deref())?)));
+        let Some(windows) = &mut self.windows else {
+            return None;
+        };
+        let cap = windows.exact_cap();
+        let live = windows.live();
+        let numeric = |live: &mut DriftState, compiled: &[Compiled], i: usize, v: f64| {
+            if let Compiled::Numeric {
+                fine_edges,
+                min,
+                max,
+                ..
+            } = &compiled[i]
+            {
+                live.numeric(i, v, bin_of(fine_edges, v), v < *min || v > *max, cap);
+            } else {
+                live.categorical(i, None);
+            }
+        };
+        let categorical = |live: &mut DriftState, compiled: &[Compiled], i: usize, v: &str| {
+            if v.is_empty() {
+                live.missing(i);
+            } else if let Compiled::Categorical { index } = &compiled[i] {
+                live.categorical(i, index.get(v).copied());
+            }
+        };
+        for (position, &v) in record.numeric_features.iter().enumerate() {
+            if let Some(Some(i)) = self.numeric_positions.get(position) {
+                numeric(live, &self.compiled, *i, v);
+            }
+        }
+        for (position, v) in record.categorical_features.iter().enumerate() {
+            if let Some(Some(i)) = self.categorical_positions.get(position) {
+                categorical(live, &self.compiled, *i, v);
+            }
+        }
+        for f in &record.named_features {
+            let Some(&i) = self.by_name.get(&f.name) else {
+                continue;
+            };
+            match &f.value {
+                Some(pb::named_feature::Value::Number(v)) => numeric(live, &self.compiled, i, *v),
+                Some(pb::named_feature::Value::Category(v)) => {
+                    categorical(live, &self.compiled, i, v)
+                }
+                None => live.missing(i),
+            }
+        }
+        if let Some((i, value)) = prediction {
+            match (value, &self.compiled[i]) {
+                (Value::Number(v), Compiled::Numeric { .. }) => numeric(live, &self.compiled, i, v),
+                (Value::Text(v), Compiled::Categorical { .. }) => {
+                    categorical(live, &self.compiled, i, v)
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn capture_record(
+        &mut self,
+        record: &pb::InferenceRecord,
+        now_ms: u64,
+    ) -> Option<Arc<Profile>> {
+        let declaration = self.declaration.clone();
+        let prediction = prediction_value(record, declaration.as_deref()).map(|v| match v {
+            Value::Number(x) => Cell::Number(x),
+            Value::Text(t) => Cell::Text(t.to_owned()),
+        });
+        let capture = self.capture.as_mut()?;
+        let mut push = |name: &str, cell: Cell| {
+            let column = match capture.columns.iter_mut().position(|(n, _)| n == name) {
+                Some(i) => &mut capture.columns[i].1,
+                None => {
+                    if capture.columns.len() >= MAX_DRIFT_FEATURES {
+                        return;
+                    }
+                    let column = match cell {
+                        Cell::Number(_) => Column::Numeric(NumericColumn::default()),
+                        Cell::Text(_) => Column::Categorical(CategoricalColumn::default()),
+                    };
+                    capture.columns.push((name.to_owned(), column));
+                    &mut capture.columns.last_mut().expect("pushed").1
+                }
+            };
+            match (column, cell) {
+                (Column::Numeric(c), Cell::Number(v)) => c.push(Some(v)),
+                (Column::Categorical(c), Cell::Text(t)) => c.push(Some(&t)),
+                (Column::Numeric(c), Cell::Text(_)) => c.push(None),
+                (Column::Categorical(c), Cell::Number(v)) => c.push(Some(&v.to_string())),
+            }
+        };
+        if let Some(d) = &declaration {
+            for (name, &v) in d.numeric_features.iter().zip(&record.numeric_features) {
+                push(name, Cell::Number(v));
+            }
+            for (name, v) in d
+                .categorical_features
+                .iter()
+                .zip(&record.categorical_features)
+            {
+                push(name, Cell::Text(v.clone()));
+            }
+        }
+        for f in &record.named_features {
+            match &f.value {
+                Some(pb::named_feature::Value::Number(v)) => push(&f.name, Cell::Number(*v)),
+                Some(pb::named_feature::Value::Category(v)) => push(&f.name, Cell::Text(v.clone())),
+                None => {}
+            }
+        }
+        if let Some(cell) = prediction {
+            push(PREDICTION, cell);
+        }
+        capture.records += 1;
+        if capture.records < self.settings.reference_records {
+            return None;
+        }
+        let capture = self.capture.take()?;
+        let features = capture
+            .columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, column))| column.finish(&name, ProfileSettings::default(), i as u64))
+            .collect();
+        let profile = Arc::new(Profile {
+            format: FORMAT.into(),
+            model: self.key.model.clone(),
+            version: self.key.version.clone(),
+            source: format!("live:first-{}", capture.records),
+            created_unix_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            records: capture.records as u64,
+            features,
+        });
+        self.set_profile(profile.clone(), now_ms);
+        Some(profile)
+    }
+
+    /// Scores every window; logs when the set of drifted features in the first window changes.
+    pub fn snapshot(&mut self, now_ms: u64) -> Option<DriftSnapshot> {
+        let profile = self.profile.clone()?;
+        let windows = self.windows.as_mut()?;
+        windows.advance(now_ms);
+        windows.flush();
+        let scores: Vec<WindowScores> = windows
+            .views()
+            .into_iter()
+            .map(|(window, state)| self.score(&profile, window, &state))
+            .collect();
+        if let Some(first) = scores.first() {
+            let mut drifted: Vec<&FeatureScores> =
+                first.features.iter().filter(|f| f.drifted).collect();
+            let names: Vec<String> = drifted.iter().map(|f| f.name.clone()).collect();
+            if names != self.last_drifted {
+                drifted.sort_by(|a, b| {
+                    let key = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
+                    key(b).total_cmp(&key(a))
+                });
+                let top: Vec<String> = drifted
+                    .iter()
+                    .take(5)
+                    .map(|f| match (f.psi, f.js_distance) {
+                        (Some(p), _) if f.numeric => format!("{} (PSI {p:.3})", f.name),
+                        (_, Some(j)) => format!("{} (JS {j:.3})", f.name),
+                        _ => f.name.clone(),
+                    })
+                    .collect();
+                tracing::warn!(
+                    model = %self.key.model,
+                    version = %self.key.version,
+                    window = %first.window,
+                    drifted = first.drifted_features,
+                    of = first.scored_features,
+                    dataset_drift = first.dataset_drift,
+                    top = %top.join(", "),
+                    "drifted features changed"
+                );
+                self.last_drifted = names;
+            }
+        }
+        Some(DriftSnapshot {
+            source: profile.source.clone(),
+            reference_records: profile.records,
+            windows: scores,
+        })
+    }
+
+    fn score(&self, profile: &Profile, window: String, state: &DriftState) -> WindowScores {
+        let features: Vec<FeatureScores> = profile
+            .features
+            .iter()
+            .zip(&state.features)
+            .zip(&self.compiled)
+            .map(|((reference, counts), compiled)| self.feature_scores(reference, counts, compiled))
+            .collect();
+        let scored = features
+            .iter()
+            .filter(|f| f.psi.is_some() || f.js_distance.is_some())
+            .count();
+        let drifted = features.iter().filter(|f| f.drifted).count();
+        WindowScores {
+            window,
+            dataset_drift: scored > 0
+                && drifted as f64 >= self.settings.dataset_drift_share * scored as f64,
+            features,
+            drifted_features: drifted,
+            scored_features: scored,
+        }
+    }
+
+    fn feature_scores(
+        &self,
+        reference: &FeatureProfile,
+        counts: &FeatureCounts,
+        compiled: &Compiled,
+    ) -> FeatureScores {
+        let rate = |part: u64, all: u64| (all > 0).then(|| part as f64 / all as f64);
+        match (reference, counts, compiled) {
+            (
+                FeatureProfile::Numeric(r),
+                FeatureCounts::Numeric(c),
+                Compiled::Numeric {
+                    fine_to_coarse,
+                    coarse,
+                    ..
+                },
+            ) => {
+                let to_f = |v: &[u64]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+                let (rf, cf) = (to_f(&r.fine_counts), to_f(&c.bins));
+                let mut cc = vec![0.0; *coarse];
+                for (j, &n) in cf.iter().enumerate() {
+                    cc[fine_to_coarse[j]] += n;
+                }
+                let rc = to_f(&r.counts);
+                let n = c.finite() as f64;
+                let exact = c.exact.as_ref().filter(|_| r.sample_complete && n > 0.0);
+                let (ks, wasserstein) = match exact {
+                    Some(values) => (
+                        drift::ks_statistic(&r.sample, values).map(|v| Estimate {
+                            value: v,
+                            error_bound: 0.0,
+                        }),
+                        drift::wasserstein(&r.sample, values).map(|v| Estimate {
+                            value: v,
+                            error_bound: 0.0,
+                        }),
+                    ),
+                    None => {
+                        let lo = r.min.unwrap_or(c.min).min(c.min);
+                        let hi = r.max.unwrap_or(c.max).max(c.max);
+                        (
+                            drift::ks_binned(&rf, &cf),
+                            drift::wasserstein_binned(&r.fine_edges, lo, hi, &rf, &cf),
+                        )
+                    }
+                };
+                let psi = drift::psi(&rc, &cc);
+                let threshold = r.drift_threshold.unwrap_or(self.settings.psi_threshold);
+                FeatureScores {
+                    name: r.name.clone(),
+                    numeric: true,
+                    values: c.total(),
+                    psi,
+                    js_distance: drift::js_distance(&rc, &cc),
+                    ks_pvalue: ks.map(|d| drift::ks_pvalue(d.value, r.count as f64, n)),
+                    ks,
+                    wasserstein,
+                    chi_square: None,
+                    unseen_share: None,
+                    missing_rate: rate(c.missing, c.total()),
+                    non_finite_rate: rate(c.non_finite, c.total()),
+                    out_of_range_rate: rate(c.out_of_range, c.finite()),
+                    drifted: psi.is_some_and(|p| p >= threshold),
+                }
+            }
+            (FeatureProfile::Categorical(r), FeatureCounts::Categorical(c), _) => {
+                let mut rc: Vec<f64> = r.categories.iter().map(|k| k.count as f64).collect();
+                rc.push(r.other as f64);
+                let cc: Vec<f64> = c.counts.iter().map(|&x| x as f64).collect();
+                let js = drift::js_distance(&rc, &cc);
+                FeatureScores {
+                    name: r.name.clone(),
+                    numeric: false,
+                    values: c.total(),
+                    psi: None,
+                    js_distance: js,
+                    ks: None,
+                    ks_pvalue: None,
+                    wasserstein: None,
+                    chi_square: drift::chi_square(&rc, &cc),
+                    unseen_share: rate(c.unseen, c.present()),
+                    missing_rate: rate(c.missing, c.total()),
+                    non_finite_rate: None,
+                    out_of_range_rate: None,
+                    drifted: js.is_some_and(|j| {
+                        j >= r.drift_threshold.unwrap_or(self.settings.js_threshold)
+                    }),
+                }
+            }
+            _ => FeatureScores {
+                name: reference.name().to_owned(),
+                numeric: false,
+                values: 0,
+                psi: None,
+                js_distance: None,
+                ks: None,
+                ks_pvalue: None,
+                wasserstein: None,
+                chi_square: None,
+                unseen_share: None,
+                missing_rate: None,
+                non_finite_rate: None,
+                out_of_range_rate: None,
+                drifted: false,
+            },
+        }
+    }
+}
+
+/// The prediction as a feature value: the class name, the score, or the regression value.
+fn prediction_value<'a>(
+    record: &'a pb::InferenceRecord,
+    declaration: Option<&'a Declaration>,
+) -> Option<Value<'a>> {
+    use pb::inference_record::Prediction as P;
+    match record.prediction.as_ref()? {
+        P::Regression(r) => Some(Value::Number(r.value)),
+        P::Classification(c) => {
+            if !c.predicted_class.is_empty() {
+                return Some(Value::Text(&c.predicted_class));
+            }
+            if let (Some(i), Some(d)) = (c.predicted_class_index, declaration) {
+                if let Some(name) = d.class_names.get(i as usize) {
+                    return Some(Value::Text(name));
+                }
+            }
+            c.score.map(Value::Number)
+        }
+        P::Generation(_) => None,
+    }
+}
+
+enum Value<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
+enum Cell {
+    Number(f64),
+    Text(String),
+}
