@@ -3,6 +3,9 @@
 //! (1e-9 relative for p-values), binned KS and Wasserstein within the bound they report, and the
 //! profile of a real CSV (scikit-learn's wine data) bin for bin.
 
+mod common;
+
+use common::golden::floats;
 use inferscope::drift::{
     build::{build_profile, BuildOptions},
     profile::{bin_of, quantile_edges, FeatureProfile, ProfileSettings},
@@ -14,14 +17,6 @@ fn data() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/drift.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("run tests/oracles/drift.py"))
         .unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn counts(edges: &[f64], values: &[f64]) -> Vec<f64> {

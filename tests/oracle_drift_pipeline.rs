@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::golden::floats;
 use inferscope::{
     drift::profile::{
         CategoricalProfile, CategoryCount, FeatureProfile, NumericColumn, Profile, ProfileSettings,
@@ -221,55 +222,24 @@ async fn drift_scores_match_scipy_through_the_pipeline() {
             );
             if name == "large_window" {
                 // 5000 values, over the exact cap: binned, within the reported bound.
-                let ks = common::point(
-                    &request,
-                    "inferscope.drift.ks_statistic",
-                    &[
+                let at = |metric: &str| {
+                    let attrs = [
                         ("model.name", name),
                         ("model.version", "1"),
                         ("window", window),
                         ("feature", "x"),
-                    ],
-                )
-                .unwrap();
-                let bound = common::point(
-                    &request,
-                    "inferscope.drift.ks_statistic.error_bound",
-                    &[
-                        ("model.name", name),
-                        ("model.version", "1"),
-                        ("window", window),
-                        ("feature", "x"),
-                    ],
-                )
-                .unwrap();
+                    ];
+                    common::point(&request, metric, &attrs).unwrap()
+                };
+                let ks = at("inferscope.drift.ks_statistic");
+                let bound = at("inferscope.drift.ks_statistic.error_bound");
                 let exact = want("ks_statistic").unwrap();
                 assert!(
                     ks <= exact + 1e-12 && exact <= ks + bound + 1e-12 && bound > 0.0,
                     "{name}: {ks} ± {bound} vs {exact}"
                 );
-                let w = common::point(
-                    &request,
-                    "inferscope.drift.wasserstein",
-                    &[
-                        ("model.name", name),
-                        ("model.version", "1"),
-                        ("window", window),
-                        ("feature", "x"),
-                    ],
-                )
-                .unwrap();
-                let wb = common::point(
-                    &request,
-                    "inferscope.drift.wasserstein.error_bound",
-                    &[
-                        ("model.name", name),
-                        ("model.version", "1"),
-                        ("window", window),
-                        ("feature", "x"),
-                    ],
-                )
-                .unwrap();
+                let w = at("inferscope.drift.wasserstein");
+                let wb = at("inferscope.drift.wasserstein.error_bound");
                 let exact = want("wasserstein").unwrap();
                 assert!(
                     (w - exact).abs() <= wb + 1e-9,

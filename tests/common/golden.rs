@@ -80,3 +80,12 @@ pub fn prediction(row: &Value) -> pb::inference_record::Prediction {
     }
     P::Classification(c)
 }
+
+/// A JSON array of numbers.
+pub fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
