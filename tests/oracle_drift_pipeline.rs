@@ -21,14 +21,6 @@ fn data() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 fn profile(model: &str, feature: FeatureProfile, records: u64) -> Profile {
     Profile {
         format: FORMAT.into(),
