@@ -642,3 +642,115 @@ async fn quality_from_delayed_labels_matches_scikit_learn_in_victoria_metrics() 
         );
     }
 }
+
+/// Drift in the real backend: a profile in `--profiles-dir`, a stream whose feature has shifted,
+/// and PromQL in VictoriaMetrics shows SciPy's values for the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_scores_in_victoria_metrics_match_scipy() {
+    use inferscope::drift::profile::{FeatureProfile, NumericColumn, Profile, ProfileSettings};
+    let data: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/drift.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let case = data["numeric"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "mean_shift")
+        .unwrap();
+    let floats = common::golden::floats;
+    let dir = TempDir::new("profiles");
+    let mut column = NumericColumn::default();
+    for v in floats(&case["reference"]) {
+        column.push(Some(v));
+    }
+    let profile = Profile {
+        format: inferscope::drift::profile::FORMAT.into(),
+        model: "shifted".into(),
+        version: "1".into(),
+        source: "tests/data/drift.json".into(),
+        created_unix_seconds: 0,
+        records: 1000,
+        features: vec![FeatureProfile::Numeric(column.finish(
+            "amount",
+            ProfileSettings::default(),
+            1,
+        ))],
+    };
+    std::fs::write(
+        dir.0.join("shifted.json"),
+        serde_json::to_string(&profile).unwrap(),
+    )
+    .unwrap();
+
+    let (_vm, vm) = start_victoria_metrics().await;
+    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
+        traces: None,
+        resource: resource::detect(),
+    };
+    let mut config = common::config();
+    config.export = metrics_export;
+    config.profiles_dir = Some(dir.0.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+    let mut b = batch(0, "shifted", Vec::new());
+    b.declarations = vec![pb::ModelDeclaration {
+        model: "shifted".into(),
+        version: "1".into(),
+        features: vec![pb::FeatureSpec {
+            name: "amount".into(),
+            kind: pb::FeatureKind::Numeric as i32,
+        }],
+        ..Default::default()
+    }];
+    b.records = floats(&case["current"])
+        .into_iter()
+        .map(|v| pb::InferenceRecord {
+            numeric_features: vec![v],
+            ..Default::default()
+        })
+        .collect();
+    client.submit_records(b).await.unwrap();
+
+    let e = &case["expected"];
+    let mut failures = Vec::new();
+    for window in ["5m", "all"] {
+        let sel = format!(
+            r#"{{model_name="shifted",model_version="1",window="{window}",feature="amount"}}"#
+        );
+        for (metric, key) in [
+            ("inferscope_drift_psi", "psi"),
+            ("inferscope_drift_js_distance", "js_distance"),
+            ("inferscope_drift_ks_statistic", "ks_statistic"),
+            ("inferscope_drift_wasserstein", "wasserstein"),
+        ] {
+            let want = e[key].as_f64().unwrap();
+            let query = format!("{metric}{sel}");
+            let got = promql_near(&vm, &query, want).await;
+            if !got.is_some_and(|v| (v - want).abs() <= 1e-9 * want.abs().max(1.0)) {
+                failures.push(format!("{query}: VictoriaMetrics {got:?}, SciPy {want}"));
+            }
+        }
+        // PSI 0.18 is under the default 0.2 threshold: not flagged; the count says so.
+        let query = format!(
+            r#"inferscope_drift_drifted_features{{model_name="shifted",window="{window}"}}"#
+        );
+        if promql_near(&vm, &query, 0.0).await != Some(0.0) {
+            failures.push(format!("{query} is not 0"));
+        }
+    }
+    sidecar.stop().await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
