@@ -3,9 +3,10 @@
 //! generators are also what the load generator and tests send.
 //!
 //! Ground truth: the classifier and the regressor label 30 % of their records inline and send the
-//! rest 2–8 s later through SubmitLabels. After [`DEGRADE_AFTER`] the world moves away from the
-//! models (fraud no longer follows the score; arrival times run 30 % longer than predicted), so
-//! the quality columns visibly drop.
+//! rest 2–8 s later through SubmitLabels. Reference profiles are captured live from each model's
+//! first records. After [`DEGRADE_AFTER`] the world moves away from the models: amounts grow and
+//! a new market appears, traffic rises, fraud no longer follows the score and trips run 30 %
+//! longer, so drift flags rise and the quality columns drop.
 
 use crate::{
     config::Config,
@@ -159,8 +160,15 @@ impl SyntheticModel {
         Some(pb::Label { value: Some(value) })
     }
 
-    /// One realistic record. `error_rate` is the share of failed requests.
-    pub fn record(self, rng: &mut impl Rng, id: u64, error_rate: f64) -> pb::InferenceRecord {
+    /// One realistic record. `error_rate` is the share of failed requests; `drifted` moves the
+    /// feature distributions away from the ones the reference profile captured.
+    pub fn record(
+        self,
+        rng: &mut impl Rng,
+        id: u64,
+        error_rate: f64,
+        drifted: bool,
+    ) -> pb::InferenceRecord {
         let failed = rng.random::<f64>() < error_rate;
         let mut record = pb::InferenceRecord {
             request_id: format!("req-{id}"),
@@ -176,7 +184,8 @@ impl SyntheticModel {
         };
         match self {
             Self::Classifier => {
-                let amount = lognormal(rng, 40.0, 1.0);
+                // After the drift: larger amounts, and a new market ("MX") taking a third.
+                let amount = lognormal(rng, if drifted { 120.0 } else { 40.0 }, 1.0);
                 let p_fraud = (1.0 / (1.0 + (-(amount.ln() - 6.0)).exp())).clamp(0.0, 1.0);
                 record.latency_seconds = Some(lognormal(rng, 0.012, 0.5));
                 record.numeric_features = vec![
@@ -187,8 +196,13 @@ impl SyntheticModel {
                 ];
                 let countries = ["US", "DE", "FR", "BR", "IN"];
                 let channels = ["web", "app", "pos"];
+                let country = if drifted && rng.random::<f64>() < 0.33 {
+                    "MX"
+                } else {
+                    countries[rng.random_range(0..countries.len())]
+                };
                 record.categorical_features = vec![
-                    countries[rng.random_range(0..countries.len())].into(),
+                    country.into(),
                     channels[rng.random_range(0..channels.len())].into(),
                 ];
                 record.prediction = Some(pb::inference_record::Prediction::Classification(
@@ -206,10 +220,12 @@ impl SyntheticModel {
             Self::Regressor => {
                 let distance = lognormal(rng, 5.0, 0.8);
                 record.latency_seconds = Some(lognormal(rng, 0.004, 0.4));
+                let traffic: f64 = rng.random();
                 record.numeric_features = vec![
                     distance,
                     rng.random_range(0.0..24.0_f64).floor(),
-                    rng.random(),
+                    // Rush hour everywhere after the drift.
+                    if drifted { 0.5 + traffic } else { traffic },
                 ];
                 record.prediction = Some(pb::inference_record::Prediction::Regression(
                     pb::Regression {
@@ -328,7 +344,7 @@ async fn stream_model(
             let mut records: Vec<_> = (0..per_batch)
                 .map(|_| {
                     id += 1;
-                    let mut record = model.record(&mut rng, id, 0.02);
+                    let mut record = model.record(&mut rng, id, 0.02, degraded);
                     if record.error_type.is_empty() {
                         if let Some(label) = model.truth(&mut rng, &record, degraded) {
                             if rng.random::<f64>() < INLINE_LABEL_SHARE {
@@ -410,6 +426,43 @@ struct Row {
     tokens: Option<(f64, f64)>,
     /// Quality over the shortest window, as text.
     quality: String,
+    /// Drift over the shortest window, as text.
+    drift: String,
+}
+
+/// A short drift summary of a model over its first (shortest) window.
+fn drift_summary(d: &crate::drift::model::DriftSnapshot) -> String {
+    let Some(w) = d.windows.first().filter(|w| !w.features.is_empty()) else {
+        return String::new();
+    };
+    let mut top: Vec<&crate::drift::model::FeatureScores> =
+        w.features.iter().filter(|f| f.drifted).collect();
+    let score = |f: &crate::drift::model::FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
+    top.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    let names: Vec<String> = top
+        .iter()
+        .take(3)
+        .map(|f| {
+            if f.numeric {
+                format!("{} PSI {:.2}", f.name, score(f))
+            } else {
+                format!("{} JS {:.2}", f.name, score(f))
+            }
+        })
+        .collect();
+    format!(
+        "{}: drift {}/{} features{}{} · reference {}",
+        w.window,
+        w.drifted_features,
+        w.scored_features,
+        if w.dataset_drift { " DATASET DRIFT" } else { "" },
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        },
+        d.source
+    )
 }
 
 /// A short quality summary of a model over its first (shortest) window.
@@ -469,6 +522,11 @@ fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
                         .get(key)
                         .map(quality_summary)
                         .unwrap_or_default(),
+                    drift: snapshot
+                        .drift
+                        .get(key)
+                        .map(drift_summary)
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -488,7 +546,7 @@ fn print_summary(
         "inferscope demo · {:>4.0}s{} · gRPC {addr} · OTLP export {}",
         elapsed.as_secs_f64(),
         if elapsed >= DEGRADE_AFTER {
-            " · the world has drifted: quality degrades"
+            " · the world has drifted: features shift, quality degrades"
         } else {
             ""
         },
@@ -522,6 +580,9 @@ fn print_summary(
         );
         if !row.quality.is_empty() {
             println!("{:<22} {}", "", row.quality);
+        }
+        if !row.drift.is_empty() {
+            println!("{:<22} {}", "", row.drift);
         }
     }
     println!(
