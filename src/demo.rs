@@ -455,7 +455,11 @@ fn drift_summary(d: &crate::drift::model::DriftSnapshot) -> String {
         w.window,
         w.drifted_features,
         w.scored_features,
-        if w.dataset_drift { " DATASET DRIFT" } else { "" },
+        if w.dataset_drift {
+            " DATASET DRIFT"
+        } else {
+            ""
+        },
         if names.is_empty() {
             String::new()
         } else {
