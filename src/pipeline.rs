@@ -445,10 +445,12 @@ impl Shard {
             let Some(drift) = &mut slot.drift else {
                 continue;
             };
-            if let Some(profile) = profiles.get(&slot.key.model, &slot.key.version) {
-                if !drift.profile().is_some_and(|p| Arc::ptr_eq(p, &profile)) {
+            match profiles.get(&slot.key.model, &slot.key.version) {
+                Some(profile) if !drift.profile().is_some_and(|p| Arc::ptr_eq(p, &profile)) => {
                     drift.set_profile(profile, now_ms);
                 }
+                None if drift.profile().is_some() => drift.clear_profile(),
+                _ => {}
             }
         }
     }

@@ -227,6 +227,17 @@ impl ModelDrift {
         self.map_positions();
     }
 
+    /// Stops measuring drift (the profile was removed); no new capture starts.
+    pub fn clear_profile(&mut self) {
+        self.profile = None;
+        self.windows = None;
+        self.compiled.clear();
+        self.by_name.clear();
+        self.prediction = None;
+        self.numeric_positions.clear();
+        self.categorical_positions.clear();
+    }
+
     pub fn declare(&mut self, declaration: Arc<Declaration>) {
         self.declaration = Some(declaration);
         self.map_positions();

@@ -37,6 +37,9 @@ impl SpanExporter for CollectingExporter {
     }
 }
 
+/// A client of the ingest API.
+pub type TestClient = IngestServiceClient<Channel>;
+
 pub struct TestSidecar {
     pub sidecar: Sidecar,
     pub metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,

@@ -1,0 +1,131 @@
+//! Reference profiles in a running sidecar: captured from a model version's first records, and
+//! loaded, replaced and removed in `--profiles-dir` without a restart.
+
+mod common;
+
+use inferscope::{
+    drift::profile::{FeatureProfile, NumericColumn, Profile, ProfileSettings, FORMAT},
+    export::metrics::SidecarSnapshot,
+    models::ModelKey,
+    pb,
+};
+use std::time::{Duration, Instant};
+
+fn declaration() -> pb::ModelDeclaration {
+    pb::ModelDeclaration {
+        model: "m".into(),
+        version: "1".into(),
+        features: vec![pb::FeatureSpec {
+            name: "x".into(),
+            kind: pb::FeatureKind::Numeric as i32,
+        }],
+        ..Default::default()
+    }
+}
+
+async fn send(client: &mut common::TestClient, sequence: u64, values: &[f64]) {
+    let mut batch = common::batch(sequence, "m", Vec::new());
+    batch.declarations = vec![declaration()];
+    batch.records = values
+        .iter()
+        .map(|&v| pb::InferenceRecord {
+            numeric_features: vec![v],
+            ..Default::default()
+        })
+        .collect();
+    let ack = client.submit_records(batch).await.unwrap().into_inner();
+    assert!(ack.rejects.is_empty(), "{:?}", ack.rejects);
+}
+
+/// (profile source, values of x in the since-start window), if the model has drift.
+fn drift_of(snapshot: &SidecarSnapshot) -> Option<(String, u64)> {
+    let d = snapshot.drift.get(&ModelKey::new("m", "1"))?;
+    let all = d.windows.last()?;
+    Some((d.source.clone(), all.features[0].values))
+}
+
+fn profile(source: &str, values: impl Iterator<Item = f64>) -> Profile {
+    let mut column = NumericColumn::default();
+    for v in values {
+        column.push(Some(v));
+    }
+    Profile {
+        format: FORMAT.into(),
+        model: "m".into(),
+        version: "1".into(),
+        source: source.into(),
+        created_unix_seconds: 0,
+        records: 100,
+        features: vec![FeatureProfile::Numeric(column.finish(
+            "x",
+            ProfileSettings::default(),
+            1,
+        ))],
+    }
+}
+
+/// Sends a record and looks at the snapshot until the model's profile source is `want`.
+async fn wait_for(
+    sidecar: &common::TestSidecar,
+    client: &mut common::TestClient,
+    sequence: &mut u64,
+    want: Option<&str>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        *sequence += 1;
+        send(client, *sequence, &[1.0]).await;
+        let got = drift_of(&sidecar.sidecar.snapshot().await).map(|d| d.0);
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {got:?}, waiting for {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_profile_is_captured_from_the_first_records() {
+    let mut config = common::config();
+    config.drift.reference_records = 50;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+    let first: Vec<f64> = (0..50).map(f64::from).collect();
+    send(&mut client, 0, &first).await;
+    send(&mut client, 1, &[1000.0; 30]).await; // far outside the captured range
+    let snapshot = sidecar.sidecar.snapshot().await;
+    assert_eq!(drift_of(&snapshot), Some(("live:first-50".into(), 30)));
+    let d = &snapshot.drift[&ModelKey::new("m", "1")];
+    let x = &d.windows.last().unwrap().features[0];
+    assert_eq!(x.out_of_range_rate, Some(1.0));
+    assert!(x.drifted && d.windows.last().unwrap().dataset_drift);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn profiles_are_loaded_replaced_and_removed_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("inferscope-profiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = common::config();
+    config.profiles_dir = Some(dir.clone());
+    config.profiles_poll = Duration::from_millis(50);
+    config.drift.reference_records = 0;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+
+    // The sidecar sees the directory's state within a few polls; a batch makes the shard look.
+    let mut sequence = 0;
+    wait_for(&sidecar, &mut client, &mut sequence, None).await;
+    let path = dir.join("m.json");
+    let write = |p: &Profile| std::fs::write(&path, serde_json::to_string(p).unwrap()).unwrap();
+    write(&profile("first", (0..100).map(f64::from)));
+    wait_for(&sidecar, &mut client, &mut sequence, Some("first")).await;
+    write(&profile("second", (0..100).map(|v| f64::from(v) * 2.0)));
+    wait_for(&sidecar, &mut client, &mut sequence, Some("second")).await;
+    std::fs::remove_file(&path).unwrap();
+    wait_for(&sidecar, &mut client, &mut sequence, None).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
