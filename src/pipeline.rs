@@ -120,6 +120,8 @@ pub struct ShardSnapshot {
 /// A record chosen for a span, with what the span needs; built only for sampled records.
 #[derive(Debug, Clone)]
 pub struct SpanJob {
+    /// The span name: [`crate::export::traces::SPAN_NAME`] for records.
+    pub name: &'static str,
     pub model: String,
     pub version: String,
     pub request_id: String,
@@ -129,6 +131,17 @@ pub struct SpanJob {
     pub end: SystemTime,
     pub error_type: String,
     pub attributes: Vec<(String, String)>,
+    /// Span events (drift changes now, anomaly flags later).
+    pub events: Vec<SpanEvent>,
+}
+
+/// One span event with its attributes.
+#[derive(Debug, Clone)]
+pub struct SpanEvent {
+    pub name: &'static str,
+    pub time: SystemTime,
+    pub text: Vec<(&'static str, String)>,
+    pub numbers: Vec<(&'static str, f64)>,
 }
 
 /// The batch could not be queued: a shard it needs is full (or shutting down).
@@ -417,14 +430,25 @@ impl Shard {
                     Some((slot.key.clone(), quality))
                 })
                 .collect(),
-            drift: self
-                .index
-                .iter_mut()
-                .filter_map(|slot| {
-                    let drift = slot.drift.as_mut()?.snapshot(now_ms);
-                    Some((slot.key.clone(), drift?))
-                })
-                .collect(),
+            drift: {
+                let mut drift = Vec::new();
+                let mut changes = Vec::new();
+                for slot in &mut self.index {
+                    let Some(d) = slot.drift.as_mut() else {
+                        continue;
+                    };
+                    if let Some(snapshot) = d.snapshot(now_ms) {
+                        drift.push((slot.key.clone(), snapshot));
+                    }
+                    if let Some(change) = d.take_change() {
+                        changes.push((slot.key.clone(), change));
+                    }
+                }
+                for (key, change) in changes {
+                    self.emit_drift_span(&key, change);
+                }
+                drift
+            },
             models_overflow: self.models_overflow,
             pending: self.join.pending.len(),
             pending_capacity: self.join.pending.capacity(),
@@ -909,6 +933,68 @@ impl Shard {
         ratio >= 1.0 || (ratio > 0.0 && self.rng.random::<f64>() < ratio)
     }
 
+    /// A span for a change in a model's drifted features: one event per feature that started or
+    /// stopped drifting, in a trace of its own (no request caused it). Never sampled out.
+    fn emit_drift_span(&self, key: &ModelKey, change: crate::drift::model::DriftChange) {
+        let Some(spans) = &self.spans else { return };
+        let now = SystemTime::now();
+        let event = |name, f: &crate::drift::model::FeatureScores| SpanEvent {
+            name,
+            time: now,
+            text: vec![
+                ("feature", f.name.clone()),
+                (
+                    "method",
+                    if f.numeric { "psi" } else { "jensenshannon" }.into(),
+                ),
+            ],
+            numbers: f
+                .psi
+                .or(f.js_distance)
+                .map(|score| vec![("score", score)])
+                .unwrap_or_default(),
+        };
+        let mut events: Vec<SpanEvent> = change
+            .started
+            .iter()
+            .map(|f| event("inferscope.drift.detected", f))
+            .collect();
+        events.extend(
+            change
+                .stopped
+                .iter()
+                .map(|f| event("inferscope.drift.resolved", f)),
+        );
+        let job = SpanJob {
+            name: crate::export::traces::DRIFT_SPAN_NAME,
+            model: key.model.clone(),
+            version: key.version.clone(),
+            request_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            start: now,
+            end: now,
+            error_type: String::new(),
+            attributes: vec![
+                ("inferscope.drift.window".into(), change.window),
+                (
+                    "inferscope.drift.drifted_features".into(),
+                    change.drifted.to_string(),
+                ),
+                (
+                    "inferscope.drift.dataset_drift".into(),
+                    change.dataset_drift.to_string(),
+                ),
+            ],
+            events,
+        };
+        if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
+            tracing::warn!(
+                "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
+            );
+        }
+    }
+
     fn emit_span(
         &self,
         record: &pb::InferenceRecord,
@@ -927,6 +1013,7 @@ impl Shard {
             .and_then(|l| end.checked_sub(l))
             .unwrap_or(end);
         let job = SpanJob {
+            name: crate::export::traces::SPAN_NAME,
             model: model.to_owned(),
             version: version.to_owned(),
             request_id: record.request_id.clone(),
@@ -940,6 +1027,7 @@ impl Shard {
                 .iter()
                 .map(|a| (a.key.clone(), a.value.clone()))
                 .collect(),
+            events: Vec::new(),
         };
         if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
             tracing::warn!(

@@ -102,7 +102,27 @@ async fn a_profile_is_captured_from_the_first_records() {
     let x = &d.windows.last().unwrap().features[0];
     assert_eq!(x.out_of_range_rate, Some(1.0));
     assert!(x.drifted && d.windows.last().unwrap().dataset_drift);
-    sidecar.stop().await;
+    // The change is a span of its own with one event per feature that started drifting.
+    let (_, spans) = sidecar.stop().await;
+    let drift = spans
+        .iter()
+        .find(|s| s.name == "inferscope.drift")
+        .expect("a drift span");
+    let event = drift
+        .events
+        .iter()
+        .find(|e| e.name == "inferscope.drift.detected")
+        .expect("a detected event");
+    let attribute = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(attribute("feature").as_deref(), Some("x"));
+    assert_eq!(attribute("method").as_deref(), Some("psi"));
+    assert!(attribute("score").is_some_and(|s| s.parse::<f64>().unwrap() >= 0.2));
 }
 
 #[tokio::test]

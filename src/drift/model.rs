@@ -153,6 +153,17 @@ pub struct DriftSnapshot {
     pub windows: Vec<WindowScores>,
 }
 
+/// Features that started or stopped drifting in the first window since the last snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftChange {
+    pub window: String,
+    /// Started drifting, highest score first.
+    pub started: Vec<FeatureScores>,
+    pub stopped: Vec<FeatureScores>,
+    pub drifted: usize,
+    pub dataset_drift: bool,
+}
+
 /// A profile being captured from the first records.
 struct Capture {
     columns: Vec<(String, Column)>,
@@ -176,6 +187,8 @@ pub struct ModelDrift {
     last_drifted: Vec<String>,
     /// Model name and version, for captured profiles and log lines.
     key: crate::models::ModelKey,
+    /// The last change of the drifted set, until the shard takes it for a span.
+    change: Option<DriftChange>,
 }
 
 impl ModelDrift {
@@ -196,6 +209,7 @@ impl ModelDrift {
             settings: settings.clone(),
             last_drifted: Vec::new(),
             key,
+            change: None,
         }
     }
 
@@ -236,6 +250,11 @@ impl ModelDrift {
         self.prediction = None;
         self.numeric_positions.clear();
         self.categorical_positions.clear();
+    }
+
+    /// The change of drifted features found by the last snapshot, once.
+    pub fn take_change(&mut self) -> Option<DriftChange> {
+        self.change.take()
     }
 
     pub fn declare(&mut self, declaration: Arc<Declaration>) {
@@ -436,6 +455,25 @@ impl ModelDrift {
                         _ => f.name.clone(),
                     })
                     .collect();
+                let score = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
+                let mut stopped: Vec<FeatureScores> = first
+                    .features
+                    .iter()
+                    .filter(|f| !f.drifted && self.last_drifted.contains(&f.name))
+                    .cloned()
+                    .collect();
+                stopped.sort_by(|a, b| score(b).total_cmp(&score(a)));
+                self.change = Some(DriftChange {
+                    window: first.window.clone(),
+                    started: drifted
+                        .iter()
+                        .filter(|f| !self.last_drifted.contains(&f.name))
+                        .map(|f| (*f).clone())
+                        .collect(),
+                    stopped,
+                    drifted: first.drifted_features,
+                    dataset_drift: first.dataset_drift,
+                });
                 tracing::warn!(
                     model = %self.key.model,
                     version = %self.key.version,

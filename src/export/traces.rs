@@ -33,6 +33,8 @@ use tokio::sync::mpsc;
 
 /// The name of every record span: low-cardinality, as span names should be.
 pub const SPAN_NAME: &str = "inferscope.inference";
+/// Name of the span that reports a change in a model's drifted features.
+pub const DRIFT_SPAN_NAME: &str = "inferscope.drift";
 
 /// The OTLP span exporter the configuration asks for.
 pub fn otlp_exporter(
@@ -162,13 +164,22 @@ pub fn record_span(tracer: &impl Tracer, job: SpanJob) {
     }
     attributes.extend(job.attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)));
     let mut span = tracer
-        .span_builder(SPAN_NAME)
+        .span_builder(job.name)
         .with_kind(SpanKind::Internal)
         .with_start_time(job.start)
         .with_attributes(attributes)
         .start_with_context(tracer, &parent);
     if !job.error_type.is_empty() {
         span.set_status(Status::error(job.error_type));
+    }
+    for event in job.events {
+        let mut attributes: Vec<KeyValue> = event
+            .text
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect();
+        attributes.extend(event.numbers.into_iter().map(|(k, v)| KeyValue::new(k, v)));
+        span.add_event_with_timestamp(event.name, event.time, attributes);
     }
     span.end_with_timestamp(job.end);
 }
