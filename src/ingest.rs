@@ -27,12 +27,17 @@ pub enum IngestError {
     Shed(#[from] Shed),
     #[error("inferscope is shutting down; reconnect to another instance or retry")]
     ShuttingDown,
+    /// A field of a request other than a batch.
+    #[error(transparent)]
+    Field(#[from] crate::validation::FieldError),
 }
 
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::Batch(_) => Status::invalid_argument(e.to_string()),
+            IngestError::Batch(_) | IngestError::Field(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             IngestError::Shed(_) | IngestError::ShuttingDown => Status::unavailable(e.to_string()),
         }
     }
@@ -456,5 +461,30 @@ impl IngestService for Ingest {
         Ok(Response::new(
             self.accept_labels(request.into_inner()).await?,
         ))
+    }
+
+    async fn capture_reference(
+        &self,
+        request: Request<pb::CaptureReferenceRequest>,
+    ) -> Result<Response<pb::CaptureReferenceResponse>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(IngestError::ShuttingDown.into());
+        }
+        let r = request.into_inner();
+        validation::check_model(&r.model, &r.version, &self.limits).map_err(IngestError::from)?;
+        let shard = self.pipeline.shard_of(&r.model, &r.version);
+        let (done, wait) = oneshot::channel();
+        let work = ShardWork::Capture {
+            key: ModelKey::new(r.model, r.version),
+            records: (r.records > 0).then_some(r.records as usize),
+            done,
+        };
+        self.pipeline
+            .dispatch(vec![(shard, work)])
+            .map_err(IngestError::from)?;
+        let records = wait.await.map_err(|_| IngestError::ShuttingDown)?;
+        Ok(Response::new(pb::CaptureReferenceResponse {
+            records: records as u32,
+        }))
     }
 }

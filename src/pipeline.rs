@@ -92,6 +92,13 @@ pub enum ShardWork {
         /// Answered with this shard's anomaly flags once the records are accounted.
         done: oneshot::Sender<Vec<pb::RecordFlags>>,
     },
+    /// Capture the model version's next records into a new reference profile; answered with the
+    /// number of records the capture takes (0 when the version has no drift state of its own).
+    Capture {
+        key: ModelKey,
+        records: Option<usize>,
+        done: oneshot::Sender<usize>,
+    },
     Labels {
         batch: Arc<pb::LabelBatch>,
         accepted: Vec<u32>,
@@ -711,6 +718,28 @@ impl Shard {
                 }
                 // Anomaly detectors are not built yet: no flags.
                 let _ = done.send(Vec::new());
+            }
+            ShardWork::Capture { key, records, done } => {
+                let m = self.model(&key.model, &key.version);
+                let records = records
+                    .unwrap_or(self.settings.drift.reference_records)
+                    .max(1);
+                // A version folded into `__other__` has no drift state of its own.
+                let own = self.index[m].key == key;
+                let taken = match &mut self.index[m].drift {
+                    Some(d) if own => {
+                        d.start_capture(records);
+                        tracing::info!(
+                            model = %key.model,
+                            version = %key.version,
+                            records,
+                            "reference capture requested"
+                        );
+                        records
+                    }
+                    _ => 0,
+                };
+                let _ = done.send(taken);
             }
             ShardWork::Labels {
                 batch,

@@ -88,7 +88,8 @@ fn check_name(field: &'static str, value: &str, limits: &Limits) -> Result<(), F
     Ok(())
 }
 
-fn check_model(model: &str, version: &str, limits: &Limits) -> Result<(), FieldError> {
+/// Validates a model name and version.
+pub fn check_model(model: &str, version: &str, limits: &Limits) -> Result<(), FieldError> {
     if model.is_empty() {
         return Err(reject(
             "model",

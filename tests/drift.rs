@@ -149,3 +149,41 @@ async fn profiles_are_loaded_replaced_and_removed_without_a_restart() {
     wait_for(&sidecar, &mut client, &mut sequence, None).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_reference_is_captured_on_request() {
+    let mut config = common::config();
+    config.drift.reference_records = 0;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+    send(&mut client, 0, &[1.0, 2.0]).await;
+    assert_eq!(drift_of(&sidecar.sidecar.snapshot().await), None);
+    let taken = client
+        .capture_reference(pb::CaptureReferenceRequest {
+            model: "m".into(),
+            version: "1".into(),
+            records: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(taken.records, 20);
+    let pinned: Vec<f64> = (0..20).map(f64::from).collect();
+    send(&mut client, 1, &pinned).await;
+    send(&mut client, 2, &[5.0; 7]).await;
+    assert_eq!(
+        drift_of(&sidecar.sidecar.snapshot().await),
+        Some(("live:first-20".into(), 7))
+    );
+    let status = client
+        .capture_reference(pb::CaptureReferenceRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("model:"),
+        "{}",
+        status.message()
+    );
+    sidecar.stop().await;
+}

@@ -164,10 +164,12 @@ pub struct DriftChange {
     pub dataset_drift: bool,
 }
 
-/// A profile being captured from the first records.
+/// A profile being captured from the next records.
 struct Capture {
     columns: Vec<(String, Column)>,
     records: usize,
+    /// Records to take.
+    target: usize,
 }
 
 /// Drift of one model version.
@@ -204,6 +206,7 @@ impl ModelDrift {
             capture: (settings.reference_records > 0).then(|| Capture {
                 columns: Vec::new(),
                 records: 0,
+                target: settings.reference_records,
             }),
             declaration: None,
             settings: settings.clone(),
@@ -239,6 +242,16 @@ impl ModelDrift {
         self.profile = Some(profile);
         self.capture = None;
         self.map_positions();
+    }
+
+    /// Captures the next `records` records into a profile that replaces the current one when
+    /// complete; drift against the current profile goes on meanwhile.
+    pub fn start_capture(&mut self, records: usize) {
+        self.capture = Some(Capture {
+            columns: Vec::new(),
+            records: 0,
+            target: records.max(1),
+        });
     }
 
     /// Stops measuring drift (the profile was removed); no new capture starts.
@@ -280,7 +293,10 @@ impl ModelDrift {
     /// capture.
     pub fn update(&mut self, record: &pb::InferenceRecord, now_ms: u64) -> Option<Arc<Profile>> {
         if self.capture.is_some() {
-            return self.capture_record(record, now_ms);
+            if let Some(captured) = self.capture_record(record, now_ms) {
+                // The new profile's windows start with the next record.
+                return Some(captured);
+            }
         }
         let declaration = self.declaration.clone();
         let prediction = self
@@ -401,7 +417,7 @@ impl ModelDrift {
             push(PREDICTION, cell);
         }
         capture.records += 1;
-        if capture.records < self.settings.reference_records {
+        if capture.records < capture.target {
             return None;
         }
         let capture = self.capture.take()?;

@@ -262,3 +262,19 @@ class LabelAck(_message.Message):
     accepted: int
     rejects: _containers.RepeatedCompositeFieldContainer[RecordReject]
     def __init__(self, sequence: _Optional[int] = ..., accepted: _Optional[int] = ..., rejects: _Optional[_Iterable[_Union[RecordReject, _Mapping]]] = ...) -> None: ...
+
+class CaptureReferenceRequest(_message.Message):
+    __slots__ = ("model", "version", "records")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    records: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., records: _Optional[int] = ...) -> None: ...
+
+class CaptureReferenceResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: int
+    def __init__(self, records: _Optional[int] = ...) -> None: ...

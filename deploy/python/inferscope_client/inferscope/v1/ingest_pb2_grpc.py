@@ -50,6 +50,11 @@ class IngestServiceStub(object):
                 request_serializer=inferscope_dot_v1_dot_ingest__pb2.LabelBatch.SerializeToString,
                 response_deserializer=inferscope_dot_v1_dot_ingest__pb2.LabelAck.FromString,
                 _registered_method=True)
+        self.CaptureReference = channel.unary_unary(
+                '/inferscope.v1.IngestService/CaptureReference',
+                request_serializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.SerializeToString,
+                response_deserializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer(object):
@@ -79,6 +84,14 @@ class IngestServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CaptureReference(self, request, context):
+        """Captures the model version's next records into a new reference profile, which replaces the
+        current one for drift once complete ("pin this traffic as the baseline").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +109,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.SubmitLabels,
                     request_deserializer=inferscope_dot_v1_dot_ingest__pb2.LabelBatch.FromString,
                     response_serializer=inferscope_dot_v1_dot_ingest__pb2.LabelAck.SerializeToString,
+            ),
+            'CaptureReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaptureReference,
+                    request_deserializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.FromString,
+                    response_serializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +198,33 @@ class IngestService(object):
             '/inferscope.v1.IngestService/SubmitLabels',
             inferscope_dot_v1_dot_ingest__pb2.LabelBatch.SerializeToString,
             inferscope_dot_v1_dot_ingest__pb2.LabelAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaptureReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferscope.v1.IngestService/CaptureReference',
+            inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.SerializeToString,
+            inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
