@@ -181,3 +181,23 @@ fn the_profile_of_a_real_csv_matches_numpy() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn exact_ks_pvalues_match_ks_2samp() {
+    let data = data();
+    for case in data["numeric"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let e = &case["expected"];
+        if e.is_null() {
+            continue;
+        }
+        let (r, c) = (floats(&case["reference"]), floats(&case["current"]));
+        let d = drift::ks_statistic(&r, &c).unwrap();
+        let p = drift::ks_exact_pvalue(d, r.len(), c.len()).unwrap();
+        let want = e["ks_2samp_pvalue"].as_f64().unwrap();
+        assert!(
+            (p - want).abs() <= 1e-9 * want.max(1e-300),
+            "{name}: exact p {p} vs ks_2samp {want}"
+        );
+    }
+}

@@ -559,22 +559,31 @@ impl ModelDrift {
                 let rc = to_f(&r.counts);
                 let n = c.finite() as f64;
                 let exact = c.exact.as_ref().filter(|_| r.sample_complete && n > 0.0);
-                let (ks, wasserstein) = match exact {
-                    Some(values) => (
-                        drift::ks_statistic(&r.sample, values).map(|v| Estimate {
-                            value: v,
-                            error_bound: 0.0,
-                        }),
-                        drift::wasserstein(&r.sample, values).map(|v| Estimate {
-                            value: v,
-                            error_bound: 0.0,
-                        }),
-                    ),
+                // Exact: SciPy's ks_2samp statistic and its exact p-value (ks_2samp's own
+                // method below 10 000 values). Binned: the bounded statistic and the asymptotic
+                // p-value.
+                let (ks, ks_pvalue, wasserstein) = match exact {
+                    Some(values) => {
+                        let d = drift::ks_statistic(&r.sample, values);
+                        (
+                            d.map(|v| Estimate {
+                                value: v,
+                                error_bound: 0.0,
+                            }),
+                            d.and_then(|d| drift::ks_exact_pvalue(d, r.sample.len(), values.len())),
+                            drift::wasserstein(&r.sample, values).map(|v| Estimate {
+                                value: v,
+                                error_bound: 0.0,
+                            }),
+                        )
+                    }
                     None => {
                         let lo = r.min.unwrap_or(c.min).min(c.min);
                         let hi = r.max.unwrap_or(c.max).max(c.max);
+                        let ks = drift::ks_binned(&rf, &cf);
                         (
-                            drift::ks_binned(&rf, &cf),
+                            ks,
+                            ks.map(|d| drift::ks_pvalue(d.value, r.count as f64, n)),
                             drift::wasserstein_binned(&r.fine_edges, lo, hi, &rf, &cf),
                         )
                     }
@@ -587,7 +596,7 @@ impl ModelDrift {
                     values: c.total(),
                     psi,
                     js_distance: drift::js_distance(&rc, &cc),
-                    ks_pvalue: ks.map(|d| drift::ks_pvalue(d.value, r.count as f64, n)),
+                    ks_pvalue,
                     ks,
                     wasserstein,
                     chi_square: None,

@@ -8,9 +8,9 @@ Conventions applied here with NumPy and SciPy, and by inferscope:
   fine); a value v falls in bin np.searchsorted(edges, v, side="left") (right-closed bins);
 - PSI on the coarse bins with empty shares replaced by 1e-4 (Evidently's convention);
 - Jensen-Shannon distance: scipy.spatial.distance.jensenshannon(ref_counts, cur_counts, base=2);
-- KS statistic: scipy.stats.ks_2samp(ref, cur).statistic; inferscope's p-value is the asymptotic
-  Kolmogorov one, scipy.stats.kstwobign.sf(D * sqrt(n*m/(n+m))) (ks_2samp's own p-value is also
-  written, for information);
+- KS: scipy.stats.ks_2samp(ref, cur): its statistic, and its p-value (exact below 10 000 values),
+  which inferscope reproduces for windows small enough to be exact; for larger, binned windows
+  inferscope uses the asymptotic scipy.stats.kstwobign.sf(D * sqrt(n*m/(n+m))), also written;
 - Wasserstein: scipy.stats.wasserstein_distance(ref, cur);
 - categorical: scipy.stats.chisquare(f_obs=current counts, f_exp=reference shares * n_current)
   over the reference categories plus "other"; Jensen-Shannon over the same counts.
