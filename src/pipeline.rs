@@ -421,6 +421,8 @@ impl Shard {
 
     fn snapshot(&mut self) -> ShardSnapshot {
         self.now = Instant::now();
+        // Idle models see a replaced or removed profile too.
+        self.sync_profiles();
         let now_ms = self.now_ms();
         self.expire_joins();
         ShardSnapshot {
@@ -721,9 +723,10 @@ impl Shard {
             }
             ShardWork::Capture { key, records, done } => {
                 let m = self.model(&key.model, &key.version);
-                let records = records
-                    .unwrap_or(self.settings.drift.reference_records)
-                    .max(1);
+                let records = records.unwrap_or(match self.settings.drift.reference_records {
+                    0 => crate::drift::model::DEFAULT_REFERENCE_RECORDS,
+                    n => n,
+                });
                 // A version folded into `__other__` has no drift state of its own.
                 let own = self.index[m].key == key;
                 let taken = match &mut self.index[m].drift {

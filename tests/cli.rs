@@ -113,3 +113,40 @@ fn profile_builds_a_loadable_profile_from_a_real_csv() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn categorical_codes_keep_their_text() {
+    let dir = std::env::temp_dir().join(format!("inferscope-cli-zip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("ref.csv");
+    std::fs::write(&csv, "zip,amount\n02134,1.5\n02134,2\n10001,3\n").unwrap();
+    let output = dir.join("p.json");
+    let out = Command::new(BIN)
+        .arg("profile")
+        .arg(&csv)
+        .args([
+            "--model",
+            "m",
+            "--version",
+            "1",
+            "--categorical",
+            "zip",
+            "--output",
+        ])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = inferscope::drift::profile::Profile::load(&output).unwrap();
+    let Some(inferscope::drift::profile::FeatureProfile::Categorical(zip)) = profile.feature("zip")
+    else {
+        panic!("zip is categorical");
+    };
+    let values: Vec<&str> = zip.categories.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(values, ["02134", "10001"]);
+    let _ = std::fs::remove_dir_all(dir);
+}

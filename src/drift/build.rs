@@ -52,7 +52,9 @@ pub enum BuildError {
 /// A cell as read: absent, a number, or text.
 enum Cell<'a> {
     Missing,
-    Number(f64),
+    /// A number, with its text as written (a categorical column keeps the text: "02134" is not
+    /// 2134).
+    Number(f64, std::borrow::Cow<'a, str>),
     Text(std::borrow::Cow<'a, str>),
 }
 
@@ -63,7 +65,7 @@ fn csv_cell(raw: &str) -> Cell<'_> {
     }
     match t.parse::<f64>() {
         Ok(v) if v.is_nan() => Cell::Missing,
-        Ok(v) => Cell::Number(v),
+        Ok(v) => Cell::Number(v, t.into()),
         Err(_) => Cell::Text(t.into()),
     }
 }
@@ -71,7 +73,9 @@ fn csv_cell(raw: &str) -> Cell<'_> {
 fn json_cell(value: &serde_json::Value) -> Cell<'_> {
     match value {
         serde_json::Value::Null => Cell::Missing,
-        serde_json::Value::Number(n) => n.as_f64().map_or(Cell::Missing, Cell::Number),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map_or(Cell::Missing, |v| Cell::Number(v, n.to_string().into())),
         serde_json::Value::String(s) if s.is_empty() => Cell::Missing,
         serde_json::Value::String(s) => Cell::Text(s.as_str().into()),
         other => Cell::Text(other.to_string().into()),
@@ -260,10 +264,10 @@ pub fn build_profile(
                 };
                 seen.insert(name.to_owned());
                 match (column, cell) {
-                    (Column::Numeric(c), Cell::Number(v)) => c.push(Some(v)),
+                    (Column::Numeric(c), Cell::Number(v, _)) => c.push(Some(v)),
                     (Column::Numeric(c), _) => c.push(None),
                     (Column::Categorical(c), Cell::Missing) => c.push(None),
-                    (Column::Categorical(c), Cell::Number(v)) => c.push(Some(&v.to_string())),
+                    (Column::Categorical(c), Cell::Number(_, raw)) => c.push(Some(&raw)),
                     (Column::Categorical(c), Cell::Text(t)) => c.push(Some(&t)),
                 }
             });

@@ -241,6 +241,7 @@ impl ModelDrift {
         ));
         self.profile = Some(profile);
         self.capture = None;
+        self.last_drifted.clear();
         self.map_positions();
     }
 
@@ -263,6 +264,7 @@ impl ModelDrift {
         self.prediction = None;
         self.numeric_positions.clear();
         self.categorical_positions.clear();
+        self.last_drifted.clear();
     }
 
     /// The change of drifted features found by the last snapshot, once.
@@ -316,15 +318,18 @@ impl ModelDrift {
             } = &compiled[i]
             {
                 live.numeric(i, v, bin_of(fine_edges, v), v < *min || v > *max, cap);
-            } else {
-                live.categorical(i, None);
+            } else if let Compiled::Categorical { index } = &compiled[i] {
+                // A number for a categorical feature: looked up as its text.
+                live.categorical(i, index.get(&v.to_string()).copied());
             }
         };
         let categorical = |live: &mut DriftState, compiled: &[Compiled], i: usize, v: &str| {
-            if v.is_empty() {
-                live.missing(i);
-            } else if let Compiled::Categorical { index } = &compiled[i] {
-                live.categorical(i, index.get(v).copied());
+            match &compiled[i] {
+                Compiled::Categorical { index } if !v.is_empty() => {
+                    live.categorical(i, index.get(v).copied())
+                }
+                // Empty, or text for a numeric feature: missing.
+                _ => live.missing(i),
             }
         };
         for (position, &v) in record.numeric_features.iter().enumerate() {

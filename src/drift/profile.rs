@@ -179,6 +179,8 @@ impl Profile {
                         || n.edges.iter().chain(&n.fine_edges).any(|e| !e.is_finite())
                     {
                         Some("edges must be finite and strictly increasing")
+                    } else if n.edges.iter().any(|e| !n.fine_edges.contains(e)) {
+                        Some("every coarse edge must also be a fine edge (fine bins a multiple of the coarse ones)")
                     } else {
                         None
                     }
@@ -296,13 +298,15 @@ impl NumericColumn {
         self.values.sort_by(f64::total_cmp);
         let v = &self.values;
         let n = v.len();
+        // Fine bins are a multiple of the coarse ones, so that every coarse edge (quantile k/B)
+        // is also a fine edge (quantile kr/(Br), the same double): counts kept per fine bin then
+        // add up exactly to the coarse bins.
+        let bins = settings.bins.max(2);
+        let fine = bins * settings.fine_bins.div_ceil(bins).max(1);
         let (edges, fine_edges) = if n == 0 {
             (Vec::new(), Vec::new())
         } else {
-            (
-                quantile_edges(v, settings.bins),
-                quantile_edges(v, settings.fine_bins),
-            )
+            (quantile_edges(v, bins), quantile_edges(v, fine))
         };
         let mean = (n > 0).then(|| v.iter().sum::<f64>() / n as f64);
         let std = mean
@@ -421,6 +425,25 @@ mod tests {
         assert_eq!(bin_of(&[1.0, 2.0], 1.0), 0);
         assert_eq!(bin_of(&[1.0, 2.0], 1.5), 1);
         assert_eq!(bin_of(&[1.0, 2.0], 9.0), 2);
+    }
+
+    #[test]
+    fn coarse_edges_are_fine_edges_whatever_the_bin_count() {
+        for bins in [2, 7, 8, 10, 30, 200] {
+            let mut column = NumericColumn::default();
+            for v in 0..997 {
+                column.push(Some(f64::from(v * v % 101)));
+            }
+            let settings = ProfileSettings {
+                bins,
+                ..ProfileSettings::default()
+            };
+            let n = column.finish("x", settings, 1);
+            assert!(
+                n.edges.iter().all(|e| n.fine_edges.contains(e)),
+                "bins {bins}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct ProfileDirectory {
     dir: PathBuf,
     /// Per file: (modification time, size) when loaded, and the model version it held.
     seen: HashMap<PathBuf, ((SystemTime, u64), Option<ModelKey>)>,
+    /// Model versions whose profile came from this directory.
+    loaded: std::collections::HashSet<ModelKey>,
 }
 
 impl ProfileDirectory {
@@ -84,6 +86,7 @@ impl ProfileDirectory {
         Self {
             dir: dir.into(),
             seen: HashMap::new(),
+            loaded: Default::default(),
         }
     }
 
@@ -134,19 +137,20 @@ impl ProfileDirectory {
             };
             self.seen.insert(path, (stamp, key));
         }
-        let gone: Vec<PathBuf> = self
+        self.seen.retain(|path, _| present.contains(path));
+        // A model version no file holds any more (file removed, emptied, broken, or edited to
+        // another version) loses its profile.
+        let held: std::collections::HashSet<ModelKey> = self
             .seen
-            .keys()
-            .filter(|p| !present.contains(p))
-            .cloned()
+            .values()
+            .filter_map(|(_, key)| key.clone())
             .collect();
-        for path in gone {
-            if let Some((_, Some(key))) = self.seen.remove(&path) {
-                tracing::info!(file = %path.display(), "reference profile removed");
-                registry.remove(&key);
-                changed += 1;
-            }
+        for key in self.loaded.difference(&held) {
+            tracing::info!(model = %key.model, version = %key.version, "reference profile removed");
+            registry.remove(key);
+            changed += 1;
         }
+        self.loaded = held;
         changed
     }
 
@@ -172,5 +176,53 @@ pub async fn watch(
             }
             _ = stop.cancelled() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::profile::{FeatureProfile, NumericColumn, ProfileSettings, FORMAT};
+
+    fn profile(version: &str) -> Profile {
+        let mut column = NumericColumn::default();
+        for v in 0..20 {
+            column.push(Some(f64::from(v)));
+        }
+        Profile {
+            format: FORMAT.into(),
+            model: "m".into(),
+            version: version.into(),
+            source: String::new(),
+            created_unix_seconds: 0,
+            records: 20,
+            features: vec![FeatureProfile::Numeric(column.finish(
+                "x",
+                ProfileSettings::default(),
+                1,
+            ))],
+        }
+    }
+
+    #[test]
+    fn a_file_edited_to_another_version_moves_the_profile() {
+        let dir = std::env::temp_dir().join(format!("inferscope-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = ProfileRegistry::new();
+        let mut directory = ProfileDirectory::new(&dir);
+        let file = dir.join("m.json");
+        std::fs::write(&file, serde_json::to_string(&profile("1")).unwrap()).unwrap();
+        directory.sync(&registry);
+        assert!(registry.get("m", "1").is_some());
+        // Same file, another version (and a different size, so the change is seen).
+        std::fs::write(&file, serde_json::to_string_pretty(&profile("2")).unwrap()).unwrap();
+        directory.sync(&registry);
+        assert!(registry.get("m", "1").is_none(), "the old version is gone");
+        assert!(registry.get("m", "2").is_some());
+        // A broken file holds no version.
+        std::fs::write(&file, "{ not json").unwrap();
+        directory.sync(&registry);
+        assert!(registry.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

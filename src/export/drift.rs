@@ -16,7 +16,7 @@ const FEATURE_GAUGES: [(&str, &str, &str); 15] = [
     ("inferscope.drift.js_distance", "", "Jensen–Shannon distance (base 2) against the reference: decile bins for numeric features, categories for categorical ones."),
     ("inferscope.drift.ks_statistic", "", "Two-sample Kolmogorov–Smirnov statistic against the reference (exact for small windows, else from percentile bins)."),
     ("inferscope.drift.ks_statistic.error_bound", "", "Largest possible difference between inferscope.drift.ks_statistic and the exact statistic (0 when exact)."),
-    ("inferscope.drift.ks_pvalue", "", "Asymptotic (Kolmogorov) p-value of the KS statistic."),
+    ("inferscope.drift.ks_pvalue", "", "p-value of the KS statistic: exact as scipy.stats.ks_2samp for exact windows, asymptotic (Kolmogorov) for binned ones."),
     ("inferscope.drift.wasserstein", "", "First Wasserstein distance to the reference, in the feature's unit (exact for small windows, else from percentile bins)."),
     ("inferscope.drift.wasserstein.error_bound", "", "Largest possible difference between inferscope.drift.wasserstein and the exact distance (0 when exact)."),
     ("inferscope.drift.chi_square", "", "Pearson chi-square of the window's category counts against the reference shares."),

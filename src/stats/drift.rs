@@ -99,7 +99,16 @@ pub fn chi_square(reference: &[f64], current: &[f64]) -> Option<(f64, f64)> {
             }
         })
         .sum();
-    let dof = (reference.len() - 1) as f64;
+    // Degrees of freedom: the categories with a count on either side, less one.
+    let categories = reference
+        .iter()
+        .zip(current)
+        .filter(|(&r, &c)| r > 0.0 || c > 0.0)
+        .count();
+    if categories < 2 {
+        return None;
+    }
+    let dof = (categories - 1) as f64;
     let p = if stat.is_infinite() {
         0.0
     } else if stat <= 0.0 {
@@ -371,6 +380,22 @@ mod tests {
             let est = wasserstein_binned(&edges, lo, hi, &ra, &rb).unwrap();
             prop_assert!((est.value - w).abs() <= est.error_bound + 1e-9 * w.max(1.0));
         }
+    }
+
+    #[test]
+    fn categories_empty_on_both_sides_change_nothing() {
+        let (r, c) = ([500.0, 300.0, 200.0], [40.0, 35.0, 25.0]);
+        let padded = chi_square(&[500.0, 300.0, 200.0, 0.0], &[40.0, 35.0, 25.0, 0.0]);
+        assert_eq!(
+            chi_square(&r, &c),
+            padded,
+            "statistic and degrees of freedom"
+        );
+        assert_eq!(
+            chi_square(&[5.0, 0.0], &[3.0, 0.0]),
+            None,
+            "one category: no test"
+        );
     }
 
     #[test]
