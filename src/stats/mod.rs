@@ -1,6 +1,7 @@
 //! Pure numeric state: no I/O, no async, no OpenTelemetry. Each structure has the same small
 //! `update` / `merge` / `reset` shape so that windows can be built from mergeable sub-states.
 
+pub mod change;
 pub mod confusion;
 pub mod drift;
 pub mod histogram;
