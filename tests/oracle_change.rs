@@ -1,16 +1,18 @@
-//! Change detectors against river: the streams of `tests/data/change.json` (written by
-//! `tests/oracles/change.py` with river's PageHinkley and ADWIN) must give the same detection
-//! indices, exactly.
+//! Change detectors against their oracles: the streams of `tests/data/change.json` (written by
+//! `tests/oracles/change.py` with river's PageHinkley and ADWIN, and NumPy implementations of
+//! the CUSUM and EWMA charts) must give the same detection indices, exactly.
 
 mod common;
 
 use common::golden::floats;
-use inferscope::stats::change::{Adwin, Direction, PageHinkley};
+use inferscope::stats::change::{Adwin, Cusum, Direction, Ewma, PageHinkley};
 use serde_json::Value;
 
 enum Detector {
     PageHinkley(PageHinkley),
     Adwin(Adwin),
+    Cusum(Cusum),
+    Ewma(Ewma),
 }
 
 impl Detector {
@@ -33,6 +35,10 @@ impl Detector {
             )),
             "adwin_default" => Self::Adwin(Adwin::default()),
             "adwin_clock_1" => Self::Adwin(Adwin::new(0.01, 1, 3, 3, 5)),
+            "cusum_default" => Self::Cusum(Cusum::default()),
+            "cusum_wide" => Self::Cusum(Cusum::new(100, 1.0, 8.0)),
+            "ewma_default" => Self::Ewma(Ewma::default()),
+            "ewma_slow" => Self::Ewma(Ewma::new(100, 0.05, 2.7)),
             other => panic!("unknown detector {other} in tests/data/change.json"),
         }
     }
@@ -41,12 +47,14 @@ impl Detector {
         match self {
             Self::PageHinkley(d) => d.update(x),
             Self::Adwin(d) => d.update(x),
+            Self::Cusum(d) => d.update(x),
+            Self::Ewma(d) => d.update(x),
         }
     }
 }
 
 #[test]
-fn detections_match_river_exactly() {
+fn detections_match_their_oracles_exactly() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/change.json");
     let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut failures = Vec::new();

@@ -1,7 +1,9 @@
-//! Change detectors for metric series, ported from river (`river.drift.PageHinkley`,
-//! `river.drift.ADWIN` with its Cython helper `adwin_c.AdaptiveWindowing`; version pinned in
-//! `tests/oracles/requirements.txt`) so that they flag exactly the same indices on the same
-//! stream — golden-tested. Both reset after a detection, as river's do.
+//! Change detectors for metric series. Page-Hinkley and ADWIN are ported from river
+//! (`river.drift.PageHinkley`, `river.drift.ADWIN` with its Cython helper
+//! `adwin_c.AdaptiveWindowing`; version pinned in `tests/oracles/requirements.txt`) so that they
+//! flag exactly the same indices on the same stream, and reset after a detection as river's do.
+//! river has no CUSUM or EWMA chart: those follow the textbook definitions (Montgomery), checked
+//! against an independent NumPy implementation. All golden-tested (`tests/oracle_change.rs`).
 //!
 //! Written by hand: no maintained Rust crate implements these with river's exact semantics.
 
@@ -344,5 +346,139 @@ impl Adwin {
             }
         }
         change
+    }
+}
+
+/// Mean and standard deviation of the first values of a series, the in-control reference of the
+/// control charts below (Welford; population σ of the warm-up, as a control chart's phase I).
+#[derive(Debug, Clone, Default)]
+struct Baseline {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Baseline {
+    fn update(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn sigma(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.m2 / self.n as f64).sqrt()
+        }
+    }
+}
+
+/// Two-sided tabular CUSUM (Page 1954; Montgomery, *Statistical Quality Control*, §9.1): after a
+/// warm-up of `warmup` values that fixes the target μ₀ and σ,
+/// S⁺ = max(0, S⁺ + x − μ₀ − kσ), S⁻ = max(0, S⁻ + μ₀ − kσ − x); a detection when either
+/// exceeds hσ, after which both sums restart from 0 (the baseline is kept).
+#[derive(Debug, Clone)]
+pub struct Cusum {
+    pub warmup: u64,
+    /// Slack, in σ (0.5 detects a one-σ shift fastest).
+    pub k: f64,
+    /// Decision interval, in σ (4–5 is the textbook choice).
+    pub h: f64,
+    baseline: Baseline,
+    upper: f64,
+    lower: f64,
+}
+
+impl Default for Cusum {
+    fn default() -> Self {
+        Self::new(30, 0.5, 5.0)
+    }
+}
+
+impl Cusum {
+    pub fn new(warmup: u64, k: f64, h: f64) -> Self {
+        Self {
+            warmup: warmup.max(2),
+            k,
+            h,
+            baseline: Baseline::default(),
+            upper: 0.0,
+            lower: 0.0,
+        }
+    }
+
+    /// Adds one value; true when it completes a detection.
+    pub fn update(&mut self, x: f64) -> bool {
+        if self.baseline.n < self.warmup {
+            self.baseline.update(x);
+            return false;
+        }
+        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
+        self.upper = (self.upper + x - mu - self.k * sigma).max(0.0);
+        self.lower = (self.lower + mu - self.k * sigma - x).max(0.0);
+        let detected = self.upper > self.h * sigma || self.lower > self.h * sigma;
+        if detected {
+            self.upper = 0.0;
+            self.lower = 0.0;
+        }
+        detected
+    }
+}
+
+/// EWMA control chart (Roberts 1959; Montgomery §9.2): z = λx + (1 − λ)z, starting at μ₀, with
+/// time-varying limits μ₀ ± Lσ·√(λ/(2 − λ)·(1 − (1 − λ)^{2t})) after a warm-up that fixes μ₀ and
+/// σ. A detection when z leaves the limits; z then restarts at μ₀ and t at 0.
+#[derive(Debug, Clone)]
+pub struct Ewma {
+    pub warmup: u64,
+    pub lambda: f64,
+    /// Limit width in σ.
+    pub l: f64,
+    baseline: Baseline,
+    z: f64,
+    t: u64,
+}
+
+impl Default for Ewma {
+    fn default() -> Self {
+        Self::new(30, 0.2, 3.0)
+    }
+}
+
+impl Ewma {
+    pub fn new(warmup: u64, lambda: f64, l: f64) -> Self {
+        Self {
+            warmup: warmup.max(2),
+            lambda,
+            l,
+            baseline: Baseline::default(),
+            z: 0.0,
+            t: 0,
+        }
+    }
+
+    /// Adds one value; true when it completes a detection.
+    pub fn update(&mut self, x: f64) -> bool {
+        if self.baseline.n < self.warmup {
+            self.baseline.update(x);
+            self.z = self.baseline.mean;
+            return false;
+        }
+        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
+        self.t += 1;
+        self.z = self.lambda * x + (1.0 - self.lambda) * self.z;
+        let width = self.l
+            * sigma
+            * (self.lambda / (2.0 - self.lambda)
+                * (1.0 - (1.0 - self.lambda).powi(2 * self.t as i32)))
+            .sqrt();
+        let detected = (self.z - mu).abs() > width;
+        if detected {
+            self.z = mu;
+            self.t = 0;
+        }
+        detected
     }
 }
