@@ -56,8 +56,10 @@ fn drift(c: &mut Criterion) {
             b.iter_batched_ref(
                 model,
                 |m| {
+                    let mut flags = Vec::new();
                     for r in &load.records {
-                        black_box(m.update(black_box(r), 1));
+                        black_box(m.update(black_box(r), 1, &mut flags));
+                        flags.clear();
                     }
                 },
                 BatchSize::LargeInput,

@@ -16,12 +16,14 @@
 //! - [`operational`]: what a shard keeps per model: outcomes, latency, GenAI histograms.
 //! - [`quality`]: predictions joined with labels (inline or delayed), quality per window.
 //! - [`windows`]: sliding windows as rings of mergeable buckets.
-//! - [`drift`]: reference profiles (and the `inferscope profile` builder).
+//! - [`drift`]: reference profiles, live capture, drift scores per window.
+//! - [`anomaly`]: per-record anomaly flags returned in acks.
 //! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
 //! - [`server`]: assembles the above and shuts it down in order.
 //! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
 
+pub mod anomaly;
 pub mod config;
 pub mod demo;
 pub mod drift;

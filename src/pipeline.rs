@@ -678,6 +678,8 @@ impl Shard {
                 let now_ms = self.now_ms();
                 let received_ns = unix_nanos(received);
                 let mut advanced = usize::MAX;
+                let mut batch_flags: Vec<pb::RecordFlags> = Vec::new();
+                let mut record_flags: Vec<pb::AnomalyFlag> = Vec::new();
                 for &i in &accepted {
                     let record = &batch.records[i as usize];
                     let (model, version) =
@@ -694,7 +696,8 @@ impl Shard {
                         advanced = m;
                     }
                     if let Some(d) = &mut self.index[m].drift {
-                        if let Some(captured) = d.update(record, now_ms) {
+                        d.missing_flags(record, &mut record_flags);
+                        if let Some(captured) = d.update(record, now_ms, &mut record_flags) {
                             tracing::info!(
                                 model,
                                 version,
@@ -707,8 +710,26 @@ impl Shard {
                     if record.prediction.is_some() {
                         self.join_prediction(m, record, now_ms, received_ns);
                     }
-                    if self.spans.is_some() && self.sampled(record) {
-                        self.emit_span(record, model, version, received);
+                    let flagged = !record_flags.is_empty();
+                    if flagged {
+                        for flag in &record_flags {
+                            if let Some(kind) = crate::anomaly::AnomalyKind::ALL
+                                .iter()
+                                .find(|k| k.name() == flag.kind)
+                            {
+                                self.index[m].ops.anomalies[*kind as usize] += 1;
+                            }
+                        }
+                    }
+                    // Flagged records always get a span, with one event per flag.
+                    if self.spans.is_some() && (flagged || self.sampled(record)) {
+                        self.emit_span(record, model, version, received, &record_flags);
+                    }
+                    if flagged {
+                        batch_flags.push(pb::RecordFlags {
+                            index: i,
+                            anomalies: std::mem::take(&mut record_flags),
+                        });
                     }
                 }
                 for r in rejected {
@@ -718,8 +739,7 @@ impl Shard {
                     let m = self.reject_model(&r, model, version);
                     self.index[m].ops.record_reject(r.reason);
                 }
-                // Anomaly detectors are not built yet: no flags.
-                let _ = done.send(Vec::new());
+                let _ = done.send(batch_flags);
             }
             ShardWork::Capture { key, records, done } => {
                 let m = self.model(&key.model, &key.version);
@@ -1033,6 +1053,7 @@ impl Shard {
         model: &str,
         version: &str,
         received: SystemTime,
+        flags: &[pb::AnomalyFlag],
     ) {
         let Some(spans) = &self.spans else { return };
         let end = match record.time_unix_nano {
@@ -1059,7 +1080,15 @@ impl Shard {
                 .iter()
                 .map(|a| (a.key.clone(), a.value.clone()))
                 .collect(),
-            events: Vec::new(),
+            events: flags
+                .iter()
+                .map(|f| SpanEvent {
+                    name: "inferscope.anomaly",
+                    time: end,
+                    text: vec![("kind", f.kind.clone()), ("subject", f.subject.clone())],
+                    numbers: vec![("score", f.score)],
+                })
+                .collect(),
         };
         if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
             tracing::warn!(

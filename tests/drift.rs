@@ -148,6 +148,9 @@ async fn profiles_are_loaded_replaced_and_removed_without_a_restart() {
     std::fs::remove_file(&path).unwrap();
     wait_for(&sidecar, &mut client, &mut sequence, None).await;
     let _ = std::fs::remove_dir_all(&dir);
+    // Stop before the runtime ends: dropping a live tracer provider during runtime teardown
+    // waits on its batch task, which can no longer run.
+    sidecar.stop().await;
 }
 
 #[tokio::test]
@@ -186,4 +189,64 @@ async fn a_reference_is_captured_on_request() {
         status.message()
     );
     sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn odd_values_come_back_flagged_in_the_ack() {
+    let mut config = common::config();
+    config.drift.reference_records = 20;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+    let reference: Vec<f64> = (0..20).map(f64::from).collect();
+    send(&mut client, 0, &reference).await;
+    let mut batch = common::batch(1, "m", Vec::new());
+    batch.records = [5.0, f64::NAN, f64::INFINITY, 57.0]
+        .iter()
+        .map(|&v| pb::InferenceRecord {
+            numeric_features: vec![v],
+            ..Default::default()
+        })
+        .collect();
+    let ack = client.submit_records(batch).await.unwrap().into_inner();
+    let flags: Vec<(u32, String, String, f64)> = ack
+        .flags
+        .iter()
+        .flat_map(|r| {
+            r.anomalies
+                .iter()
+                .map(move |a| (r.index, a.kind.clone(), a.subject.clone(), a.score))
+        })
+        .collect();
+    // 57 is 38 past the reference's max of 19, in units of its range (19).
+    assert_eq!(
+        flags,
+        vec![
+            (1, "missing_feature".into(), "x".into(), 1.0),
+            (2, "non_finite_feature".into(), "x".into(), 1.0),
+            (3, "out_of_reference_range".into(), "x".into(), 2.0),
+        ]
+    );
+    let (request, spans) = sidecar.stop().await;
+    let model = [("model.name", "m"), ("model.version", "1")];
+    for kind in [
+        "missing_feature",
+        "non_finite_feature",
+        "out_of_reference_range",
+    ] {
+        let at = [model[0], model[1], ("kind", kind)];
+        assert_eq!(
+            common::point(&request, "inferscope.anomalies", &at),
+            Some(1.0),
+            "{kind}"
+        );
+    }
+    // Flagged records get a span whatever the sampling (0 here), with the flag as an event.
+    let flagged: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "inferscope.inference")
+        .collect();
+    assert_eq!(flagged.len(), 3);
+    assert!(flagged
+        .iter()
+        .all(|s| s.events.iter().any(|e| e.name == "inferscope.anomaly")));
 }

@@ -291,9 +291,42 @@ impl ModelDrift {
         }
     }
 
+    /// Missing (NaN) and non-finite numeric features of a record, named by the declaration
+    /// (or `numeric_features[i]`): no profile needed.
+    pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<pb::AnomalyFlag>) {
+        use crate::anomaly::AnomalyKind;
+        let name = |position: usize| -> String {
+            self.declaration
+                .as_ref()
+                .and_then(|d| d.numeric_features.get(position).cloned())
+                .unwrap_or_else(|| format!("numeric_features[{position}]"))
+        };
+        for (position, &v) in record.numeric_features.iter().enumerate() {
+            if v.is_nan() {
+                flags.push(AnomalyKind::MissingFeature.flag(&name(position), 1.0));
+            } else if v.is_infinite() {
+                flags.push(AnomalyKind::NonFiniteFeature.flag(&name(position), 1.0));
+            }
+        }
+        for f in &record.named_features {
+            if let Some(pb::named_feature::Value::Number(v)) = f.value {
+                if v.is_nan() {
+                    flags.push(AnomalyKind::MissingFeature.flag(&f.name, 1.0));
+                } else if v.is_infinite() {
+                    flags.push(AnomalyKind::NonFiniteFeature.flag(&f.name, 1.0));
+                }
+            }
+        }
+    }
+
     /// One accepted record: its features and prediction into the live window, or into the
-    /// capture.
-    pub fn update(&mut self, record: &pb::InferenceRecord, now_ms: u64) -> Option<Arc<Profile>> {
+    /// capture. Values outside the reference's range and unseen categories are added to `flags`.
+    pub fn update(
+        &mut self,
+        record: &pb::InferenceRecord,
+        now_ms: u64,
+        flags: &mut Vec<pb::AnomalyFlag>,
+    ) -> Option<Arc<Profile>> {
         if self.capture.is_some() {
             if let Some(captured) = self.capture_record(record, now_ms) {
                 // The new profile's windows start with the next record.
@@ -352,6 +385,45 @@ impl ModelDrift {
                     categorical(live, &self.compiled, i, v)
                 }
                 None => live.missing(i),
+            }
+        }
+        // Flags: one more look at the values, only where the reference says they are odd.
+        if let Some(profile) = &self.profile {
+            use crate::anomaly::{range_distance, AnomalyKind};
+            let mut check = |i: usize, value: Value<'_>| match (&self.compiled[i], value) {
+                (Compiled::Numeric { min, max, .. }, Value::Number(v))
+                    if v.is_finite() && (v < *min || v > *max) =>
+                {
+                    flags.push(
+                        AnomalyKind::OutOfReferenceRange
+                            .flag(profile.features[i].name(), range_distance(v, *min, *max)),
+                    );
+                }
+                (Compiled::Categorical { index }, Value::Text(t))
+                    if !t.is_empty() && !index.contains_key(t) =>
+                {
+                    flags.push(AnomalyKind::UnseenCategory.flag(profile.features[i].name(), 1.0));
+                }
+                _ => {}
+            };
+            for (position, &v) in record.numeric_features.iter().enumerate() {
+                if let Some(Some(i)) = self.numeric_positions.get(position) {
+                    check(*i, Value::Number(v));
+                }
+            }
+            for (position, v) in record.categorical_features.iter().enumerate() {
+                if let Some(Some(i)) = self.categorical_positions.get(position) {
+                    check(*i, Value::Text(v));
+                }
+            }
+            for f in &record.named_features {
+                if let Some(&i) = self.by_name.get(&f.name) {
+                    match &f.value {
+                        Some(pb::named_feature::Value::Number(v)) => check(i, Value::Number(*v)),
+                        Some(pb::named_feature::Value::Category(v)) => check(i, Value::Text(v)),
+                        None => {}
+                    }
+                }
             }
         }
         if let Some((i, value)) = prediction {

@@ -326,6 +326,7 @@ pub fn encode(
     let mut rejected = Vec::new();
     let mut labels = Vec::new();
     let mut labels_rejected = Vec::new();
+    let mut anomalies = Vec::new();
     let mut gen_ai_duration = Vec::new();
     let mut gen_ai_ttft = Vec::new();
     let mut gen_ai_tpot = Vec::new();
@@ -360,6 +361,12 @@ pub fn encode(
             }
         }
         labels.push((since, base.clone(), ops.labels_accepted as i64));
+        for kind in crate::anomaly::AnomalyKind::ALL {
+            let n = ops.anomalies[kind as usize];
+            if n > 0 {
+                anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
+            }
+        }
 
         // GenAI conventions: `gen_ai.request.model` is the model; `model.version` is kept so the
         // series join the others.
@@ -432,6 +439,13 @@ pub fn encode(
         "Delayed ground-truth labels rejected by validation, by reason.",
         true,
         labels_rejected,
+    );
+    b.sum(
+        "inferscope.anomalies",
+        "{flag}",
+        "Anomaly flags raised on records, by kind (also returned in the acks).",
+        true,
+        anomalies,
     );
     b.histogram(
         "gen_ai.server.request.duration",
