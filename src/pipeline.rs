@@ -13,6 +13,7 @@ use crate::{
         model::{DriftSettings, DriftSnapshot, ModelDrift},
         registry::ProfileRegistry,
     },
+    export::unix_nanos,
     models::{Declaration, ModelKey, OVERFLOW_MODEL},
     operational::ModelOps,
     pb,
@@ -57,11 +58,6 @@ pub struct SelfStats {
     /// Declarations evicted from the full declaration registry.
     pub declarations_evicted: AtomicU64,
     pub export_failures: AtomicU64,
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How often shards look for idle models: a quarter of the expiry, at most once a minute.

@@ -155,9 +155,10 @@ async fn start_phoenix() -> (Backend, String, String) {
     )
 }
 
-/// The value of a scalar PromQL query, polled until it is `want` (fresh samples take a moment to
-/// become searchable even after a flush) or the deadline passes; returns the last value seen.
-async fn promql(base: &str, query: &str, want: f64) -> Option<f64> {
+/// The value of a scalar PromQL query, polled until `done` accepts it (fresh samples take a
+/// moment to become searchable even after a flush) or the deadline passes; returns the last value
+/// seen.
+async fn poll_promql(base: &str, query: &str, done: impl Fn(f64) -> bool) -> Option<f64> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = None;
@@ -178,12 +179,17 @@ async fn promql(base: &str, query: &str, want: f64) -> Option<f64> {
         last = body["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse::<f64>().ok());
-        if last == Some(want) {
+        if last.is_some_and(&done) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     last
+}
+
+/// Polls until the query is exactly `want`.
+async fn promql(base: &str, query: &str, want: f64) -> Option<f64> {
+    poll_promql(base, query, |v| v == want).await
 }
 
 /// Asserts that a scalar PromQL query reaches `want`.
@@ -458,35 +464,12 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
     assert_eq!(error_types, ["oom", "timeout"]);
 }
 
-/// Polls a scalar PromQL query until it is within `1e-9` (relative above 1) of `want`; returns
-/// the last value seen.
+/// Polls until the query is within `1e-9` (relative above 1) of `want`.
 async fn promql_near(base: &str, query: &str, want: f64) -> Option<f64> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = None;
-    while Instant::now() < deadline {
-        let _ = client
-            .get(format!("{base}/internal/force_flush"))
-            .send()
-            .await;
-        let body: Value = client
-            .get(format!("{base}/api/v1/query"))
-            .query(&[("query", query)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        last = body["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok());
-        if last.is_some_and(|v| (v - want).abs() <= 1e-9 * want.abs().max(1.0)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    last
+    poll_promql(base, query, |v| {
+        (v - want).abs() <= 1e-9 * want.abs().max(1.0)
+    })
+    .await
 }
 
 /// The acceptance test: a record stream whose labels all arrive later, through

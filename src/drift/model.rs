@@ -10,6 +10,7 @@ use super::{
     },
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
+use crate::anomaly::{range_distance, AnomalyKind};
 use crate::{
     models::Declaration,
     pb,
@@ -294,7 +295,6 @@ impl ModelDrift {
     /// Missing (NaN) and non-finite numeric features of a record, named by the declaration
     /// (or `numeric_features[i]`): no profile needed.
     pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<pb::AnomalyFlag>) {
-        use crate::anomaly::AnomalyKind;
         let name = |position: usize| -> String {
             self.declaration
                 .as_ref()
@@ -342,24 +342,41 @@ impl ModelDrift {
         };
         let cap = windows.exact_cap();
         let live = windows.live();
-        let numeric = |live: &mut DriftState, compiled: &[Compiled], i: usize, v: f64| {
-            if let Compiled::Numeric {
-                fine_edges,
-                min,
-                max,
-                ..
-            } = &compiled[i]
-            {
-                live.numeric(i, v, bin_of(fine_edges, v), v < *min || v > *max, cap);
-            } else if let Compiled::Categorical { index } = &compiled[i] {
+        let compiled = &self.compiled;
+        let names = self.profile.as_deref();
+        // One pass per value: its bin, its data-quality counts, and (for features, not the
+        // prediction) a flag when the reference says it is odd.
+        let numeric = |live: &mut DriftState, i: usize, v: f64, flags: Option<&mut Vec<_>>| {
+            match &compiled[i] {
+                Compiled::Numeric {
+                    fine_edges,
+                    min,
+                    max,
+                    ..
+                } => {
+                    let outside = v < *min || v > *max;
+                    live.numeric(i, v, bin_of(fine_edges, v), outside, cap);
+                    if let (true, Some(flags), Some(p)) = (outside && v.is_finite(), flags, names) {
+                        flags.push(
+                            AnomalyKind::OutOfReferenceRange
+                                .flag(p.features[i].name(), range_distance(v, *min, *max)),
+                        );
+                    }
+                }
                 // A number for a categorical feature: looked up as its text.
-                live.categorical(i, index.get(&v.to_string()).copied());
+                Compiled::Categorical { index } => {
+                    live.categorical(i, index.get(&v.to_string()).copied())
+                }
             }
         };
-        let categorical = |live: &mut DriftState, compiled: &[Compiled], i: usize, v: &str| {
+        let categorical = |live: &mut DriftState, i: usize, v: &str, flags: Option<&mut Vec<_>>| {
             match &compiled[i] {
                 Compiled::Categorical { index } if !v.is_empty() => {
-                    live.categorical(i, index.get(v).copied())
+                    let k = index.get(v).copied();
+                    live.categorical(i, k);
+                    if let (None, Some(flags), Some(p)) = (k, flags, names) {
+                        flags.push(AnomalyKind::UnseenCategory.flag(p.features[i].name(), 1.0));
+                    }
                 }
                 // Empty, or text for a numeric feature: missing.
                 _ => live.missing(i),
@@ -367,12 +384,12 @@ impl ModelDrift {
         };
         for (position, &v) in record.numeric_features.iter().enumerate() {
             if let Some(Some(i)) = self.numeric_positions.get(position) {
-                numeric(live, &self.compiled, *i, v);
+                numeric(live, *i, v, Some(flags));
             }
         }
         for (position, v) in record.categorical_features.iter().enumerate() {
             if let Some(Some(i)) = self.categorical_positions.get(position) {
-                categorical(live, &self.compiled, *i, v);
+                categorical(live, *i, v, Some(flags));
             }
         }
         for f in &record.named_features {
@@ -380,58 +397,15 @@ impl ModelDrift {
                 continue;
             };
             match &f.value {
-                Some(pb::named_feature::Value::Number(v)) => numeric(live, &self.compiled, i, *v),
-                Some(pb::named_feature::Value::Category(v)) => {
-                    categorical(live, &self.compiled, i, v)
-                }
+                Some(pb::named_feature::Value::Number(v)) => numeric(live, i, *v, Some(flags)),
+                Some(pb::named_feature::Value::Category(v)) => categorical(live, i, v, Some(flags)),
                 None => live.missing(i),
             }
         }
-        // Flags: one more look at the values, only where the reference says they are odd.
-        if let Some(profile) = &self.profile {
-            use crate::anomaly::{range_distance, AnomalyKind};
-            let mut check = |i: usize, value: Value<'_>| match (&self.compiled[i], value) {
-                (Compiled::Numeric { min, max, .. }, Value::Number(v))
-                    if v.is_finite() && (v < *min || v > *max) =>
-                {
-                    flags.push(
-                        AnomalyKind::OutOfReferenceRange
-                            .flag(profile.features[i].name(), range_distance(v, *min, *max)),
-                    );
-                }
-                (Compiled::Categorical { index }, Value::Text(t))
-                    if !t.is_empty() && !index.contains_key(t) =>
-                {
-                    flags.push(AnomalyKind::UnseenCategory.flag(profile.features[i].name(), 1.0));
-                }
-                _ => {}
-            };
-            for (position, &v) in record.numeric_features.iter().enumerate() {
-                if let Some(Some(i)) = self.numeric_positions.get(position) {
-                    check(*i, Value::Number(v));
-                }
-            }
-            for (position, v) in record.categorical_features.iter().enumerate() {
-                if let Some(Some(i)) = self.categorical_positions.get(position) {
-                    check(*i, Value::Text(v));
-                }
-            }
-            for f in &record.named_features {
-                if let Some(&i) = self.by_name.get(&f.name) {
-                    match &f.value {
-                        Some(pb::named_feature::Value::Number(v)) => check(i, Value::Number(*v)),
-                        Some(pb::named_feature::Value::Category(v)) => check(i, Value::Text(v)),
-                        None => {}
-                    }
-                }
-            }
-        }
         if let Some((i, value)) = prediction {
-            match (value, &self.compiled[i]) {
-                (Value::Number(v), Compiled::Numeric { .. }) => numeric(live, &self.compiled, i, v),
-                (Value::Text(v), Compiled::Categorical { .. }) => {
-                    categorical(live, &self.compiled, i, v)
-                }
+            match (value, &compiled[i]) {
+                (Value::Number(v), Compiled::Numeric { .. }) => numeric(live, i, v, None),
+                (Value::Text(v), Compiled::Categorical { .. }) => categorical(live, i, v, None),
                 _ => {}
             }
         }

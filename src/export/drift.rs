@@ -2,13 +2,7 @@
 //! per model and window, the drifted-feature count and the dataset drift flag. Undefined scores
 //! (no values of the feature in the window) are left out.
 
-use super::metrics::{model_attributes, with, MetricsBuilder, Point, SidecarSnapshot};
-use std::time::SystemTime;
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use super::metrics::{model_attributes, model_since, with, MetricsBuilder, Point, SidecarSnapshot};
 
 /// (name, unit, description) of each per-feature gauge, in the order of `values` below.
 const FEATURE_GAUGES: [(&str, &str, &str); 15] = [
@@ -34,10 +28,7 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
     let mut drifted = Vec::new();
     let mut dataset = Vec::new();
     for (key, drift) in &snapshot.drift {
-        let since = snapshot
-            .models
-            .get(key)
-            .map_or(b.start, |ops| unix_nanos(ops.since));
+        let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
         for window in &drift.windows {
             let at = with(base.clone(), "window", &window.window);

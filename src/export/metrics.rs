@@ -6,7 +6,7 @@
 //! once (and once more on recovery), counted in `inferscope.export.failures`, never retried in a
 //! tight loop.
 
-use super::{resource, ExportError};
+use super::{resource, unix_nanos, ExportError};
 use crate::{
     config::{ExportConfig, OtlpProtocol},
     models::ModelKey,
@@ -100,11 +100,6 @@ impl SidecarSnapshot {
         let shards = pipeline.snapshot().await;
         Self::assemble(shards, pipeline)
     }
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// One data point: the start of its cumulative period (Unix ns), its attributes, its value.
@@ -284,6 +279,15 @@ impl MetricsBuilder {
             }),
         );
     }
+}
+
+/// Start of a model version's cumulative series: when its state was created (process start if
+/// it has none).
+pub(super) fn model_since(snapshot: &SidecarSnapshot, key: &ModelKey, start: u64) -> u64 {
+    snapshot
+        .models
+        .get(key)
+        .map_or(start, |ops| unix_nanos(ops.since))
 }
 
 pub(super) fn model_attributes(key: &ModelKey) -> Vec<KeyValue> {

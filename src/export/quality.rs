@@ -3,7 +3,7 @@
 //! out rather than exported as 0 or 0.5.
 
 use super::{
-    metrics::{model_attributes, with, MetricsBuilder, Point},
+    metrics::{model_attributes, model_since, with, MetricsBuilder, Point},
     resource::attribute,
 };
 use crate::{
@@ -12,7 +12,6 @@ use crate::{
     windows::SINCE_START,
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use std::time::SystemTime;
 
 /// Gauges of one export, collected over all models then pushed one metric each.
 #[derive(Default)]
@@ -51,11 +50,6 @@ impl Gauges {
             );
         }
     }
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 const AVERAGES: [(Average, &str); 3] = [
@@ -273,10 +267,7 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &super::metrics::SidecarS
     let mut squared_error = Vec::new();
 
     for (key, q) in &snapshot.quality {
-        let since = snapshot
-            .models
-            .get(key)
-            .map_or(b.start, |ops| unix_nanos(ops.since));
+        let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
         let j = &q.join;
         joined.push((
