@@ -529,9 +529,24 @@ impl Shard {
         let now = Instant::now();
         let before = self.index.len();
         // A model whose predictions still wait for labels stays until they expire.
+        let profiles = self.settings.profiles.clone();
         self.index.retain(|slot| {
-            now.duration_since(slot.last_seen) < expiry
-                || slot.quality.as_ref().is_some_and(|q| q.join.pending > 0)
+            let keep = now.duration_since(slot.last_seen) < expiry
+                || slot.quality.as_ref().is_some_and(|q| q.join.pending > 0);
+            // A profile captured live goes with its model version, so that version churn over
+            // weeks does not grow the registry (profiles from files stay with their files).
+            if !keep {
+                let captured = slot.drift.as_ref().and_then(|d| d.profile()).filter(|p| {
+                    p.source.starts_with("live:")
+                        && profiles
+                            .get(&slot.key.model, &slot.key.version)
+                            .is_some_and(|r| Arc::ptr_eq(&r, p))
+                });
+                if captured.is_some() {
+                    profiles.remove(&slot.key);
+                }
+            }
+            keep
         });
         let expired = before - self.index.len();
         if expired == 0 {
@@ -1421,5 +1436,23 @@ mod tests {
         let j = join_stats(&pipeline).await;
         assert_eq!((j.pending, j.early), (0, 0));
         assert_eq!(j.unmatched[Unmatched::JoinDisabled as usize], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_captured_profile_leaves_the_registry_with_its_expired_model() {
+        let profiles = Arc::new(ProfileRegistry::new());
+        let mut settings = ShardSettings {
+            model_idle_expiry: Duration::from_secs(10),
+            profiles: profiles.clone(),
+            ..quality_settings()
+        };
+        settings.drift.reference_records = 2;
+        let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+        send(&pipeline, predictions(&["a", "b"])).await;
+        assert_eq!(profiles.len(), 1, "captured from the first two records");
+        // Labels never come: let the pending predictions expire (TTL 100 s), then the model.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        pipeline.snapshot().await;
+        assert!(profiles.is_empty());
     }
 }

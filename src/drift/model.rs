@@ -223,6 +223,15 @@ impl ModelDrift {
 
     /// Uses `profile` from now on (windows start empty).
     pub fn set_profile(&mut self, profile: Arc<Profile>, now_ms: u64) {
+        if profile.features.len() > MAX_DRIFT_FEATURES {
+            tracing::warn!(
+                model = %self.key.model,
+                version = %self.key.version,
+                features = profile.features.len(),
+                tracked = MAX_DRIFT_FEATURES,
+                "the reference profile has more features than are tracked; the rest are ignored"
+            );
+        }
         let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
         self.compiled = features.iter().map(compile).collect();
         self.by_name = features
