@@ -211,6 +211,8 @@ struct FileConfig {
     traces_sampler_arg: Option<f64>,
     no_metrics: Option<bool>,
     no_traces: Option<bool>,
+    /// Anomaly detectors: defaults and per-model sections (file only).
+    anomaly: Option<crate::anomaly::settings::AnomalyFile>,
 }
 
 /// Which successful records get a span (error records always do).
@@ -252,6 +254,8 @@ pub struct Config {
     pub drift: crate::drift::model::DriftSettings,
     pub profiles_dir: Option<PathBuf>,
     pub profiles_poll: Duration,
+    /// Anomaly detectors, per model name (`[anomaly]` and `[anomaly.models."<name>"]`).
+    pub anomaly: crate::anomaly::AnomalyConfig,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
     pub null_sink: bool,
@@ -275,6 +279,8 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("config file: {0}")]
+    Anomaly(#[from] crate::anomaly::settings::AnomalySettingError),
     #[error("invalid setting {setting}={value}: {fix}")]
     Invalid {
         setting: &'static str,
@@ -517,6 +523,8 @@ impl Config {
             args.traces_sampler_arg.or(file.traces_sampler_arg),
         )?;
 
+        let anomaly = file.anomaly.unwrap_or_default().resolve()?;
+
         Ok(Config {
             listen,
             shards,
@@ -530,6 +538,7 @@ impl Config {
             drift,
             profiles_dir,
             profiles_poll,
+            anomaly,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
             null_sink: args.null_sink || file.null_sink.unwrap_or(false),

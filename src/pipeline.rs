@@ -113,6 +113,8 @@ pub struct ShardSnapshot {
     pub quality: Vec<(ModelKey, QualitySnapshot)>,
     /// Drift of the models that have a reference profile.
     pub drift: Vec<(ModelKey, DriftSnapshot)>,
+    /// Anomaly rates, change detections and series points (not the overflow or invalid models).
+    pub anomaly: Vec<(ModelKey, crate::anomaly::AnomalySnapshot)>,
     /// Records counted under the overflow model because `--max-models` was reached.
     pub models_overflow: u64,
     /// Predictions waiting for a label in this shard, and the shard's capacity for them.
@@ -189,6 +191,8 @@ pub struct ShardSettings {
     pub drift: DriftSettings,
     /// Reference profiles, loaded or captured.
     pub profiles: Arc<ProfileRegistry>,
+    /// Anomaly detector settings, per model name.
+    pub anomaly: crate::anomaly::AnomalyConfig,
 }
 
 impl Pipeline {
@@ -342,6 +346,8 @@ struct ModelSlot {
     quality: Option<ModelQuality>,
     /// `None` likewise.
     drift: Option<ModelDrift>,
+    /// `None` likewise.
+    anomaly: Option<crate::anomaly::ModelAnomaly>,
     /// When the shard last saw anything for this model; idle slots expire.
     last_seen: Instant,
 }
@@ -421,43 +427,55 @@ impl Shard {
         self.sync_profiles();
         let now_ms = self.now_ms();
         self.expire_joins();
-        ShardSnapshot {
+        let mut snapshot = ShardSnapshot {
             models: self
                 .index
                 .iter()
                 .map(|slot| (slot.key.clone(), slot.ops.clone()))
                 .collect(),
-            quality: self
-                .index
-                .iter_mut()
-                .filter_map(|slot| {
-                    let quality = slot.quality.as_mut()?.snapshot(now_ms);
-                    Some((slot.key.clone(), quality))
-                })
-                .collect(),
-            drift: {
-                let mut drift = Vec::new();
-                let mut changes = Vec::new();
-                for slot in &mut self.index {
-                    let Some(d) = slot.drift.as_mut() else {
-                        continue;
-                    };
-                    if let Some(snapshot) = d.snapshot(now_ms) {
-                        drift.push((slot.key.clone(), snapshot));
-                    }
-                    if let Some(change) = d.take_change() {
-                        changes.push((slot.key.clone(), change));
-                    }
-                }
-                for (key, change) in changes {
-                    self.emit_drift_span(&key, change);
-                }
-                drift
-            },
+            quality: Vec::new(),
+            drift: Vec::new(),
+            anomaly: Vec::new(),
             models_overflow: self.models_overflow,
             pending: self.join.pending.len(),
             pending_capacity: self.join.pending.capacity(),
+        };
+        let mut drift_changes = Vec::new();
+        let mut detections = Vec::new();
+        for slot in &mut self.index {
+            let quality = slot.quality.as_mut().map(|q| q.snapshot(now_ms));
+            let drift = slot.drift.as_mut().and_then(|d| d.snapshot(now_ms));
+            // Filled by the snapshot just taken.
+            if let Some(change) = slot.drift.as_mut().and_then(|d| d.take_change()) {
+                drift_changes.push((slot.key.clone(), change));
+            }
+            if let Some(a) = slot.anomaly.as_mut() {
+                let found = a.series.observe(
+                    series_totals(&slot.ops, a.totals(), quality.as_ref()),
+                    a.detectors.take_interval_latency(),
+                    drift.as_ref().and_then(drift_score),
+                );
+                if !found.is_empty() {
+                    detections.push((slot.key.clone(), found));
+                }
+                snapshot
+                    .anomaly
+                    .push((slot.key.clone(), a.snapshot(now_ms)));
+            }
+            if let Some(q) = quality {
+                snapshot.quality.push((slot.key.clone(), q));
+            }
+            if let Some(d) = drift {
+                snapshot.drift.push((slot.key.clone(), d));
+            }
         }
+        for (key, change) in drift_changes {
+            self.emit_drift_span(&key, change);
+        }
+        for (key, found) in detections {
+            self.emit_change_span(&key, found);
+        }
+        snapshot
     }
 
     /// Gives models the profiles added or replaced since the last look (one atomic load when
@@ -629,8 +647,18 @@ impl Shard {
             self.ids.insert(id, i);
             ModelQuality::new(id, &self.settings.quality, self.now_ms())
         });
-        let drift = (key.model != OVERFLOW_MODEL && key.model != INVALID_MODEL).then(|| {
+        let own = key.model != OVERFLOW_MODEL && key.model != INVALID_MODEL;
+        let anomaly_settings = self.settings.anomaly.for_model(&key.model);
+        let anomaly = own.then(|| {
+            crate::anomaly::ModelAnomaly::new(
+                anomaly_settings.clone(),
+                &self.settings.quality.windows,
+                self.now_ms(),
+            )
+        });
+        let drift = own.then(|| {
             let mut drift = ModelDrift::new(&self.settings.drift, key.clone());
+            drift.set_anomaly(anomaly_settings.clone());
             if let Some(profile) = self.settings.profiles.get(&key.model, &key.version) {
                 drift.set_profile(profile, self.now_ms());
             }
@@ -641,6 +669,7 @@ impl Shard {
             ops: ModelOps::new(self.settings.max_error_types),
             quality,
             drift,
+            anomaly,
             last_seen: self.now,
         };
         if let Some(declaration) = self
@@ -704,6 +733,9 @@ impl Shard {
                         if let Some(d) = &mut self.index[m].drift {
                             d.advance(now_ms);
                         }
+                        if let Some(a) = &mut self.index[m].anomaly {
+                            a.advance(now_ms);
+                        }
                         advanced = m;
                     }
                     if let Some(d) = &mut self.index[m].drift {
@@ -721,14 +753,16 @@ impl Shard {
                     if record.prediction.is_some() {
                         self.join_prediction(m, record, now_ms, received_ns);
                     }
+                    let slot = &mut self.index[m];
+                    if let Some(a) = &mut slot.anomaly {
+                        a.detectors.check(record, &mut record_flags);
+                        a.count(&record_flags);
+                    }
                     let flagged = !record_flags.is_empty();
                     if flagged {
                         for flag in &record_flags {
-                            if let Some(kind) = crate::anomaly::AnomalyKind::ALL
-                                .iter()
-                                .find(|k| k.name() == flag.kind)
-                            {
-                                self.index[m].ops.anomalies[*kind as usize] += 1;
+                            if let Some(kind) = crate::anomaly::AnomalyKind::from_name(&flag.kind) {
+                                slot.ops.anomalies[kind as usize] += 1;
                             }
                         }
                     }
@@ -1051,11 +1085,59 @@ impl Shard {
             ],
             events,
         };
+        self.send_span(spans, job);
+    }
+
+    /// Queues a span; when the queue is full the span is dropped and counted (logged once).
+    fn send_span(&self, spans: &mpsc::Sender<SpanJob>, job: SpanJob) {
         if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
             tracing::warn!(
                 "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
             );
         }
+    }
+
+    /// Change detections on a model's series: one WARN line each, and one span (in a trace of
+    /// its own, never sampled out) with an `inferscope.change.detected` event per detection.
+    fn emit_change_span(&self, key: &ModelKey, found: Vec<crate::anomaly::series::Detection>) {
+        for d in &found {
+            tracing::warn!(
+                model = %key.model,
+                version = %key.version,
+                series = d.series.name(),
+                detector = d.detector.name(),
+                value = d.value,
+                level = d.level,
+                "change detected in a model's series"
+            );
+        }
+        let Some(spans) = &self.spans else { return };
+        let now = SystemTime::now();
+        let job = SpanJob {
+            name: crate::export::traces::CHANGE_SPAN_NAME,
+            model: key.model.clone(),
+            version: key.version.clone(),
+            request_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            start: now,
+            end: now,
+            error_type: String::new(),
+            attributes: Vec::new(),
+            events: found
+                .iter()
+                .map(|d| SpanEvent {
+                    name: "inferscope.change.detected",
+                    time: now,
+                    text: vec![
+                        ("series", d.series.name().into()),
+                        ("detector", d.detector.name().into()),
+                    ],
+                    numbers: vec![("value", d.value), ("level", d.level)],
+                })
+                .collect(),
+        };
+        self.send_span(spans, job);
     }
 
     fn emit_span(
@@ -1101,12 +1183,46 @@ impl Shard {
                 })
                 .collect(),
         };
-        if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
-            tracing::warn!(
-                "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
-            );
-        }
+        self.send_span(spans, job);
     }
+}
+
+/// The cumulative counts a model's series are differences of.
+fn series_totals(
+    ops: &ModelOps,
+    (records, flagged): (u64, u64),
+    quality: Option<&QualitySnapshot>,
+) -> crate::anomaly::series::Totals {
+    let ok = ops.outcomes.first().map_or(0, |o| o.records);
+    let all: u64 = ops.outcomes.iter().map(|o| o.records).sum();
+    let mut totals = crate::anomaly::series::Totals {
+        records,
+        errors: all - ok,
+        flagged,
+        ..Default::default()
+    };
+    if let Some((_, state)) = quality.and_then(|q| q.windows.last()) {
+        let confusion = &state.confusion;
+        totals.labelled = confusion.total();
+        totals.correct = (0..confusion.classes())
+            .map(|c| confusion.count(c, c))
+            .sum();
+        totals.regression_pairs = state.regression.count();
+        totals.abs_error = state.regression.abs_error_sum();
+    }
+    totals
+}
+
+/// The drift point of a model's series: the largest PSI or JS distance over the features of the
+/// first window.
+fn drift_score(drift: &DriftSnapshot) -> Option<f64> {
+    drift
+        .windows
+        .first()?
+        .features
+        .iter()
+        .filter_map(|f| f.psi.or(f.js_distance))
+        .reduce(f64::max)
 }
 
 #[cfg(test)]
@@ -1161,6 +1277,7 @@ mod tests {
             declarations: None,
             drift: DriftSettings::default(),
             profiles: Arc::new(ProfileRegistry::new()),
+            anomaly: Default::default(),
         };
         let stats = Arc::new(SelfStats::default());
         let pipeline = Pipeline::start(1, 8, settings, None, stats.clone());
@@ -1193,6 +1310,7 @@ mod tests {
             declarations: None,
             drift: DriftSettings::default(),
             profiles: Arc::new(ProfileRegistry::new()),
+            anomaly: Default::default(),
         };
         let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
         send(&pipeline, records("v1", 1)).await;
@@ -1223,6 +1341,7 @@ mod tests {
             declarations: None,
             drift: DriftSettings::default(),
             profiles: Arc::new(ProfileRegistry::new()),
+            anomaly: Default::default(),
         }
     }
 
@@ -1444,6 +1563,7 @@ mod tests {
         let mut settings = ShardSettings {
             model_idle_expiry: Duration::from_secs(10),
             profiles: profiles.clone(),
+            anomaly: Default::default(),
             ..quality_settings()
         };
         settings.drift.reference_records = 2;

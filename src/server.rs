@@ -149,6 +149,7 @@ impl Sidecar {
                 declarations: Some(declarations.clone()),
                 drift: config.drift.clone(),
                 profiles,
+                anomaly: config.anomaly.clone(),
             },
             span_tx,
             stats.clone(),

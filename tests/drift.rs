@@ -195,6 +195,11 @@ async fn a_reference_is_captured_on_request() {
 async fn odd_values_come_back_flagged_in_the_ack() {
     let mut config = common::config();
     config.drift.reference_records = 20;
+    // Robust z-scores have their own oracle test (tests/oracle_anomaly.rs).
+    config.anomaly.defaults = std::sync::Arc::new(inferscope::anomaly::AnomalySettings {
+        feature_outlier_z: 0.0,
+        ..Default::default()
+    });
     let sidecar = common::start(config).await;
     let mut client = sidecar.client().await;
     let reference: Vec<f64> = (0..20).map(f64::from).collect();

@@ -10,11 +10,11 @@ use super::{
     },
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
-use crate::anomaly::{range_distance, AnomalyKind};
+use crate::anomaly::{range_distance, AnomalyKind, AnomalySettings};
 use crate::{
     models::Declaration,
     pb,
-    stats::{drift, Estimate},
+    stats::{drift, half_space_trees::HalfSpaceTrees, tail_quantile::TailQuantile, Estimate},
     windows::{WindowSpec, Windows},
 };
 use std::{collections::HashMap, sync::Arc};
@@ -70,15 +70,50 @@ enum Compiled {
         /// Coarse bin of each fine bin (the coarse edges are among the fine ones).
         fine_to_coarse: Vec<usize>,
         coarse: usize,
+        /// The reference sample's median, and 1 / (1.4826·MAD) for robust z-scores (0 when the
+        /// sample cannot give one: no sample, or no spread).
+        median: f64,
+        inv_mad: f64,
+        /// 1 / (max − min), to scale into [0, 1] for the Half-Space Trees.
+        inv_width: f64,
+        /// The feature's dimension in the Half-Space Trees input (not the prediction).
+        dim: Option<usize>,
     },
     Categorical {
         index: HashMap<String, usize>,
     },
 }
 
-fn compile(feature: &FeatureProfile) -> Compiled {
+/// Median and the inverse of the scale of a sample's robust z-scores: the MAD scaled to a normal
+/// σ (as `scipy.stats.median_abs_deviation(x, scale="normal")`: MAD / Φ⁻¹(0.75)), or, when the
+/// MAD is 0 (more than half the values equal), the mean absolute deviation from the median
+/// × √(π/2) (Iglewicz & Hoaglin's fallback); an inverse of 0 (no check) when both are 0.
+fn robust_scale(sample: &[f64]) -> (f64, f64) {
+    /// Φ⁻¹(0.75), SciPy's `scale="normal"` divisor.
+    const NORMAL_MAD: f64 = 0.674_489_750_196_081_7;
+    if sample.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut sorted = sample.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = super::profile::quantile(&sorted, 0.5);
+    let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let mad = super::profile::quantile(&deviations, 0.5);
+    let scale = if mad > 0.0 {
+        mad / NORMAL_MAD
+    } else {
+        deviations.iter().sum::<f64>() / deviations.len() as f64
+            * std::f64::consts::FRAC_PI_2.sqrt()
+    };
+    (median, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
+fn compile(feature: &FeatureProfile, dim: Option<usize>) -> Compiled {
     match feature {
         FeatureProfile::Numeric(n) => {
+            let (median, inv_mad) = robust_scale(&n.sample);
+            let (lo, hi) = (n.min.unwrap_or(0.0), n.max.unwrap_or(1.0));
             let fine_to_coarse = (0..=n.fine_edges.len())
                 .map(|j| match n.fine_edges.get(j) {
                     Some(&upper) => bin_of(&n.edges, upper),
@@ -91,6 +126,10 @@ fn compile(feature: &FeatureProfile) -> Compiled {
                 max: n.max.unwrap_or(f64::INFINITY),
                 fine_to_coarse,
                 coarse: n.edges.len() + 1,
+                median,
+                inv_mad,
+                inv_width: if hi > lo { 1.0 / (hi - lo) } else { 1.0 },
+                dim,
             }
         }
         FeatureProfile::Categorical(c) => Compiled::Categorical {
@@ -192,7 +231,24 @@ pub struct ModelDrift {
     key: crate::models::ModelKey,
     /// The last change of the drifted set, until the shard takes it for a span.
     change: Option<DriftChange>,
+    /// This model's anomaly detectors (feature outliers and Half-Space Trees live here, where
+    /// the reference is).
+    anomaly: Arc<AnomalySettings>,
+    /// Built with each profile from its numeric features, when `hst_trees` > 0.
+    hst: Option<Hst>,
 }
+
+/// The Half-Space Trees of a model version, their input row, and the recent median mass that
+/// flags are relative to.
+struct Hst {
+    trees: HalfSpaceTrees,
+    /// One record's numeric features scaled to [0, 1] by the reference range (NaN = missing).
+    input: Vec<f64>,
+    median_mass: TailQuantile,
+}
+
+/// Records of mass seen before multivariate outliers are flagged, beyond the trees' first window.
+const HST_WARMUP: u64 = 1_000;
 
 impl ModelDrift {
     pub fn new(settings: &DriftSettings, key: crate::models::ModelKey) -> Self {
@@ -214,7 +270,14 @@ impl ModelDrift {
             last_drifted: Vec::new(),
             key,
             change: None,
+            anomaly: Arc::new(AnomalySettings::default()),
+            hst: None,
         }
+    }
+
+    /// Uses `settings` for the detectors that need the profile (from the next profile on).
+    pub fn set_anomaly(&mut self, settings: Arc<AnomalySettings>) {
+        self.anomaly = settings;
     }
 
     pub fn profile(&self) -> Option<&Arc<Profile>> {
@@ -233,7 +296,34 @@ impl ModelDrift {
             );
         }
         let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
-        self.compiled = features.iter().map(compile).collect();
+        let mut dims = 0;
+        self.compiled = features
+            .iter()
+            .map(|f| {
+                let dim =
+                    matches!(f, FeatureProfile::Numeric(_) if f.name() != PREDICTION).then(|| {
+                        dims += 1;
+                        dims - 1
+                    });
+                compile(f, dim)
+            })
+            .collect();
+        let a = &self.anomaly;
+        self.hst = (a.hst_trees > 0 && dims > 0).then(|| Hst {
+            // Seeded by the model key so that replicas of a sidecar flag alike.
+            trees: HalfSpaceTrees::new(
+                dims,
+                a.hst_trees,
+                a.hst_height,
+                a.hst_window,
+                std::hash::BuildHasher::hash_one(
+                    &foldhash::quality::FixedState::with_seed(0),
+                    &self.key,
+                ),
+            ),
+            input: vec![f64::NAN; dims],
+            median_mass: TailQuantile::new(0.5, 10_000),
+        });
         self.by_name = features
             .iter()
             .enumerate()
@@ -275,6 +365,7 @@ impl ModelDrift {
         self.numeric_positions.clear();
         self.categorical_positions.clear();
         self.last_drifted.clear();
+        self.hst = None;
     }
 
     /// The change of drifted features found by the last snapshot, once.
@@ -353,23 +444,42 @@ impl ModelDrift {
         let live = windows.live();
         let compiled = &self.compiled;
         let names = self.profile.as_deref();
+        let outlier_z = self.anomaly.feature_outlier_z;
+        let mut hst_input = self.hst.as_mut().map(|h| {
+            h.input.fill(f64::NAN);
+            &mut h.input
+        });
         // One pass per value: its bin, its data-quality counts, and (for features, not the
         // prediction) a flag when the reference says it is odd.
-        let numeric = |live: &mut DriftState, i: usize, v: f64, flags: Option<&mut Vec<_>>| {
+        let mut numeric = |live: &mut DriftState, i: usize, v: f64, flags: Option<&mut Vec<_>>| {
             match &compiled[i] {
                 Compiled::Numeric {
                     fine_edges,
                     min,
                     max,
+                    median,
+                    inv_mad,
+                    inv_width,
+                    dim,
                     ..
                 } => {
                     let outside = v < *min || v > *max;
                     live.numeric(i, v, bin_of(fine_edges, v), outside, cap);
-                    if let (true, Some(flags), Some(p)) = (outside && v.is_finite(), flags, names) {
+                    if let (Some(d), Some(input)) = (dim, hst_input.as_deref_mut()) {
+                        input[*d] = (v - min) * inv_width;
+                    }
+                    let (Some(flags), Some(p)) = (flags, names) else {
+                        return;
+                    };
+                    if outside && v.is_finite() {
                         flags.push(
                             AnomalyKind::OutOfReferenceRange
                                 .flag(p.features[i].name(), range_distance(v, *min, *max)),
                         );
+                    }
+                    let z = (v - median).abs() * inv_mad;
+                    if outlier_z > 0.0 && z > outlier_z && v.is_finite() {
+                        flags.push(AnomalyKind::FeatureOutlier.flag(p.features[i].name(), z));
                     }
                 }
                 // A number for a categorical feature: looked up as its text.
@@ -416,6 +526,27 @@ impl ModelDrift {
                 (Value::Number(v), Compiled::Numeric { .. }) => numeric(live, i, v, None),
                 (Value::Text(v), Compiled::Categorical { .. }) => categorical(live, i, v, None),
                 _ => {}
+            }
+        }
+        if let Some(h) = &mut self.hst {
+            // Non-finite values were flagged already; for the trees they are missing.
+            for x in &mut h.input {
+                if x.is_infinite() {
+                    *x = f64::NAN;
+                }
+            }
+            let mass = 1.0 - h.trees.score_learn(&h.input);
+            if h.trees.is_scoring() {
+                let typical = h.median_mass.estimate();
+                if let Some(typical) = typical.filter(|_| h.median_mass.seen() >= HST_WARMUP) {
+                    if mass < self.anomaly.hst_mass_ratio * typical {
+                        flags.push(
+                            AnomalyKind::MultivariateOutlier
+                                .flag("half_space_trees", 1.0 - mass / typical),
+                        );
+                    }
+                }
+                h.median_mass.update(mass);
             }
         }
         None

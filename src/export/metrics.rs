@@ -43,6 +43,8 @@ pub struct SidecarSnapshot {
     pub quality: BTreeMap<ModelKey, QualitySnapshot>,
     /// Drift by model version, for those with a reference profile.
     pub drift: BTreeMap<ModelKey, crate::drift::model::DriftSnapshot>,
+    /// Anomaly rates, change detections and series points by model version.
+    pub anomaly: BTreeMap<ModelKey, crate::anomaly::AnomalySnapshot>,
     pub models_overflow: u64,
     /// Predictions waiting for delayed labels in all shards, and the total capacity.
     pub pending_labels: usize,
@@ -83,6 +85,7 @@ impl SidecarSnapshot {
             snapshot.pending_capacity += shard.pending_capacity;
             snapshot.quality.extend(shard.quality);
             snapshot.drift.extend(shard.drift);
+            snapshot.anomaly.extend(shard.anomaly);
             for (key, ops) in shard.models {
                 match snapshot.models.get_mut(&key) {
                     Some(existing) => existing.merge(&ops),
@@ -478,6 +481,7 @@ pub fn encode(
 
     super::quality::encode(&mut b, snapshot);
     super::drift::encode(&mut b, snapshot);
+    super::anomaly::encode(&mut b, snapshot);
 
     b.sum(
         "inferscope.streams.active",

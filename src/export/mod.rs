@@ -9,6 +9,7 @@
 //! `opentelemetry-otlp` itself uses) and sends them over gRPC or HTTP. Spans are few (sampled),
 //! so they go through the SDK tracer and `opentelemetry-otlp`'s span exporter.
 
+mod anomaly;
 mod drift;
 pub mod metrics;
 mod quality;

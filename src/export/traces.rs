@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 pub const SPAN_NAME: &str = "inferscope.inference";
 /// Name of the span that reports a change in a model's drifted features.
 pub const DRIFT_SPAN_NAME: &str = "inferscope.drift";
+/// The name of the span that carries change detections on a model's series.
+pub const CHANGE_SPAN_NAME: &str = "inferscope.change";
 
 /// The OTLP span exporter the configuration asks for.
 pub fn otlp_exporter(

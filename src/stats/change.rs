@@ -352,21 +352,29 @@ impl Adwin {
 /// Mean and standard deviation of the first values of a series, the in-control reference of the
 /// control charts below (Welford; population σ of the warm-up, as a control chart's phase I).
 #[derive(Debug, Clone, Default)]
-struct Baseline {
+pub struct Baseline {
     n: u64,
     mean: f64,
     m2: f64,
 }
 
 impl Baseline {
-    fn update(&mut self, x: f64) {
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.mean
+    }
+
+    pub fn update(&mut self, x: f64) {
         self.n += 1;
         let d = x - self.mean;
         self.mean += d / self.n as f64;
         self.m2 += d * (x - self.mean);
     }
 
-    fn sigma(&self) -> f64 {
+    pub fn sigma(&self) -> f64 {
         if self.n == 0 {
             0.0
         } else {
@@ -386,6 +394,9 @@ pub struct Cusum {
     pub k: f64,
     /// Decision interval, in σ (4–5 is the textbook choice).
     pub h: f64,
+    /// Floor of σ (0 in the textbook chart): a warm-up that saw a constant series would
+    /// otherwise make any later movement a detection.
+    pub min_sigma: f64,
     baseline: Baseline,
     upper: f64,
     lower: f64,
@@ -403,10 +414,16 @@ impl Cusum {
             warmup: warmup.max(2),
             k,
             h,
+            min_sigma: 0.0,
             baseline: Baseline::default(),
             upper: 0.0,
             lower: 0.0,
         }
+    }
+
+    /// The in-control level, once the warm-up is over.
+    pub fn target(&self) -> Option<f64> {
+        (self.baseline.n >= self.warmup).then_some(self.baseline.mean)
     }
 
     /// Adds one value; true when it completes a detection.
@@ -415,7 +432,10 @@ impl Cusum {
             self.baseline.update(x);
             return false;
         }
-        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
+        let (mu, sigma) = (
+            self.baseline.mean,
+            self.baseline.sigma().max(self.min_sigma),
+        );
         self.upper = (self.upper + x - mu - self.k * sigma).max(0.0);
         self.lower = (self.lower + mu - self.k * sigma - x).max(0.0);
         let detected = self.upper > self.h * sigma || self.lower > self.h * sigma;
@@ -436,6 +456,8 @@ pub struct Ewma {
     pub lambda: f64,
     /// Limit width in σ.
     pub l: f64,
+    /// Floor of σ, as [`Cusum::min_sigma`].
+    pub min_sigma: f64,
     baseline: Baseline,
     z: f64,
     t: u64,
@@ -453,6 +475,7 @@ impl Ewma {
             warmup: warmup.max(2),
             lambda,
             l,
+            min_sigma: 0.0,
             baseline: Baseline::default(),
             z: 0.0,
             t: 0,
@@ -466,7 +489,10 @@ impl Ewma {
             self.z = self.baseline.mean;
             return false;
         }
-        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
+        let (mu, sigma) = (
+            self.baseline.mean,
+            self.baseline.sigma().max(self.min_sigma),
+        );
         self.t += 1;
         self.z = self.lambda * x + (1.0 - self.lambda) * self.z;
         let width = self.l

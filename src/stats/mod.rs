@@ -4,9 +4,11 @@
 pub mod change;
 pub mod confusion;
 pub mod drift;
+pub mod half_space_trees;
 pub mod histogram;
 pub mod regression;
 pub mod score_curve;
+pub mod tail_quantile;
 
 pub use confusion::{Average, ConfusionMatrix};
 pub use histogram::ExplicitHistogram;

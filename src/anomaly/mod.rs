@@ -1,0 +1,184 @@
+//! Per-record anomaly flags: what a record carries that the model version's own data says is
+//! wrong, returned in the very ack of its batch, counted per kind, and put on the record's span.
+//!
+//! Where each detector lives:
+//! - the drift state, which knows the reference profile, checks features in its single pass
+//!   over them: missing and non-finite values (no profile needed), values outside the
+//!   reference's [min, max], categories the reference never kept, robust outliers against the
+//!   reference's median and MAD, and the Half-Space Trees score
+//!   ([`crate::stats::half_space_trees`]) of the whole record;
+//! - [`record::RecordDetectors`] checks what does not need a profile: low-confidence
+//!   predictions, latency, output tokens and time per output token against streaming upper
+//!   quantiles of the model's own values, and empty generations;
+//! - [`series::SeriesWatch`] runs the change detectors of [`crate::stats::change`] over
+//!   per-interval series (error rate, latency p95, accuracy or MAE, drift, anomaly rate).
+//!
+//! Every threshold is per model ([`settings`]).
+
+pub mod record;
+pub mod series;
+pub mod settings;
+
+pub use record::{AnomalyCounts, RecordDetectors};
+pub use series::SeriesWatch;
+pub use settings::{AnomalyConfig, AnomalySettings};
+
+use crate::pb;
+
+/// The kinds of flag, in counter order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyKind {
+    /// A declared numeric feature sent as NaN.
+    MissingFeature = 0,
+    /// A numeric feature sent as ±infinity.
+    NonFiniteFeature = 1,
+    /// A finite value outside the reference profile's [min, max].
+    OutOfReferenceRange = 2,
+    /// A categorical value outside the reference profile's kept categories.
+    UnseenCategory = 3,
+    /// A numeric feature whose robust z-score against the reference is over the threshold.
+    FeatureOutlier = 4,
+    /// The top two class probabilities are closer than the margin.
+    LowConfidence = 5,
+    /// Latency far above the model's own recent upper quantile.
+    LatencyOutlier = 6,
+    /// A successful generation with no output tokens.
+    EmptyOutput = 7,
+    /// Output tokens far above the model's own recent upper quantile.
+    OutputTokensOutlier = 8,
+    /// Time per output token far above the model's own recent upper quantile.
+    TimePerOutputTokenOutlier = 9,
+    /// A record that the Half-Space Trees isolate (much less mass than a typical record).
+    MultivariateOutlier = 10,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 11] = [
+        Self::MissingFeature,
+        Self::NonFiniteFeature,
+        Self::OutOfReferenceRange,
+        Self::UnseenCategory,
+        Self::FeatureOutlier,
+        Self::LowConfidence,
+        Self::LatencyOutlier,
+        Self::EmptyOutput,
+        Self::OutputTokensOutlier,
+        Self::TimePerOutputTokenOutlier,
+        Self::MultivariateOutlier,
+    ];
+
+    /// The `kind` of the flag in acks, metrics and span events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MissingFeature => "missing_feature",
+            Self::NonFiniteFeature => "non_finite_feature",
+            Self::OutOfReferenceRange => "out_of_reference_range",
+            Self::UnseenCategory => "unseen_category",
+            Self::FeatureOutlier => "feature_outlier",
+            Self::LowConfidence => "low_confidence",
+            Self::LatencyOutlier => "latency_outlier",
+            Self::EmptyOutput => "empty_output",
+            Self::OutputTokensOutlier => "output_tokens_outlier",
+            Self::TimePerOutputTokenOutlier => "time_per_output_token_outlier",
+            Self::MultivariateOutlier => "multivariate_outlier",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn flag(self, subject: &str, score: f64) -> pb::AnomalyFlag {
+        pb::AnomalyFlag {
+            kind: self.name().into(),
+            score,
+            subject: subject.into(),
+        }
+    }
+}
+
+/// How far outside [min, max] a value is, in units of the reference range (its width, or 1 when
+/// the reference held a single value).
+pub fn range_distance(value: f64, min: f64, max: f64) -> f64 {
+    let width = if max > min { max - min } else { 1.0 };
+    if value < min {
+        (min - value) / width
+    } else {
+        (value - max) / width
+    }
+}
+
+/// What export needs of a model's anomalies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalySnapshot {
+    /// `(window name, counts)`, the since-start counts last.
+    pub windows: Vec<(String, AnomalyCounts)>,
+    /// Detections by `[series::Series as usize][series::Detector as usize]`.
+    pub detections: [[u64; 4]; 6],
+    /// The last point of each watched series.
+    pub points: Vec<(series::Series, f64)>,
+}
+
+/// The anomaly state of one model version: the profile-free detectors, windowed counts of
+/// records and flags, and the change detectors on its series.
+pub struct ModelAnomaly {
+    pub detectors: RecordDetectors,
+    windows: crate::windows::Windows<AnomalyCounts>,
+    pub series: SeriesWatch,
+    /// Records and flagged records since the state was created (the series take differences).
+    records: u64,
+    flagged: u64,
+}
+
+impl ModelAnomaly {
+    pub fn new(
+        settings: std::sync::Arc<AnomalySettings>,
+        windows: &[crate::windows::WindowSpec],
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            detectors: RecordDetectors::new(settings.clone()),
+            windows: crate::windows::Windows::new(AnomalyCounts::default(), windows, 0, now_ms),
+            series: SeriesWatch::new(settings),
+            records: 0,
+            flagged: 0,
+        }
+    }
+
+    #[inline]
+    pub fn advance(&mut self, now_ms: u64) {
+        self.windows.advance(now_ms);
+    }
+
+    /// Counts one accepted record with its flags (empty when it raised none).
+    #[inline]
+    pub fn count(&mut self, flags: &[pb::AnomalyFlag]) {
+        let live = self.windows.live();
+        live.records += 1;
+        self.records += 1;
+        if !flags.is_empty() {
+            live.flagged += 1;
+            self.flagged += 1;
+            for f in flags {
+                if let Some(kind) = AnomalyKind::from_name(&f.kind) {
+                    live.kinds[kind as usize] += 1;
+                }
+            }
+        }
+    }
+
+    /// Records and flagged records since creation.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.records, self.flagged)
+    }
+
+    pub fn snapshot(&mut self, now_ms: u64) -> AnomalySnapshot {
+        self.windows.advance(now_ms);
+        self.windows.flush();
+        AnomalySnapshot {
+            windows: self.windows.views(),
+            detections: self.series.detections,
+            points: self.series.last_points().collect(),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Streaming Half-Space Trees (Tan, Ting & Liu, "Fast anomaly detection for streaming data",
+//! IJCAI 2011), with the semantics of `river.anomaly.HalfSpaceTrees` (river 0.22): padded random
+//! trees built without data, node masses counted over tumbling windows of `window` records, the
+//! score of a record read from the previous window's masses ("reference", river's `r_mass`) down
+//! its path until a node holds less than 0.1·`window`, normalised so that 1 is most anomalous.
+//!
+//! Written by hand because no maintained Rust crate implements it. The trees are drawn from
+//! the same Mersenne Twister stream as Python's `random.Random(seed)` (seeded the way CPython
+//! seeds from an integer, `rand_mt` for the generator) with the same draws in the same order as
+//! river, so for the same seed the trees, and therefore every score, are river's exactly
+//! (golden test `tests/oracle_anomaly.rs`). It differs from river in its layout only: every tree is a complete binary tree in heap order (node `i` has children
+//! `2i+1`, `2i+2`) in flat arrays, so a record walks `trees × (height + 1)` adjacent counters
+//! instead of chasing boxed nodes; and one walk both scores (reference masses) and learns
+//! (latest masses), which is river's score-then-learn order because scoring never reads the
+//! masses being learned.
+//!
+//! Inputs are expected in [0, 1] per dimension (the caller scales with the reference profile's
+//! range, as river expects from its `limits` or a `MinMaxScaler`); values outside simply fall on
+//! the outer side of every split. A NaN goes down the child that has seen more of the current
+//! window, as river does for a missing feature.
+
+/// CPython's `random.Random(seed)` for a non-negative integer seed: MT19937 seeded by
+/// `init_by_array` with the seed's 32-bit words, least significant first; `random()` as
+/// `genrand_res53`.
+pub struct PythonRandom(rand_mt::Mt);
+
+impl PythonRandom {
+    pub fn new(seed: u64) -> Self {
+        let (low, high) = (seed as u32, (seed >> 32) as u32);
+        let key: Vec<u32> = if high == 0 {
+            vec![low]
+        } else {
+            vec![low, high]
+        };
+        Self(rand_mt::Mt::new_with_key(key))
+    }
+
+    /// `random.random()`: 53 random bits in [0, 1).
+    pub fn random(&mut self) -> f64 {
+        let a = f64::from(self.0.next_u32() >> 5);
+        let b = f64::from(self.0.next_u32() >> 6);
+        (a * 67_108_864.0 + b) * (1.0 / 9_007_199_254_740_992.0)
+    }
+
+    /// `random.uniform(a, b)`.
+    fn uniform(&mut self, a: f64, b: f64) -> f64 {
+        a + (b - a) * self.random()
+    }
+
+    /// `random.choices(range(len(weights)), weights)[0]`: bisect_right on the running sums.
+    fn choice(&mut self, weights: impl Iterator<Item = f64>, scratch: &mut Vec<f64>) -> usize {
+        scratch.clear();
+        let mut sum = 0.0;
+        for w in weights {
+            sum += w;
+            scratch.push(sum);
+        }
+        let total = sum + 0.0;
+        let v = self.random() * total;
+        let hi = scratch.len() - 1;
+        scratch[..hi].partition_point(|&c| c <= v)
+    }
+}
+
+/// Padding of river's `make_padded_tree`: a split point is drawn from the middle 70 % of the
+/// node's range so that no half-space is too narrow.
+const PADDING: f64 = 0.15;
+
+/// The mass under which the score stops descending, as a share of the window (river's and the
+/// paper's 0.1).
+const SIZE_LIMIT_SHARE: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct HalfSpaceTrees {
+    trees: usize,
+    height: u32,
+    window: u32,
+    /// Nodes per tree: `2^(height+1) − 1`.
+    nodes: usize,
+    /// Internal nodes per tree: `2^height − 1`.
+    internal: usize,
+    /// Split dimension of each internal node, `trees × internal`.
+    feature: Vec<u16>,
+    /// Split point of each internal node: left when `x < threshold`, as river.
+    threshold: Vec<f64>,
+    /// Per node `[latest, reference]`: the mass counted in the current window and the mass of
+    /// the previous one (river's `l_mass`, `r_mass`).
+    mass: Vec<[u32; 2]>,
+    /// Records of the current window so far.
+    counter: u32,
+    /// False until the first window completes: scores are 0 before (river).
+    scoring: bool,
+    size_limit: f64,
+    max_score: f64,
+}
+
+impl HalfSpaceTrees {
+    /// `dims` dimensions, each in [0, 1]. Panics if `dims` is 0, over 65 536, or `height` over 20.
+    pub fn new(dims: usize, trees: usize, height: u32, window: u32, seed: u64) -> Self {
+        assert!(dims > 0 && dims <= 1 << 16, "1..=65536 dimensions");
+        assert!(height <= 20 && trees > 0 && window > 0);
+        let nodes = (1usize << (height + 1)) - 1;
+        let internal = (1usize << height) - 1;
+        let mut rng = PythonRandom::new(seed);
+        let mut scratch = Vec::with_capacity(dims);
+        let mut feature = vec![0u16; trees * internal];
+        let mut threshold = vec![0.0; trees * internal];
+        let mut limits = vec![(0.0f64, 1.0f64); dims];
+        for t in 0..trees {
+            let range = t * internal..(t + 1) * internal;
+            build(
+                0,
+                height,
+                &mut limits,
+                &mut rng,
+                &mut scratch,
+                &mut feature[range.clone()],
+                &mut threshold[range],
+            );
+        }
+        Self {
+            trees,
+            height,
+            window,
+            nodes,
+            internal,
+            feature,
+            threshold,
+            mass: vec![[0, 0]; trees * nodes],
+            counter: 0,
+            scoring: false,
+            size_limit: SIZE_LIMIT_SHARE * window as f64,
+            max_score: trees as f64 * window as f64 * nodes as f64,
+        }
+    }
+
+    /// Scores `x` against the previous window (0 during the first window, 1 = most anomalous)
+    /// and then learns it, as river's `score_one` followed by `learn_one`. `x` has `dims` values.
+    pub fn score_learn(&mut self, x: &[f64]) -> f64 {
+        let mut mass_score = 0.0;
+        for t in 0..self.trees {
+            let splits = t * self.internal;
+            let masses = &mut self.mass[t * self.nodes..(t + 1) * self.nodes];
+            let mut node = 0usize;
+            let mut descending = self.scoring;
+            for depth in 0..=self.height {
+                let [latest, reference] = &mut masses[node];
+                *latest += 1;
+                if descending {
+                    mass_score += f64::from(*reference) * f64::from(1u32 << depth);
+                    descending = f64::from(*reference) >= self.size_limit;
+                }
+                if node >= self.internal {
+                    break;
+                }
+                let value = x[usize::from(self.feature[splits + node])];
+                let (left, right) = (2 * node + 1, 2 * node + 2);
+                node = if value < self.threshold[splits + node] {
+                    left
+                } else if value.is_nan() {
+                    // Missing: the child seen more in this window (river keeps left on ties).
+                    if masses[left][0] < masses[right][0] {
+                        right
+                    } else {
+                        left
+                    }
+                } else {
+                    right
+                };
+            }
+        }
+        let score = if self.scoring {
+            1.0 - mass_score / self.max_score
+        } else {
+            0.0
+        };
+        self.counter += 1;
+        if self.counter == self.window {
+            for m in &mut self.mass {
+                *m = [0, m[0]];
+            }
+            self.scoring = true;
+            self.counter = 0;
+        }
+        score
+    }
+
+    /// True once a full window has been seen and scores mean something.
+    pub fn is_scoring(&self) -> bool {
+        self.scoring
+    }
+
+    /// Bytes held by the trees, for sizing documentation.
+    pub fn memory_bytes(&self) -> usize {
+        self.feature.len() * 2 + self.threshold.len() * 8 + self.mass.len() * 8
+    }
+}
+
+/// Builds the subtree rooted at heap index `node` of depth-to-go `height`: the split dimension is
+/// drawn with probability proportional to the width of its current range and the split point
+/// uniformly from the padded range, as river's `make_padded_tree`.
+fn build(
+    node: usize,
+    height: u32,
+    limits: &mut [(f64, f64)],
+    rng: &mut PythonRandom,
+    scratch: &mut Vec<f64>,
+    feature: &mut [u16],
+    threshold: &mut [f64],
+) {
+    if height == 0 {
+        return;
+    }
+    let on = rng.choice(limits.iter().map(|(a, b)| b - a), scratch);
+    let (a, b) = limits[on];
+    let at = rng.uniform(a + PADDING * (b - a), b - PADDING * (b - a));
+    feature[node] = on as u16;
+    threshold[node] = at;
+    limits[on] = (a, at);
+    build(
+        2 * node + 1,
+        height - 1,
+        limits,
+        rng,
+        scratch,
+        feature,
+        threshold,
+    );
+    limits[on] = (at, b);
+    build(
+        2 * node + 2,
+        height - 1,
+        limits,
+        rng,
+        scratch,
+        feature,
+        threshold,
+    );
+    limits[on] = (a, b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    #[test]
+    fn scores_are_zero_until_the_first_window_completes() {
+        let mut hst = HalfSpaceTrees::new(2, 5, 4, 10, 1);
+        for _ in 0..10 {
+            assert_eq!(hst.score_learn(&[0.5, 0.5]), 0.0);
+        }
+        assert!(hst.is_scoring());
+        assert!(hst.score_learn(&[0.5, 0.5]) < 1.0);
+    }
+
+    #[test]
+    fn every_tree_is_complete_and_splits_inside_its_padded_range() {
+        let hst = HalfSpaceTrees::new(3, 4, 6, 10, 7);
+        assert_eq!(hst.feature.len(), 4 * 63);
+        // The root split of every tree lies in [0.15, 0.85].
+        for t in 0..4 {
+            let at = hst.threshold[t * hst.internal];
+            assert!((0.15..=0.85).contains(&at), "{at}");
+        }
+        assert!(hst.feature.iter().all(|&f| f < 3));
+    }
+
+    #[test]
+    fn an_isolated_point_scores_higher_than_the_cluster_it_is_far_from() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut hst = HalfSpaceTrees::new(4, 10, 8, 250, 42);
+        let mut normal = 0.0;
+        for i in 0..2000 {
+            let x: Vec<f64> = (0..4).map(|_| 0.4 + 0.1 * rng.random::<f64>()).collect();
+            let s = hst.score_learn(&x);
+            if i >= 1000 {
+                normal = f64::max(normal, s);
+            }
+        }
+        let outlier = hst.score_learn(&[0.95, 0.05, 0.9, 0.1]);
+        assert!(outlier > normal, "outlier {outlier} vs normal max {normal}");
+    }
+
+    #[test]
+    fn a_missing_value_follows_the_busier_child() {
+        let mut hst = HalfSpaceTrees::new(1, 1, 1, 100, 5);
+        let at = hst.threshold[0];
+        for _ in 0..3 {
+            hst.score_learn(&[at + 0.01]);
+        }
+        hst.score_learn(&[f64::NAN]);
+        assert_eq!(hst.mass[2][0], 4, "NaN went right with the majority");
+    }
+
+    #[test]
+    fn masses_pivot_at_every_window() {
+        let mut hst = HalfSpaceTrees::new(1, 1, 2, 4, 9);
+        for _ in 0..4 {
+            hst.score_learn(&[0.5]);
+        }
+        assert_eq!(hst.mass[0], [0, 4]);
+        hst.score_learn(&[0.5]);
+        assert_eq!(hst.mass[0], [1, 4]);
+    }
+}
