@@ -737,3 +737,156 @@ async fn drift_scores_in_victoria_metrics_match_scipy() {
     sidecar.stop().await.unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Injected anomalies in a live stream: flagged in the ack of their batch, counted in
+/// VictoriaMetrics, and traced in Phoenix as spans of the caller's trace with one
+/// `inferscope.anomaly` event per flag, though the caller's traceparent says "not sampled".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
+    let (_vm, vm) = start_victoria_metrics().await;
+    let (_phoenix, phoenix_http, phoenix_grpc) = start_phoenix().await;
+    let resource = resource::detect();
+    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let traces_export = export_config(phoenix_grpc, OtlpProtocol::Grpc);
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
+        traces: Some(traces::tracer_provider(
+            traces::otlp_exporter(&traces_export).unwrap(),
+            resource.clone(),
+        )),
+        resource,
+    };
+    let mut config = common::config();
+    config.export = metrics_export;
+    config.sampling = Sampling {
+        ratio: 0.0,
+        parent_based: true,
+    };
+    config.drift.reference_records = 1000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+
+    // 1 500 ordinary records (the first 1 000 become the reference), deterministic values.
+    let model = "e2e-anomaly";
+    let ordinary = |i: usize| pb::InferenceRecord {
+        request_id: format!("r{i}"),
+        latency_seconds: Some(0.020 + 0.001 * (i % 10) as f64),
+        numeric_features: (0..4)
+            .map(|j| ((i * 7 + j * 13) % 100) as f64 / 10.0)
+            .collect(),
+        ..Default::default()
+    };
+    let mut first = batch(0, model, Vec::new());
+    first.declarations = vec![pb::ModelDeclaration {
+        model: model.into(),
+        version: "1".into(),
+        features: (0..4)
+            .map(|j| pb::FeatureSpec {
+                name: format!("x{j}"),
+                kind: pb::FeatureKind::Numeric as i32,
+            })
+            .collect(),
+        ..Default::default()
+    }];
+    client.submit_records(first).await.unwrap();
+    for b in 0..15 {
+        let records = (b * 100..(b + 1) * 100).map(ordinary).collect();
+        client
+            .submit_records(batch(1 + b as u64, model, records))
+            .await
+            .unwrap();
+    }
+
+    // The injected batch: a far outlier, a latency spike, a missing value, in the caller's
+    // (unsampled) trace.
+    let trace_id = format!("{:032x}", rand_suffix() as u128 * 7919 + 3);
+    let parent = "c7ad6b7169203331";
+    let mut records: Vec<pb::InferenceRecord> = (2000..2020).map(ordinary).collect();
+    for r in &mut records {
+        r.traceparent = format!("00-{trace_id}-{parent}-00");
+    }
+    records[3].numeric_features[0] = 500.0;
+    records[8].latency_seconds = Some(5.0);
+    records[12].numeric_features[2] = f64::NAN;
+    let ack = client
+        .submit_records(batch(100, model, records))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut flags: Vec<(u32, Vec<String>)> = ack
+        .flags
+        .iter()
+        .map(|r| {
+            let mut kinds: Vec<String> = r
+                .anomalies
+                .iter()
+                .map(|a| a.kind.clone())
+                // The Half-Space Trees may or may not isolate an ordinary-looking record.
+                .filter(|k| k != "multivariate_outlier")
+                .collect();
+            kinds.sort();
+            (r.index, kinds)
+        })
+        .filter(|(_, kinds)| !kinds.is_empty())
+        .collect();
+    flags.sort();
+    let owned = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        flags,
+        vec![
+            (3, owned(&["feature_outlier", "out_of_reference_range"])),
+            (8, owned(&["latency_outlier"])),
+            (12, owned(&["missing_feature"])),
+        ]
+    );
+    sidecar.stop().await.unwrap();
+
+    let m = format!(r#"model_name="{model}",model_version="1""#);
+    for kind in [
+        "feature_outlier",
+        "out_of_reference_range",
+        "latency_outlier",
+        "missing_feature",
+    ] {
+        assert_promql(
+            &vm,
+            &format!(r#"sum(inferscope_anomalies_total{{{m},kind="{kind}"}})"#),
+            1.0,
+        )
+        .await;
+    }
+    // The share of flagged records since start, as counted from the acks.
+    let flagged_records = ack.flags.len() as f64;
+    let rate = promql_near(
+        &vm,
+        &format!(r#"inferscope_anomaly_rate_ratio{{{m},window="all"}}"#),
+        flagged_records / 1520.0,
+    )
+    .await;
+    assert!(rate.is_some(), "anomaly rate {rate:?}");
+
+    // Phoenix: one span per flagged record, children of the caller's span, each with its events.
+    let spans = phoenix_spans(&phoenix_http, &trace_id, ack.flags.len()).await;
+    assert_eq!(spans.len(), ack.flags.len(), "{spans:#?}");
+    let mut kinds = Vec::new();
+    for span in &spans {
+        assert_eq!(span["parent_id"], parent);
+        for event in span["events"].as_array().expect("span events") {
+            assert_eq!(event["name"], "inferscope.anomaly", "{event}");
+            kinds.push(event["attributes"]["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    for kind in [
+        "latency_outlier",
+        "missing_feature",
+        "out_of_reference_range",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+}
