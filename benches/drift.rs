@@ -1,10 +1,13 @@
 //! Drift's per-record cost: one bin lookup per numeric feature into the live window state, for
-//! 16, 64 and 256 features (records and the reference profile are built before timing).
+//! 16, 64 and 256 features (records and the reference profile are built before timing), with the
+//! profile-based anomaly checks (range, category, robust z) and with or without the Half-Space
+//! Trees; and the profile-free anomaly detectors (latency, confidence) per record.
 //!
 //! cargo bench --bench drift
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use inferscope::{
+    anomaly::{AnomalySettings, RecordDetectors},
     demo::load_test_batch,
     drift::{
         model::{DriftSettings, ModelDrift},
@@ -16,7 +19,7 @@ use std::{hint::black_box, sync::Arc};
 
 fn drift(c: &mut Criterion) {
     let mut group = c.benchmark_group("drift_per_record");
-    for features in [16, 64, 256] {
+    for (features, trees) in [(16, 0), (16, 10), (32, 0), (32, 10), (64, 10), (256, 10)] {
         let load = load_test_batch(0, 1000, features);
         let declaration = Arc::new(Declaration::from_pb(&load.declarations[0]));
         // The reference: the same generator's values, profiled as the CLI would.
@@ -45,14 +48,23 @@ fn drift(c: &mut Criterion) {
                 })
                 .collect(),
         });
+        let anomaly = Arc::new(AnomalySettings {
+            hst_trees: trees,
+            ..Default::default()
+        });
         let model = || {
             let mut m = ModelDrift::new(&DriftSettings::default(), ModelKey::new("loadgen", "1"));
+            m.set_anomaly(anomaly.clone());
             m.declare(declaration.clone());
             m.set_profile(profile.clone(), 0);
             m
         };
         group.throughput(Throughput::Elements(load.records.len() as u64));
-        group.bench_function(format!("{features}_features"), |b| {
+        let name = match trees {
+            0 => format!("{features}_features"),
+            t => format!("{features}_features_hst_{t}_trees"),
+        };
+        group.bench_function(name, |b| {
             b.iter_batched_ref(
                 model,
                 |m| {
@@ -69,5 +81,35 @@ fn drift(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, drift);
+fn record_detectors(c: &mut Criterion) {
+    let mut group = c.benchmark_group("anomaly_per_record");
+    let load = load_test_batch(0, 1000, 32);
+    group.throughput(Throughput::Elements(load.records.len() as u64));
+    group.bench_function("record_detectors", |b| {
+        b.iter_batched_ref(
+            || {
+                // Warmed up: the latency quantile is estimated and flags can be raised.
+                let mut d = RecordDetectors::new(Arc::new(AnomalySettings::default()));
+                let mut flags = Vec::new();
+                for _ in 0..2 {
+                    for r in &load.records {
+                        d.check(r, &mut flags);
+                    }
+                }
+                d
+            },
+            |d| {
+                let mut flags = Vec::new();
+                for r in &load.records {
+                    d.check(black_box(r), &mut flags);
+                    flags.clear();
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, drift, record_detectors);
 criterion_main!(benches);

@@ -1,6 +1,7 @@
 //! Scores a CSV stream with inferscope's Half-Space Trees, as the sidecar does: the reference is
-//! the first `--reference` rows (their min and max scale every column into [0, 1], as a profile
-//! captured live would), and every row is scored and then learned, in order. Used by
+//! the first `--reference` rows (their min and max scale every column, as a profile captured live
+//! would, with `reference_scale`; `--margin` overrides its margin), and every row is scored and
+//! then learned, in order. Used by
 //! `tools/eval-anomaly.py`, which compares the scores with river and scikit-learn.
 //!
 //! cargo run --release --example hst_scores -- stream.csv --reference 2000 > scores.txt
@@ -8,12 +9,13 @@
 //! Input: a header and numeric columns only. Output: one score per row (river's scale, 1 = most
 //! anomalous) on stdout; the time spent scoring, in ns per row, on stderr.
 
-use inferscope::stats::half_space_trees::HalfSpaceTrees;
+use inferscope::stats::half_space_trees::{reference_scale, HalfSpaceTrees};
 use std::{io::Write, time::Instant};
 
 fn main() -> anyhow::Result<()> {
     let mut path = None;
     let (mut reference, mut trees, mut height, mut window, mut seed) = (2000usize, 10, 8, 250, 42);
+    let mut margin = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || -> anyhow::Result<String> {
@@ -26,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             "--height" => height = value()?.parse()?,
             "--window" => window = value()?.parse()?,
             "--seed" => seed = value()?.parse()?,
+            "--margin" => margin = Some(value()?.parse::<f64>()?),
             _ => path = Some(a),
         }
     }
@@ -48,10 +51,17 @@ fn main() -> anyhow::Result<()> {
             hi[j] = hi[j].max(v);
         }
     }
-    let inv: Vec<f64> = lo
+    let scales: Vec<(f64, f64)> = lo
         .iter()
         .zip(&hi)
-        .map(|(l, h)| if h > l { 1.0 / (h - l) } else { 1.0 })
+        .map(|(&l, &h)| match margin {
+            Some(m) => {
+                // An explicit margin, for exploring the choice of REFERENCE_MARGIN.
+                let w = if h > l { h - l } else { 1.0 };
+                (l - m * w, 1.0 / (w * (1.0 + 2.0 * m)))
+            }
+            None => reference_scale(l, h),
+        })
         .collect();
     // Scaled as the sidecar scales a record, before timing (the sidecar does it in its drift pass).
     let scaled: Vec<Vec<f64>> = rows
@@ -59,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         .map(|row| {
             row.iter()
                 .enumerate()
-                .map(|(j, v)| (v - lo[j]) * inv[j])
+                .map(|(j, v)| (v - scales[j].0) * scales[j].1)
                 .collect()
         })
         .collect();

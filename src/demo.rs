@@ -7,6 +7,11 @@
 //! first records. After [`DEGRADE_AFTER`] the world moves away from the models: amounts grow and
 //! a new market appears, traffic rises, fraud no longer follows the score and trips run 30 %
 //! longer, so drift flags rise and the quality columns drop.
+//!
+//! Anomalies are injected throughout: a few records per thousand with a feature far outside its
+//! reference or a latency spike, empty and runaway LLM answers, and an error burst on the
+//! classifier from [`ERROR_BURST_AT`], so flags come back in the acks, the anomaly counters move
+//! and the change detectors fire on the error-rate, accuracy and drift series.
 
 use crate::{
     config::Config,
@@ -32,6 +37,29 @@ pub enum DemoError {
 
 /// When the demo's world stops matching its models.
 pub const DEGRADE_AFTER: Duration = Duration::from_secs(30);
+/// When the classifier's error burst starts, and how long it lasts.
+pub const ERROR_BURST_AT: Duration = Duration::from_secs(45);
+const ERROR_BURST_FOR: Duration = Duration::from_secs(10);
+/// Error rate during the burst, and otherwise.
+const BURST_ERROR_RATE: f64 = 0.4;
+const ERROR_RATE: f64 = 0.02;
+/// Share of records given a feature far outside its reference, and a latency spike.
+const OUTLIER_SHARE: f64 = 0.004;
+const LATENCY_SPIKE_SHARE: f64 = 0.003;
+/// The demo's interval between series points (and metric exports, unless set).
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// The demo's change detectors warm up over 4 intervals (20 s) instead of 10, unless a config
+/// file set the warm-up, so that the error burst finds them ready.
+pub fn shorten_warmups(config: &mut Config) {
+    let defaults = &config.anomaly.defaults;
+    if defaults.change_warmup == crate::anomaly::settings::DEFAULT_CHANGE_WARMUP {
+        let mut shorter = (**defaults).clone();
+        shorter.change_warmup = 4;
+        config.anomaly.defaults = std::sync::Arc::new(shorter);
+    }
+}
+
 /// Share of labelled records whose label rides inline; the rest arrive later.
 const INLINE_LABEL_SHARE: f64 = 0.3;
 
@@ -263,6 +291,43 @@ impl SyntheticModel {
         }
         record
     }
+
+    /// Makes `record` anomalous now and then: a feature far outside its reference, a latency
+    /// spike, an empty or a very slow LLM answer.
+    pub fn inject(self, rng: &mut impl Rng, record: &mut pb::InferenceRecord) {
+        if rng.random::<f64>() < LATENCY_SPIKE_SHARE {
+            if let Some(l) = &mut record.latency_seconds {
+                *l *= 20.0 + 20.0 * rng.random::<f64>();
+            }
+        }
+        if rng.random::<f64>() >= OUTLIER_SHARE {
+            return;
+        }
+        match self {
+            // An amount or a trip a hundred times the usual.
+            Self::Classifier | Self::Regressor => {
+                if let Some(x) = record.numeric_features.first_mut() {
+                    *x *= 100.0;
+                }
+            }
+            Self::Llm => {
+                if let Some(pb::inference_record::Prediction::Generation(g)) =
+                    &mut record.prediction
+                {
+                    if rng.random::<bool>() {
+                        // Nothing generated.
+                        g.output_tokens = 0;
+                        record.latency_seconds = g.time_to_first_token_seconds;
+                    } else if let (Some(l), Some(ttft)) =
+                        (&mut record.latency_seconds, g.time_to_first_token_seconds)
+                    {
+                        // A decode ten times slower per token.
+                        *l = ttft + (*l - ttft) * 10.0;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A uniform batch for load tests and benchmarks: a declared binary classifier ("loadgen" 1)
@@ -340,11 +405,17 @@ async fn stream_model(
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let degraded = started.elapsed() >= DEGRADE_AFTER;
+            let elapsed = started.elapsed();
+            let degraded = elapsed >= DEGRADE_AFTER;
+            let burst = model == SyntheticModel::Classifier
+                && elapsed >= ERROR_BURST_AT
+                && elapsed < ERROR_BURST_AT + ERROR_BURST_FOR;
+            let error_rate = if burst { BURST_ERROR_RATE } else { ERROR_RATE };
             let mut records: Vec<_> = (0..per_batch)
                 .map(|_| {
                     id += 1;
-                    let mut record = model.record(&mut rng, id, 0.02, degraded);
+                    let mut record = model.record(&mut rng, id, error_rate, degraded);
+                    model.inject(&mut rng, &mut record);
                     if record.error_type.is_empty() {
                         if let Some(label) = model.truth(&mut rng, &record, degraded) {
                             if rng.random::<f64>() < INLINE_LABEL_SHARE {
@@ -428,6 +499,8 @@ struct Row {
     quality: String,
     /// Drift over the shortest window, as text.
     drift: String,
+    /// Anomaly flags and change detections, as text.
+    anomalies: String,
 }
 
 /// A short drift summary of a model over its first (shortest) window.
@@ -501,6 +574,42 @@ fn quality_summary(q: &crate::quality::QualitySnapshot) -> String {
     String::new()
 }
 
+/// Flags over the shortest window, flag counts by kind since start, and change detections.
+fn anomaly_summary(
+    ops: &crate::operational::ModelOps,
+    a: &crate::anomaly::AnomalySnapshot,
+) -> String {
+    use crate::anomaly::{
+        series::{Detector, Series},
+        AnomalyKind,
+    };
+    let Some((window, counts)) = a.windows.first() else {
+        return String::new();
+    };
+    let mut text = format!(
+        "anomalies: {:.2}% of records flagged ({window})",
+        100.0 * counts.flagged as f64 / counts.records.max(1) as f64
+    );
+    let kinds: Vec<String> = AnomalyKind::ALL
+        .iter()
+        .filter(|&&k| ops.anomalies[k as usize] > 0)
+        .map(|&k| format!("{} {}", k.name(), ops.anomalies[k as usize]))
+        .collect();
+    if !kinds.is_empty() {
+        text += &format!(" · {}", kinds.join(", "));
+    }
+    let changes: Vec<String> = Series::ALL
+        .iter()
+        .flat_map(|&s| Detector::ALL.iter().map(move |&d| (s, d)))
+        .filter(|&(s, d)| a.detections[s as usize][d as usize] > 0)
+        .map(|(s, d)| format!("{}/{}", s.name(), d.name()))
+        .collect();
+    if !changes.is_empty() {
+        text += &format!("\n{:<22} changes detected: {}", "", changes.join(", "));
+    }
+    text
+}
+
 fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
     snapshot
         .models
@@ -530,6 +639,11 @@ fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
                         .drift
                         .get(key)
                         .map(drift_summary)
+                        .unwrap_or_default(),
+                    anomalies: snapshot
+                        .anomaly
+                        .get(key)
+                        .map(|a| anomaly_summary(ops, a))
                         .unwrap_or_default(),
                 },
             )
@@ -588,6 +702,9 @@ fn print_summary(
         if !row.drift.is_empty() {
             println!("{:<22} {}", "", row.drift);
         }
+        if !row.anomalies.is_empty() {
+            println!("{:<22} {}", "", row.anomalies);
+        }
     }
     println!(
         "streams {} · shed batches {} · spans dropped {} · export failures {}",
@@ -613,6 +730,7 @@ pub async fn run(
             TcpListener::bind("127.0.0.1:0").await?
         }
     };
+    let metrics_exported = config.export.metrics && sinks.metrics.is_some();
     let sidecar = Sidecar::start(listener, config, sinks).await?;
     let addr = sidecar.local_addr;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -624,6 +742,10 @@ pub async fn run(
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     ticker.tick().await;
+    // Without a metric exporter to close the change detectors' intervals, the demo does.
+    let closes_intervals = !metrics_exported;
+    let mut intervals = tokio::time::interval(INTERVAL);
+    intervals.tick().await;
     let mut before = BTreeMap::new();
     let mut last = Instant::now();
     let signal = crate::server::shutdown_signal();
@@ -635,8 +757,11 @@ pub async fn run(
         }
         tokio::select! {
             _ = &mut signal => break,
+            _ = intervals.tick(), if closes_intervals => {
+                sidecar.snapshot().await;
+            }
             _ = ticker.tick() => {
-                let snapshot = sidecar.snapshot().await;
+                let snapshot = sidecar.peek().await;
                 let dt = last.elapsed().as_secs_f64();
                 last = Instant::now();
                 print_summary(started.elapsed(), addr, exporting, &snapshot, &before, dt);

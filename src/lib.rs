@@ -2,7 +2,7 @@
 //!
 //! A sidecar that watches machine-learning models in production: the model server streams
 //! inference records to it over gRPC, and it turns them into operational, LLM and quality
-//! signals (and, later, drift and anomaly signals), exported as OpenTelemetry metrics and traces.
+//! signals, drift and anomaly signals, exported as OpenTelemetry metrics and traces.
 //!
 //! # Layout
 //! In the order a record travels:
@@ -17,7 +17,8 @@
 //! - [`quality`]: predictions joined with labels (inline or delayed), quality per window.
 //! - [`windows`]: sliding windows as rings of mergeable buckets.
 //! - [`drift`]: reference profiles, live capture, drift scores per window.
-//! - [`anomaly`]: per-record anomaly flags returned in acks.
+//! - [`anomaly`]: per-record anomaly flags returned in acks, anomaly rates, and change detection
+//!   on each model's per-interval series.
 //! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
 //! - [`server`]: assembles the above and shuts it down in order.

@@ -142,7 +142,13 @@ async fn main() -> anyhow::Result<()> {
             if config.windows.is_none() {
                 config.windows = Some("1m,5m".into());
             }
+            // Series points every 5 s, so the change detectors have something to watch within a
+            // minute (the demo closes the intervals itself when it does not export).
+            if config.metric_export_interval.is_none() {
+                config.metric_export_interval = Some(demo::INTERVAL.as_millis() as u64);
+            }
             let mut config = Config::resolve(config)?;
+            demo::shorten_warmups(&mut config);
             let sinks = if exporting {
                 Sinks::from_config(&config)?
             } else {

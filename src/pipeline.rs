@@ -156,7 +156,8 @@ pub struct Shed;
 
 /// Messages that bypass the data queue.
 enum Control {
-    Snapshot(oneshot::Sender<ShardSnapshot>),
+    /// The shard's state; `true` also closes an interval of the series (see [`Pipeline::peek`]).
+    Snapshot(oneshot::Sender<ShardSnapshot>, bool),
     /// Stop processing until the sender is dropped or fires: lets tests fill a queue
     /// deterministically.
     Hold(oneshot::Receiver<()>),
@@ -292,12 +293,27 @@ impl Pipeline {
         self.queue_capacity
     }
 
-    /// Every shard's current state; shards that have stopped are skipped.
+    /// Every shard's current state, closing an interval of the change detectors' series (what
+    /// each metric export does); shards that have stopped are skipped.
     pub async fn snapshot(&self) -> Vec<ShardSnapshot> {
+        self.snapshot_as(true).await
+    }
+
+    /// Every shard's current state without closing an interval (the demo's live table).
+    pub async fn peek(&self) -> Vec<ShardSnapshot> {
+        self.snapshot_as(false).await
+    }
+
+    async fn snapshot_as(&self, interval: bool) -> Vec<ShardSnapshot> {
         let mut replies = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let (tx, rx) = oneshot::channel();
-            if shard.control.send(Control::Snapshot(tx)).await.is_ok() {
+            if shard
+                .control
+                .send(Control::Snapshot(tx, interval))
+                .await
+                .is_ok()
+            {
                 replies.push(rx);
             }
         }
@@ -397,8 +413,8 @@ impl Shard {
                     self.expire_joins();
                 }
                 Some(message) = control.recv() => match message {
-                    Control::Snapshot(reply) => {
-                        let _ = reply.send(self.snapshot());
+                    Control::Snapshot(reply, interval) => {
+                        let _ = reply.send(self.snapshot(interval));
                     }
                     Control::Hold(release) => {
                         let _ = release.await;
@@ -418,10 +434,10 @@ impl Shard {
                 }
             }
         }
-        self.snapshot()
+        self.snapshot(true)
     }
 
-    fn snapshot(&mut self) -> ShardSnapshot {
+    fn snapshot(&mut self, interval: bool) -> ShardSnapshot {
         self.now = Instant::now();
         // Idle models see a replaced or removed profile too.
         self.sync_profiles();
@@ -450,13 +466,15 @@ impl Shard {
                 drift_changes.push((slot.key.clone(), change));
             }
             if let Some(a) = slot.anomaly.as_mut() {
-                let found = a.series.observe(
-                    series_totals(&slot.ops, a.totals(), quality.as_ref()),
-                    a.detectors.take_interval_latency(),
-                    drift.as_ref().and_then(drift_score),
-                );
-                if !found.is_empty() {
-                    detections.push((slot.key.clone(), found));
+                if interval {
+                    let found = a.series.observe(
+                        series_totals(&slot.ops, a.totals(), quality.as_ref()),
+                        a.detectors.take_interval_latency(),
+                        drift.as_ref().and_then(drift_score),
+                    );
+                    if !found.is_empty() {
+                        detections.push((slot.key.clone(), found));
+                    }
                 }
                 snapshot
                     .anomaly

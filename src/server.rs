@@ -252,9 +252,15 @@ impl Sidecar {
         })
     }
 
-    /// The current state, merged across shards.
+    /// The current state, merged across shards, closing an interval of the change detectors'
+    /// series as a metric export does.
     pub async fn snapshot(&self) -> SidecarSnapshot {
         SidecarSnapshot::collect(&self.pipeline).await
+    }
+
+    /// The current state without closing an interval: for looking (the demo's table).
+    pub async fn peek(&self) -> SidecarSnapshot {
+        SidecarSnapshot::assemble(self.pipeline.peek().await, &self.pipeline)
     }
 
     /// Pauses the shards until the guards are dropped (tests of the full-queue behaviour).

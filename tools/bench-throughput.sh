@@ -8,9 +8,11 @@
 #   inline    default pipeline; every record carries its label
 #   delayed   default pipeline; every batch's labels follow through SubmitLabels once acked
 #   nojoin    default pipeline with --max-pending-labels 0 (delayed-label join off)
-#   nodrift   as inline, with --reference-records 0 (no profile: no drift work)
+#   nodrift   as inline, with --reference-records 0 (no profile: no drift, no profile-based
+#             anomaly checks, no Half-Space Trees)
+#   nohst     as inline, with the Half-Space Trees off (config file: [anomaly] hst_trees = 0)
 # In every default mode the model's reference profile is captured from its first 2000 records,
-# so drift (32 numeric features) is computed for the rest of the run.
+# so drift (32 numeric features) and every anomaly detector run for the rest of the run.
 # Usage: tools/bench-throughput.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +20,18 @@ rounds=${1:-3}
 seconds=${2:-10}
 cargo build --release --bin inferscope --example loadgen >/dev/null
 cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+nohst_config=$(mktemp --suffix=.toml)
+trap 'rm -f "$nohst_config"' EXIT
+printf '[anomaly]\nhst_trees = 0\n' >"$nohst_config"
 for round in $(seq "$rounds"); do
-  for mode in null nodrift inline none delayed nojoin; do
+  for mode in null nodrift nohst inline none delayed nojoin; do
     flags=(); labels=none
     case $mode in
       null) flags=(--null-sink) ;;
       inline|delayed) labels=$mode ;;
       nojoin) flags=(--max-pending-labels 0) ;;
       nodrift) flags=(--reference-records 0); labels=inline ;;
+      nohst) flags=(--config "$nohst_config"); labels=inline ;;
     esac
     taskset -c 0 ./target/release/inferscope serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
       --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &

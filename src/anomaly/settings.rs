@@ -36,10 +36,12 @@ pub const DEFAULT_HST_TREES: usize = 10;
 pub const DEFAULT_HST_HEIGHT: u32 = 8;
 pub const DEFAULT_HST_WINDOW: u32 = 250;
 /// A record is a multivariate outlier when its Half-Space Trees mass is under this share of the
-/// model's recent median mass (see BENCHMARKS.md for the evaluation behind it).
-pub const DEFAULT_HST_MASS_RATIO: f64 = 0.2;
+/// model's recent median mass. 0.4 on the evaluation streams of BENCHMARKS.md (2 % anomalies):
+/// 0.05 % of ordinary records flagged, a third of the anomalies, 93 % of flags right; 0.5 finds
+/// half of them but flags 8 times as many ordinary records (precision 71 %).
+pub const DEFAULT_HST_MASS_RATIO: f64 = 0.4;
 /// Intervals (metric exports) that fix the in-control level of a series before its change
-/// detectors run: 10 keeps the first alarms minutes, not hours, away at a 60 s export.
+/// detectors run: 10 is 2.5 minutes at the default 15 s export.
 pub const DEFAULT_CHANGE_WARMUP: u64 = 10;
 /// Records (or labelled pairs, for accuracy and MAE) an interval needs to give a point of a
 /// series: fewer make rates too noisy to compare.
@@ -253,11 +255,11 @@ impl AnomalyFile {
                 "use a height from 1 to 16",
             ));
         }
-        if s.hst_window < 10 {
+        if !(10..=65_535).contains(&s.hst_window) {
             return Err(bad(
                 "hst_window",
                 s.hst_window.to_string(),
-                "use windows of at least 10 records",
+                "use windows of 10 to 65 535 records",
             ));
         }
         if s.change_warmup < 2 {

@@ -74,8 +74,10 @@ enum Compiled {
         /// sample cannot give one: no sample, or no spread).
         median: f64,
         inv_mad: f64,
-        /// 1 / (max − min), to scale into [0, 1] for the Half-Space Trees.
-        inv_width: f64,
+        /// `(x − hst_origin)·hst_scale` is the Half-Space Trees input
+        /// ([`crate::stats::half_space_trees::reference_scale`]).
+        hst_origin: f64,
+        hst_scale: f64,
         /// The feature's dimension in the Half-Space Trees input (not the prediction).
         dim: Option<usize>,
     },
@@ -113,7 +115,10 @@ fn compile(feature: &FeatureProfile, dim: Option<usize>) -> Compiled {
     match feature {
         FeatureProfile::Numeric(n) => {
             let (median, inv_mad) = robust_scale(&n.sample);
-            let (lo, hi) = (n.min.unwrap_or(0.0), n.max.unwrap_or(1.0));
+            let (hst_origin, hst_scale) = crate::stats::half_space_trees::reference_scale(
+                n.min.unwrap_or(0.0),
+                n.max.unwrap_or(1.0),
+            );
             let fine_to_coarse = (0..=n.fine_edges.len())
                 .map(|j| match n.fine_edges.get(j) {
                     Some(&upper) => bin_of(&n.edges, upper),
@@ -128,7 +133,8 @@ fn compile(feature: &FeatureProfile, dim: Option<usize>) -> Compiled {
                 coarse: n.edges.len() + 1,
                 median,
                 inv_mad,
-                inv_width: if hi > lo { 1.0 / (hi - lo) } else { 1.0 },
+                hst_origin,
+                hst_scale,
                 dim,
             }
         }
@@ -459,14 +465,15 @@ impl ModelDrift {
                     max,
                     median,
                     inv_mad,
-                    inv_width,
+                    hst_origin,
+                    hst_scale,
                     dim,
                     ..
                 } => {
                     let outside = v < *min || v > *max;
                     live.numeric(i, v, bin_of(fine_edges, v), outside, cap);
                     if let (Some(d), Some(input)) = (dim, hst_input.as_deref_mut()) {
-                        input[*d] = (v - min) * inv_width;
+                        input[*d] = (v - hst_origin) * hst_scale;
                     }
                     let (Some(flags), Some(p)) = (flags, names) else {
                         return;

@@ -127,8 +127,9 @@ impl TailQuantile {
 /// quantiles such as the latency p95 the change detectors watch.
 #[derive(Debug, Clone, Default)]
 pub struct IntervalQuantiles {
-    /// Allocated with the first value.
-    counts: Vec<u32>,
+    /// Allocated with the first value. u64: an interval is as long as nobody takes it (metrics
+    /// export off), so its counts have no bound.
+    counts: Vec<u64>,
     n: u64,
 }
 
@@ -155,7 +156,7 @@ impl IntervalQuantiles {
         let mut seen = 0u64;
         let mut found = upper_edge(BINS - 1);
         for (b, &c) in self.counts.iter().enumerate() {
-            seen += u64::from(c);
+            seen += c;
             if seen >= rank {
                 found = upper_edge(b);
                 break;
