@@ -776,4 +776,33 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("shardz"), "{err}");
     }
+
+    #[test]
+    fn anomaly_settings_come_from_the_file_per_model() {
+        let dir = std::env::temp_dir().join(format!("inferscope-anomaly-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inferscope.toml");
+        std::fs::write(
+            &path,
+            "[anomaly]\nlatency_factor = 4.0\n[anomaly.models.\"fraud\"]\nhst_trees = 0\n",
+        )
+        .unwrap();
+        let resolve = |path: &std::path::Path| {
+            Config::resolve(ConfigArgs {
+                config: Some(path.to_owned()),
+                ..Default::default()
+            })
+        };
+        let config = resolve(&path).unwrap();
+        assert_eq!(config.anomaly.for_model("fraud").hst_trees, 0);
+        assert_eq!(config.anomaly.for_model("fraud").latency_factor, 4.0);
+        assert_eq!(config.anomaly.for_model("other").hst_trees, 10);
+
+        std::fs::write(&path, "[anomaly]\nhst_window = 5\n").unwrap();
+        let err = resolve(&path).unwrap_err().to_string();
+        assert!(err.contains("anomaly.hst_window"), "{err}");
+        std::fs::write(&path, "[anomaly]\nhst_tress = 5\n").unwrap();
+        let err = resolve(&path).unwrap_err().to_string();
+        assert!(err.contains("hst_tress"), "{err}");
+    }
 }
