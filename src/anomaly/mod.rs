@@ -16,6 +16,7 @@
 //! Every threshold is per model ([`settings`]).
 
 pub mod record;
+pub mod robust;
 pub mod series;
 pub mod settings;
 

@@ -10,7 +10,7 @@ use super::{
     },
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
-use crate::anomaly::{range_distance, AnomalyKind, AnomalySettings};
+use crate::anomaly::{range_distance, robust::RobustScale, AnomalyKind, AnomalySettings};
 use crate::{
     models::Declaration,
     pb,
@@ -70,10 +70,8 @@ enum Compiled {
         /// Coarse bin of each fine bin (the coarse edges are among the fine ones).
         fine_to_coarse: Vec<usize>,
         coarse: usize,
-        /// The reference sample's median, and 1 / (1.4826·MAD) for robust z-scores (0 when the
-        /// sample cannot give one: no sample, or no spread).
-        median: f64,
-        inv_mad: f64,
+        /// Robust z-scores against the reference sample, with this model's threshold.
+        robust: RobustScale,
         /// `(x − hst_origin)·hst_scale` is the Half-Space Trees input
         /// ([`crate::stats::half_space_trees::reference_scale`]).
         hst_origin: f64,
@@ -86,35 +84,10 @@ enum Compiled {
     },
 }
 
-/// Median and the inverse of the scale of a sample's robust z-scores: the MAD scaled to a normal
-/// σ (as `scipy.stats.median_abs_deviation(x, scale="normal")`: MAD / Φ⁻¹(0.75)), or, when the
-/// MAD is 0 (more than half the values equal), the mean absolute deviation from the median
-/// × √(π/2) (Iglewicz & Hoaglin's fallback); an inverse of 0 (no check) when both are 0.
-fn robust_scale(sample: &[f64]) -> (f64, f64) {
-    /// Φ⁻¹(0.75), SciPy's `scale="normal"` divisor.
-    const NORMAL_MAD: f64 = 0.674_489_750_196_081_7;
-    if sample.is_empty() {
-        return (0.0, 0.0);
-    }
-    let mut sorted = sample.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = super::profile::quantile(&sorted, 0.5);
-    let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
-    deviations.sort_by(f64::total_cmp);
-    let mad = super::profile::quantile(&deviations, 0.5);
-    let scale = if mad > 0.0 {
-        mad / NORMAL_MAD
-    } else {
-        deviations.iter().sum::<f64>() / deviations.len() as f64
-            * std::f64::consts::FRAC_PI_2.sqrt()
-    };
-    (median, if scale > 0.0 { 1.0 / scale } else { 0.0 })
-}
-
-fn compile(feature: &FeatureProfile, dim: Option<usize>) -> Compiled {
+fn compile(feature: &FeatureProfile, dim: Option<usize>, outlier_z: f64) -> Compiled {
     match feature {
         FeatureProfile::Numeric(n) => {
-            let (median, inv_mad) = robust_scale(&n.sample);
+            let robust = RobustScale::from_sample(&n.sample, outlier_z);
             let (hst_origin, hst_scale) = crate::stats::half_space_trees::reference_scale(
                 n.min.unwrap_or(0.0),
                 n.max.unwrap_or(1.0),
@@ -131,8 +104,7 @@ fn compile(feature: &FeatureProfile, dim: Option<usize>) -> Compiled {
                 max: n.max.unwrap_or(f64::INFINITY),
                 fine_to_coarse,
                 coarse: n.edges.len() + 1,
-                median,
-                inv_mad,
+                robust,
                 hst_origin,
                 hst_scale,
                 dim,
@@ -311,7 +283,7 @@ impl ModelDrift {
                         dims += 1;
                         dims - 1
                     });
-                compile(f, dim)
+                compile(f, dim, self.anomaly.feature_outlier_z)
             })
             .collect();
         let a = &self.anomaly;
@@ -450,7 +422,6 @@ impl ModelDrift {
         let live = windows.live();
         let compiled = &self.compiled;
         let names = self.profile.as_deref();
-        let outlier_z = self.anomaly.feature_outlier_z;
         let mut hst_input = self.hst.as_mut().map(|h| {
             h.input.fill(f64::NAN);
             &mut h.input
@@ -463,8 +434,7 @@ impl ModelDrift {
                     fine_edges,
                     min,
                     max,
-                    median,
-                    inv_mad,
+                    robust,
                     hst_origin,
                     hst_scale,
                     dim,
@@ -484,8 +454,7 @@ impl ModelDrift {
                                 .flag(p.features[i].name(), range_distance(v, *min, *max)),
                         );
                     }
-                    let z = (v - median).abs() * inv_mad;
-                    if outlier_z > 0.0 && z > outlier_z && v.is_finite() {
+                    if let Some(z) = robust.outlier(v) {
                         flags.push(AnomalyKind::FeatureOutlier.flag(p.features[i].name(), z));
                     }
                 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Golden values for the anomaly detectors, written to tests/data/anomaly.json.
 
-Robust z-scores, from SciPy: |x - median| / scipy.stats.median_abs_deviation(reference,
+Robust z-scores, from SciPy: |t(x) - median| / scipy.stats.median_abs_deviation(t(reference),
 scale="normal"), or, where the MAD is 0, / (mean absolute deviation from the median * sqrt(pi/2))
-(Iglewicz & Hoaglin's fallback), for probe values against several reference samples.
+(Iglewicz & Hoaglin's fallback), for probe values against several reference samples; t is log
+for a positive reference whose logarithm has the smaller Bowley quartile skewness (NumPy's
+quantiles), else the identity.
 
 Half-Space Trees, from river (pinned in requirements.txt):
 river.anomaly.HalfSpaceTrees, score_one then learn_one on each row, on a few streams already
@@ -35,25 +37,39 @@ assert np.__version__ == "2.3.4", np.__version__
 assert scipy.__version__ == "1.16.3", scipy.__version__
 
 
+def bowley(v):
+    q1, q2, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+    return (q1 + q3 - 2 * q2) / (q3 - q1) if q3 > q1 else 0.0
+
+
 def robust_cases():
     rng = np.random.default_rng(7)
     references = {
         "normal": rng.normal(10.0, 2.0, 500),
         "lognormal": rng.lognormal(0.0, 1.0, 700),
+        "lognormal_wide": rng.lognormal(2.0, 1.2, 900),
         "integers": np.arange(20, dtype=float),
         # More than half equal: MAD 0, the mean-deviation fallback applies.
         "mostly_zero": np.concatenate([np.zeros(300), rng.exponential(3.0, 100)]),
     }
     cases = []
     for name, ref in references.items():
-        median = float(np.median(ref))
-        mad = float(stats.median_abs_deviation(ref, scale="normal"))
-        scale = mad if mad > 0 else float(np.mean(np.abs(ref - median))) * math.sqrt(math.pi / 2)
+        # The log scale for a positive feature whose logarithm is more symmetric.
+        log = bool(ref.min() > 0 and abs(bowley(np.log(ref))) < abs(bowley(ref)))
+        t = np.log if log else (lambda v: v)
+        scaled = t(ref)
+        median = float(np.median(scaled))
+        mad = float(stats.median_abs_deviation(scaled, scale="normal"))
+        scale = mad if mad > 0 else float(np.mean(np.abs(scaled - median))) * math.sqrt(math.pi / 2)
         lo, hi = float(ref.min()), float(ref.max())
         probes = np.concatenate([np.linspace(lo - (hi - lo), hi + (hi - lo), 40), rng.choice(ref, 10)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(t(probes) - median) / scale
         cases.append({
-            "name": name, "reference": ref.tolist(), "probes": probes.tolist(),
-            "z": (np.abs(probes - median) / scale).tolist(), "mad_zero": mad == 0,
+            "name": name, "reference": ref.tolist(), "probes": probes.tolist(), "log": log,
+            # None: no z-score (a value <= 0 on the log scale is left to the range check).
+            "z": [None if (log and p <= 0) else float(v) for p, v in zip(probes, z)],
+            "mad_zero": mad == 0,
         })
     return cases
 
