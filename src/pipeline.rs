@@ -467,10 +467,11 @@ impl Shard {
             }
             if let Some(a) = slot.anomaly.as_mut() {
                 if interval {
-                    let found = a.series.observe(
-                        series_totals(&slot.ops, a.totals(), quality.as_ref()),
-                        a.detectors.take_interval_latency(),
-                        drift.as_ref().and_then(drift_score),
+                    let found = a.close_interval(
+                        &slot.ops,
+                        quality.as_ref(),
+                        drift.as_ref(),
+                        slot.drift.as_ref(),
                     );
                     if !found.is_empty() {
                         detections.push((slot.key.clone(), found));
@@ -782,6 +783,22 @@ impl Shard {
                             if let Some(kind) = crate::anomaly::AnomalyKind::from_name(&flag.kind) {
                                 slot.ops.anomalies[kind as usize] += 1;
                             }
+                        }
+                        // Counted above; past the cap left out of the ack and the span.
+                        let cap = crate::anomaly::settings::MAX_FLAGS_PER_RECORD;
+                        if record_flags.len() > cap {
+                            if slot.ops.flags_truncated == 0 {
+                                tracing::warn!(
+                                    model,
+                                    version,
+                                    flags = record_flags.len(),
+                                    cap,
+                                    "a record raised more anomaly flags than an ack carries; \
+                                     the rest are counted (inferscope.anomaly.flags_truncated)"
+                                );
+                            }
+                            slot.ops.flags_truncated += (record_flags.len() - cap) as u64;
+                            record_flags.truncate(cap);
                         }
                     }
                     // Flagged records always get a span, with one event per flag.
@@ -1203,44 +1220,6 @@ impl Shard {
         };
         self.send_span(spans, job);
     }
-}
-
-/// The cumulative counts a model's series are differences of.
-fn series_totals(
-    ops: &ModelOps,
-    (records, flagged): (u64, u64),
-    quality: Option<&QualitySnapshot>,
-) -> crate::anomaly::series::Totals {
-    let ok = ops.outcomes.first().map_or(0, |o| o.records);
-    let all: u64 = ops.outcomes.iter().map(|o| o.records).sum();
-    let mut totals = crate::anomaly::series::Totals {
-        records,
-        errors: all - ok,
-        flagged,
-        ..Default::default()
-    };
-    if let Some((_, state)) = quality.and_then(|q| q.windows.last()) {
-        let confusion = &state.confusion;
-        totals.labelled = confusion.total();
-        totals.correct = (0..confusion.classes())
-            .map(|c| confusion.count(c, c))
-            .sum();
-        totals.regression_pairs = state.regression.count();
-        totals.abs_error = state.regression.abs_error_sum();
-    }
-    totals
-}
-
-/// The drift point of a model's series: the largest PSI or JS distance over the features of the
-/// first window.
-fn drift_score(drift: &DriftSnapshot) -> Option<f64> {
-    drift
-        .windows
-        .first()?
-        .features
-        .iter()
-        .filter_map(|f| f.psi.or(f.js_distance))
-        .reduce(f64::max)
 }
 
 #[cfg(test)]

@@ -129,6 +129,9 @@ pub struct ModelAnomaly {
     /// Records and flagged records since the state was created (the series take differences).
     records: u64,
     flagged: u64,
+    /// The drift state's profile changes last seen (the drift and anomaly-rate series restart
+    /// with a new profile).
+    profile_changes: u64,
 }
 
 impl ModelAnomaly {
@@ -143,7 +146,56 @@ impl ModelAnomaly {
             series: SeriesWatch::new(settings),
             records: 0,
             flagged: 0,
+            profile_changes: 0,
         }
+    }
+
+    /// Closes an interval of the series: `quality` and `drift` as just snapshotted, the drift
+    /// state for its profile and warm-ups.
+    pub fn close_interval(
+        &mut self,
+        ops: &crate::operational::ModelOps,
+        quality: Option<&crate::quality::QualitySnapshot>,
+        drift: Option<&crate::drift::model::DriftSnapshot>,
+        drift_state: Option<&crate::drift::model::ModelDrift>,
+    ) -> Vec<series::Detection> {
+        let changes = drift_state.map_or(0, |d| d.profile_changes());
+        if changes != self.profile_changes {
+            self.profile_changes = changes;
+            self.series.profile_changed();
+        }
+        let ok = ops.outcomes.first().map_or(0, |o| o.records);
+        let all: u64 = ops.outcomes.iter().map(|o| o.records).sum();
+        let mut totals = series::Totals {
+            records: self.records,
+            errors: all - ok,
+            flagged: self.flagged,
+            ..Default::default()
+        };
+        if let Some((_, state)) = quality.and_then(|q| q.windows.last()) {
+            let confusion = &state.confusion;
+            totals.labelled = confusion.total();
+            totals.correct = (0..confusion.classes())
+                .map(|c| confusion.count(c, c))
+                .sum();
+            totals.regression_pairs = state.regression.count();
+            totals.abs_error = state.regression.abs_error_sum();
+        }
+        let drift_score = drift.and_then(|d| {
+            d.windows
+                .first()?
+                .features
+                .iter()
+                .filter_map(|f| f.psi.or(f.js_distance))
+                .reduce(f64::max)
+        });
+        let extras = series::Extras {
+            latency_p95: self.detectors.take_interval_latency(),
+            drift_score,
+            flags_settled: self.detectors.settled()
+                && drift_state.is_none_or(|d| d.flags_settled()),
+        };
+        self.series.observe(totals, extras)
     }
 
     #[inline]

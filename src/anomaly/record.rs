@@ -98,15 +98,18 @@ impl RecordDetectors {
                     }
                 }
             }
-            // Generation outliers are about successful responses.
+            // Generation outliers are about successful responses that generate text.
             Some(pb::inference_record::Prediction::Generation(g))
-                if record.error_type.is_empty() =>
+                if record.error_type.is_empty() && g.operation != "embeddings" =>
             {
                 if g.output_tokens == 0 {
-                    if s.empty_output {
+                    // Only for a model known to report its output tokens (one non-empty answer
+                    // seen): a client that never fills the count is not sending empty answers.
+                    if s.empty_output && self.output_tokens.is_some() {
                         flags.push(AnomalyKind::EmptyOutput.flag("output_tokens", 1.0));
                     }
-                } else if s.output_tokens_factor > 0.0 {
+                } else if s.output_tokens_factor > 0.0 || s.empty_output {
+                    // With a factor of 0 the tracker is only kept for the empty-output rule.
                     tail(
                         &mut self.output_tokens,
                         s,
@@ -138,11 +141,17 @@ impl RecordDetectors {
         }
     }
 
-    /// The latency p95 since the last call, if the interval had enough records.
-    pub fn take_interval_latency(&mut self) -> Option<f64> {
-        let enough = self.interval_latency.count() >= self.settings.change_min_records.max(1);
-        let p95 = self.interval_latency.take(INTERVAL_LATENCY_QUANTILE);
-        p95.filter(|_| enough)
+    /// The latency p95 since the last call and the number of latencies it is over.
+    pub fn take_interval_latency(&mut self) -> Option<(f64, u64)> {
+        let n = self.interval_latency.count();
+        Some((self.interval_latency.take(INTERVAL_LATENCY_QUANTILE)?, n))
+    }
+
+    /// True when the latency detector (if on and fed) is past its warm-up.
+    pub fn settled(&self) -> bool {
+        self.latency
+            .as_ref()
+            .is_none_or(|t| t.seen() >= self.settings.tail_warmup)
     }
 }
 
@@ -157,7 +166,7 @@ fn tail(
     flag: impl FnOnce() -> pb::AnomalyFlag,
 ) {
     let t = tracker.get_or_insert_with(|| TailQuantile::new(s.tail_quantile, s.tail_epoch));
-    if t.seen() >= s.tail_warmup {
+    if factor > 0.0 && t.seen() >= s.tail_warmup {
         if let Some(q) = t.estimate().filter(|q| *q > 0.0) {
             if x > factor * q {
                 let mut f = flag();
@@ -262,10 +271,23 @@ mod tests {
             ..Default::default()
         };
         d.check(&generated(0, "timeout"), &mut flags);
+        d.check(&generated(0, ""), &mut flags);
+        assert!(
+            flags.is_empty(),
+            "no answer with tokens seen yet: {flags:?}"
+        );
+        d.check(&generated(10, ""), &mut flags);
+        d.check(&generated(0, "timeout"), &mut flags);
         assert!(flags.is_empty());
         d.check(&generated(0, ""), &mut flags);
         assert_eq!(kinds(&flags), ["empty_output"]);
         flags.clear();
+        let mut embedding = generated(0, "");
+        if let Some(Prediction::Generation(g)) = &mut embedding.prediction {
+            g.operation = "embeddings".into();
+        }
+        d.check(&embedding, &mut flags);
+        assert!(flags.is_empty());
         for i in 0..1_500 {
             d.check(&generated(100 + i % 50, ""), &mut flags);
         }

@@ -1,7 +1,10 @@
 //! Robust outliers of a numeric feature against its reference sample: the modified z-score
 //! |t(x) − median| / scale (Iglewicz & Hoaglin), with the scale the MAD made consistent with a
-//! normal σ (as `scipy.stats.median_abs_deviation(x, scale="normal")`), or, when the MAD is 0
-//! (more than half the values equal), the mean absolute deviation from the median × √(π/2).
+//! normal σ (as `scipy.stats.median_abs_deviation(x, scale="normal")`). A reference whose MAD is
+//! 0 (more than half its values equal: binary, one-hot, zero-inflated features) has no robust
+//! scale and gets no check: Iglewicz & Hoaglin's fallback (the mean absolute deviation) would
+//! flag every record carrying a minority value under 16 % share, and the range check covers
+//! such features.
 //!
 //! `t` is the identity, or the logarithm for a positive feature whose logarithm is more
 //! symmetric than its values (smaller Bowley quartile skewness, (Q1 + Q3 − 2·Q2) / (Q3 − Q1)):
@@ -31,19 +34,13 @@ pub struct RobustScale {
     threshold: f64,
 }
 
-/// Median and inverse scale of a sorted sample.
+/// Median and inverse scale of a sorted sample (0 when its MAD is 0).
 fn centre_and_scale(sorted: &[f64]) -> (f64, f64) {
     let median = quantile(sorted, 0.5);
     let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
     deviations.sort_by(f64::total_cmp);
     let mad = quantile(&deviations, 0.5);
-    let scale = if mad > 0.0 {
-        mad / NORMAL_MAD
-    } else {
-        deviations.iter().sum::<f64>() / deviations.len() as f64
-            * std::f64::consts::FRAC_PI_2.sqrt()
-    };
-    (median, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+    (median, if mad > 0.0 { NORMAL_MAD / mad } else { 0.0 })
 }
 
 /// Bowley's quartile skewness of a sorted sample (0 when Q3 = Q1).

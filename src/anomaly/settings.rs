@@ -4,6 +4,11 @@
 use serde::Deserialize;
 use std::{collections::HashMap, sync::Arc};
 
+/// Range widths past the reference's [min, max] before a value is flagged out of range. 0.25: a
+/// fresh value of a continuous feature lands just outside the range of n reference values with
+/// probability 2/(n + 1) (0.1 % at n = 2 000, so 3 % of the records of a 32-feature model); a
+/// quarter width past it, a Gaussian feature's value is over 5σ out (3·10⁻⁷).
+pub const DEFAULT_OUT_OF_RANGE_MARGIN: f64 = 0.25;
 /// Robust z-score over which a numeric feature is an outlier: |x − median| / (1.4826·MAD) of the
 /// reference. 5 rather than Iglewicz & Hoaglin's 3.5: at 3.5 a Gaussian feature flags about
 /// 1 value in 2 000, so a record of 32 such features would be flagged 1.5 % of the time; at 5 it
@@ -41,15 +46,44 @@ pub const DEFAULT_HST_WINDOW: u32 = 250;
 /// half of them but flags 8 times as many ordinary records (precision 71 %).
 pub const DEFAULT_HST_MASS_RATIO: f64 = 0.4;
 /// Intervals (metric exports) that fix the in-control level of a series before its change
-/// detectors run: 10 is 2.5 minutes at the default 15 s export.
-pub const DEFAULT_CHANGE_WARMUP: u64 = 10;
+/// detectors run: 30 (7.5 minutes at the default 15 s export) keeps the error of the robust σ
+/// estimate near 20 %; with 10 points one warm-up in six would underestimate σ by 30 %.
+pub const DEFAULT_CHANGE_WARMUP: u64 = 30;
 /// Records (or labelled pairs, for accuracy and MAE) an interval needs to give a point of a
 /// series: fewer make rates too noisy to compare.
 pub const DEFAULT_CHANGE_MIN_RECORDS: u64 = 30;
+/// The change detectors watch each series standardised by its warm-up (median, and MAD with a
+/// floor per series), so their parameters are in σ. Chosen with `tools/calibrate-change.py`
+/// (river 0.22 for Page-Hinkley and ADWIN; NumPy for the charts) for about 10 000 in-control
+/// points between false alarms of one detector (two days at a 15 s export) while a 3σ shift is
+/// caught in 3 to 6 points. CUSUM: k = 0.5 (fastest on a 1σ shift), h = 8 (the textbook h = 5
+/// alarms every ~500 points: two hours).
+pub const DEFAULT_CUSUM_K: f64 = 0.5;
+pub const DEFAULT_CUSUM_H: f64 = 8.0;
+/// EWMA weight and limit width: λ = 0.2, L = 4 (the textbook L = 3 alarms every ~600 points).
+pub const DEFAULT_EWMA_LAMBDA: f64 = 0.2;
+pub const DEFAULT_EWMA_L: f64 = 4.0;
+/// Page-Hinkley: δ = 0.5 (as CUSUM's k), λ = 15.
+pub const DEFAULT_PAGE_HINKLEY_DELTA: f64 = 0.5;
+pub const DEFAULT_PAGE_HINKLEY_THRESHOLD: f64 = 15.0;
+/// ADWIN's confidence (river's default): no false alarm in 40 000 calm points; slower (about
+/// 11 points for a 3σ shift), it confirms the others and catches gradual changes.
+pub const DEFAULT_ADWIN_DELTA: f64 = 0.002;
+/// Flags returned per record (in its ack entry and span): past it the rest are counted in
+/// `inferscope.anomaly.flags_truncated` only, so that a batch of broken records cannot make an
+/// ack larger than a gRPC message (10 000 records × 8 flags ≈ 5 MB).
+pub const MAX_FLAGS_PER_RECORD: usize = 8;
+/// Half-Space Trees nodes per model version at most (trees × (2^(height+1) − 1)): 16 MB.
+pub const MAX_HST_NODES: usize = 1 << 20;
 
 /// The detectors of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalySettings {
+    pub missing_feature: bool,
+    pub non_finite_feature: bool,
+    /// Negative: off.
+    pub out_of_range_margin: f64,
+    pub unseen_category: bool,
     /// 0: off.
     pub feature_outlier_z: f64,
     /// 0: off.
@@ -72,11 +106,24 @@ pub struct AnomalySettings {
     pub change_detection: bool,
     pub change_warmup: u64,
     pub change_min_records: u64,
+    pub cusum_k: f64,
+    pub cusum_h: f64,
+    pub ewma_lambda: f64,
+    pub ewma_l: f64,
+    pub page_hinkley_delta: f64,
+    pub page_hinkley_threshold: f64,
+    pub adwin_delta: f64,
+    /// Which of `page_hinkley`, `adwin`, `cusum`, `ewma` run.
+    pub change_detectors: Vec<String>,
 }
 
 impl Default for AnomalySettings {
     fn default() -> Self {
         Self {
+            missing_feature: true,
+            non_finite_feature: true,
+            out_of_range_margin: DEFAULT_OUT_OF_RANGE_MARGIN,
+            unseen_category: true,
             feature_outlier_z: DEFAULT_FEATURE_OUTLIER_Z,
             low_confidence_margin: DEFAULT_LOW_CONFIDENCE_MARGIN,
             tail_quantile: DEFAULT_TAIL_QUANTILE,
@@ -93,6 +140,16 @@ impl Default for AnomalySettings {
             change_detection: true,
             change_warmup: DEFAULT_CHANGE_WARMUP,
             change_min_records: DEFAULT_CHANGE_MIN_RECORDS,
+            cusum_k: DEFAULT_CUSUM_K,
+            cusum_h: DEFAULT_CUSUM_H,
+            ewma_lambda: DEFAULT_EWMA_LAMBDA,
+            ewma_l: DEFAULT_EWMA_L,
+            page_hinkley_delta: DEFAULT_PAGE_HINKLEY_DELTA,
+            page_hinkley_threshold: DEFAULT_PAGE_HINKLEY_THRESHOLD,
+            adwin_delta: DEFAULT_ADWIN_DELTA,
+            change_detectors: ["page_hinkley", "adwin", "cusum", "ewma"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -114,6 +171,10 @@ impl AnomalyConfig {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyFile {
+    pub missing_feature: Option<bool>,
+    pub non_finite_feature: Option<bool>,
+    pub out_of_range_margin: Option<f64>,
+    pub unseen_category: Option<bool>,
     pub feature_outlier_z: Option<f64>,
     pub low_confidence_margin: Option<f64>,
     pub tail_quantile: Option<f64>,
@@ -130,6 +191,14 @@ pub struct AnomalyFile {
     pub change_detection: Option<bool>,
     pub change_warmup: Option<u64>,
     pub change_min_records: Option<u64>,
+    pub cusum_k: Option<f64>,
+    pub cusum_h: Option<f64>,
+    pub ewma_lambda: Option<f64>,
+    pub ewma_l: Option<f64>,
+    pub page_hinkley_delta: Option<f64>,
+    pub page_hinkley_threshold: Option<f64>,
+    pub adwin_delta: Option<f64>,
+    pub change_detectors: Option<Vec<String>>,
     /// Per model name; only in `[anomaly]`.
     #[serde(default)]
     pub models: HashMap<String, AnomalyFile>,
@@ -185,7 +254,18 @@ impl AnomalyFile {
             Some(x) => Ok(x),
             None => Ok(base),
         };
+        let positive = |name: &str, v: Option<f64>, base: f64| match v {
+            Some(x) if !(x > 0.0 && x.is_finite()) => {
+                Err(bad(name, x.to_string(), "use a finite number > 0"))
+            }
+            Some(x) => Ok(x),
+            None => Ok(base),
+        };
         let s = AnomalySettings {
+            missing_feature: self.missing_feature.unwrap_or(base.missing_feature),
+            non_finite_feature: self.non_finite_feature.unwrap_or(base.non_finite_feature),
+            out_of_range_margin: self.out_of_range_margin.unwrap_or(base.out_of_range_margin),
+            unseen_category: self.unseen_category.unwrap_or(base.unseen_category),
             feature_outlier_z: non_negative(
                 "feature_outlier_z",
                 self.feature_outlier_z,
@@ -226,7 +306,65 @@ impl AnomalyFile {
             change_detection: self.change_detection.unwrap_or(base.change_detection),
             change_warmup: self.change_warmup.unwrap_or(base.change_warmup),
             change_min_records: self.change_min_records.unwrap_or(base.change_min_records),
+            cusum_k: non_negative("cusum_k", self.cusum_k, base.cusum_k)?,
+            cusum_h: positive("cusum_h", self.cusum_h, base.cusum_h)?,
+            ewma_lambda: positive("ewma_lambda", self.ewma_lambda, base.ewma_lambda)?,
+            ewma_l: positive("ewma_l", self.ewma_l, base.ewma_l)?,
+            page_hinkley_delta: non_negative(
+                "page_hinkley_delta",
+                self.page_hinkley_delta,
+                base.page_hinkley_delta,
+            )?,
+            page_hinkley_threshold: positive(
+                "page_hinkley_threshold",
+                self.page_hinkley_threshold,
+                base.page_hinkley_threshold,
+            )?,
+            adwin_delta: positive("adwin_delta", self.adwin_delta, base.adwin_delta)?,
+            change_detectors: self
+                .change_detectors
+                .clone()
+                .unwrap_or_else(|| base.change_detectors.clone()),
         };
+        if let Some(d) = s
+            .change_detectors
+            .iter()
+            .find(|d| !["page_hinkley", "adwin", "cusum", "ewma"].contains(&d.as_str()))
+        {
+            return Err(bad(
+                "change_detectors",
+                d.clone(),
+                "list any of \"page_hinkley\", \"adwin\", \"cusum\", \"ewma\"",
+            ));
+        }
+        if s.ewma_lambda > 1.0 {
+            return Err(bad(
+                "ewma_lambda",
+                s.ewma_lambda.to_string(),
+                "use a weight in (0, 1]",
+            ));
+        }
+        if s.adwin_delta >= 1.0 {
+            return Err(bad(
+                "adwin_delta",
+                s.adwin_delta.to_string(),
+                "use a confidence in (0, 1)",
+            ));
+        }
+        if !s.out_of_range_margin.is_finite() {
+            return Err(bad(
+                "out_of_range_margin",
+                s.out_of_range_margin.to_string(),
+                "use a finite number of range widths (negative turns the check off)",
+            ));
+        }
+        if s.hst_mass_ratio > 1.0 {
+            return Err(bad(
+                "hst_mass_ratio",
+                s.hst_mass_ratio.to_string(),
+                "use a share of the median mass from 0 to 1",
+            ));
+        }
         if !(s.tail_quantile > 0.0 && s.tail_quantile < 1.0) {
             return Err(bad(
                 "tail_quantile",
@@ -253,6 +391,14 @@ impl AnomalyFile {
                 "hst_height",
                 s.hst_height.to_string(),
                 "use a height from 1 to 16",
+            ));
+        }
+        if s.hst_trees * ((1usize << (s.hst_height + 1)) - 1) > MAX_HST_NODES {
+            return Err(bad(
+                "hst_trees",
+                s.hst_trees.to_string(),
+                "trees × (2^(height+1) − 1) nodes must stay within 1 048 576 (16 MB per model \
+                 version): fewer trees or a lower height",
             ));
         }
         if !(10..=65_535).contains(&s.hst_window) {

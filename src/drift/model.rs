@@ -81,6 +81,9 @@ enum Compiled {
     },
     Categorical {
         index: HashMap<String, usize>,
+        /// The profile kept every category it saw (`other` is 0): only then is a category
+        /// missing from `index` unseen rather than rare.
+        complete: bool,
     },
 }
 
@@ -111,6 +114,7 @@ fn compile(feature: &FeatureProfile, dim: Option<usize>, outlier_z: f64) -> Comp
             }
         }
         FeatureProfile::Categorical(c) => Compiled::Categorical {
+            complete: c.other == 0,
             index: c
                 .categories
                 .iter()
@@ -214,6 +218,8 @@ pub struct ModelDrift {
     anomaly: Arc<AnomalySettings>,
     /// Built with each profile from its numeric features, when `hst_trees` > 0.
     hst: Option<Hst>,
+    /// Counts profile changes (set or cleared), for the series that depend on the profile.
+    profile_changes: u64,
 }
 
 /// The Half-Space Trees of a model version, their input row, and the recent median mass that
@@ -250,7 +256,23 @@ impl ModelDrift {
             change: None,
             anomaly: Arc::new(AnomalySettings::default()),
             hst: None,
+            profile_changes: 0,
         }
+    }
+
+    /// How many times the profile was set or cleared.
+    pub fn profile_changes(&self) -> u64 {
+        self.profile_changes
+    }
+
+    /// True when no profile-based detector is still warming up: no capture under way, and the
+    /// Half-Space Trees (if any) past their first window and warm-up.
+    pub fn flags_settled(&self) -> bool {
+        self.capture.is_none()
+            && self
+                .hst
+                .as_ref()
+                .is_none_or(|h| h.trees.is_scoring() && h.median_mass.seen() >= HST_WARMUP)
     }
 
     /// Uses `settings` for the detectors that need the profile (from the next profile on).
@@ -318,6 +340,7 @@ impl ModelDrift {
             now_ms,
         ));
         self.profile = Some(profile);
+        self.profile_changes += 1;
         self.capture = None;
         self.last_drifted.clear();
         self.map_positions();
@@ -344,6 +367,7 @@ impl ModelDrift {
         self.categorical_positions.clear();
         self.last_drifted.clear();
         self.hst = None;
+        self.profile_changes += 1;
     }
 
     /// The change of drifted features found by the last snapshot, once.
@@ -373,6 +397,13 @@ impl ModelDrift {
     /// Missing (NaN) and non-finite numeric features of a record, named by the declaration
     /// (or `numeric_features[i]`): no profile needed.
     pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<pb::AnomalyFlag>) {
+        let (missing, non_finite) = (
+            self.anomaly.missing_feature,
+            self.anomaly.non_finite_feature,
+        );
+        if !missing && !non_finite {
+            return;
+        }
         let name = |position: usize| -> String {
             self.declaration
                 .as_ref()
@@ -380,17 +411,17 @@ impl ModelDrift {
                 .unwrap_or_else(|| format!("numeric_features[{position}]"))
         };
         for (position, &v) in record.numeric_features.iter().enumerate() {
-            if v.is_nan() {
+            if v.is_nan() && missing {
                 flags.push(AnomalyKind::MissingFeature.flag(&name(position), 1.0));
-            } else if v.is_infinite() {
+            } else if v.is_infinite() && non_finite {
                 flags.push(AnomalyKind::NonFiniteFeature.flag(&name(position), 1.0));
             }
         }
         for f in &record.named_features {
             if let Some(pb::named_feature::Value::Number(v)) = f.value {
-                if v.is_nan() {
+                if v.is_nan() && missing {
                     flags.push(AnomalyKind::MissingFeature.flag(&f.name, 1.0));
-                } else if v.is_infinite() {
+                } else if v.is_infinite() && non_finite {
                     flags.push(AnomalyKind::NonFiniteFeature.flag(&f.name, 1.0));
                 }
             }
@@ -422,6 +453,8 @@ impl ModelDrift {
         let live = windows.live();
         let compiled = &self.compiled;
         let names = self.profile.as_deref();
+        let range_margin = self.anomaly.out_of_range_margin;
+        let unseen_on = self.anomaly.unseen_category;
         let mut hst_input = self.hst.as_mut().map(|h| {
             h.input.fill(f64::NAN);
             &mut h.input
@@ -448,28 +481,33 @@ impl ModelDrift {
                     let (Some(flags), Some(p)) = (flags, names) else {
                         return;
                     };
-                    if outside && v.is_finite() {
-                        flags.push(
-                            AnomalyKind::OutOfReferenceRange
-                                .flag(p.features[i].name(), range_distance(v, *min, *max)),
-                        );
+                    if outside && v.is_finite() && range_margin >= 0.0 {
+                        let distance = range_distance(v, *min, *max);
+                        if distance > range_margin {
+                            flags.push(
+                                AnomalyKind::OutOfReferenceRange
+                                    .flag(p.features[i].name(), distance),
+                            );
+                        }
                     }
                     if let Some(z) = robust.outlier(v) {
                         flags.push(AnomalyKind::FeatureOutlier.flag(p.features[i].name(), z));
                     }
                 }
                 // A number for a categorical feature: looked up as its text.
-                Compiled::Categorical { index } => {
+                Compiled::Categorical { index, .. } => {
                     live.categorical(i, index.get(&v.to_string()).copied())
                 }
             }
         };
         let categorical = |live: &mut DriftState, i: usize, v: &str, flags: Option<&mut Vec<_>>| {
             match &compiled[i] {
-                Compiled::Categorical { index } if !v.is_empty() => {
+                Compiled::Categorical { index, complete } if !v.is_empty() => {
                     let k = index.get(v).copied();
                     live.categorical(i, k);
-                    if let (None, Some(flags), Some(p)) = (k, flags, names) {
+                    if let (None, true, Some(flags), Some(p)) =
+                        (k, *complete && unseen_on, flags, names)
+                    {
                         flags.push(AnomalyKind::UnseenCategory.flag(p.features[i].name(), 1.0));
                     }
                 }

@@ -334,6 +334,7 @@ pub fn encode(
     let mut labels = Vec::new();
     let mut labels_rejected = Vec::new();
     let mut anomalies = Vec::new();
+    let mut flags_truncated = Vec::new();
     let mut gen_ai_duration = Vec::new();
     let mut gen_ai_ttft = Vec::new();
     let mut gen_ai_tpot = Vec::new();
@@ -368,12 +369,13 @@ pub fn encode(
             }
         }
         labels.push((since, base.clone(), ops.labels_accepted as i64));
+        // Every kind from the model's start, zeros included: a counter first seen at 1 is
+        // invisible to increase() and rate().
         for kind in crate::anomaly::AnomalyKind::ALL {
             let n = ops.anomalies[kind as usize];
-            if n > 0 {
-                anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
-            }
+            anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
         }
+        flags_truncated.push((since, base.clone(), ops.flags_truncated as i64));
 
         // GenAI conventions: `gen_ai.request.model` is the model; `model.version` is kept so the
         // series join the others.
@@ -453,6 +455,13 @@ pub fn encode(
         "Anomaly flags raised on records, by kind (also returned in the acks).",
         true,
         anomalies,
+    );
+    b.sum(
+        "inferscope.anomaly.flags_truncated",
+        "{flag}",
+        "Anomaly flags counted but left out of acks and spans (more than 8 on one record).",
+        true,
+        flags_truncated,
     );
     b.histogram(
         "gen_ai.server.request.duration",

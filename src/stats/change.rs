@@ -359,6 +359,15 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// A baseline known in advance (no warm-up): `mean` and `sigma`.
+    pub fn known(mean: f64, sigma: f64) -> Self {
+        Self {
+            n: 1,
+            mean,
+            m2: sigma * sigma,
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.n
     }
@@ -394,9 +403,6 @@ pub struct Cusum {
     pub k: f64,
     /// Decision interval, in σ (4–5 is the textbook choice).
     pub h: f64,
-    /// Floor of σ (0 in the textbook chart): a warm-up that saw a constant series would
-    /// otherwise make any later movement a detection.
-    pub min_sigma: f64,
     baseline: Baseline,
     upper: f64,
     lower: f64,
@@ -409,21 +415,24 @@ impl Default for Cusum {
 }
 
 impl Cusum {
+    /// A chart whose in-control mean and σ are known (for values already standardised: 0, 1).
+    pub fn in_control(mean: f64, sigma: f64, k: f64, h: f64) -> Self {
+        Self {
+            warmup: 1,
+            baseline: Baseline::known(mean, sigma),
+            ..Self::new(1, k, h)
+        }
+    }
+
     pub fn new(warmup: u64, k: f64, h: f64) -> Self {
         Self {
             warmup: warmup.max(2),
             k,
             h,
-            min_sigma: 0.0,
             baseline: Baseline::default(),
             upper: 0.0,
             lower: 0.0,
         }
-    }
-
-    /// The in-control level, once the warm-up is over.
-    pub fn target(&self) -> Option<f64> {
-        (self.baseline.n >= self.warmup).then_some(self.baseline.mean)
     }
 
     /// Adds one value; true when it completes a detection.
@@ -432,10 +441,7 @@ impl Cusum {
             self.baseline.update(x);
             return false;
         }
-        let (mu, sigma) = (
-            self.baseline.mean,
-            self.baseline.sigma().max(self.min_sigma),
-        );
+        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
         self.upper = (self.upper + x - mu - self.k * sigma).max(0.0);
         self.lower = (self.lower + mu - self.k * sigma - x).max(0.0);
         let detected = self.upper > self.h * sigma || self.lower > self.h * sigma;
@@ -456,8 +462,6 @@ pub struct Ewma {
     pub lambda: f64,
     /// Limit width in σ.
     pub l: f64,
-    /// Floor of σ, as [`Cusum::min_sigma`].
-    pub min_sigma: f64,
     baseline: Baseline,
     z: f64,
     t: u64,
@@ -470,12 +474,21 @@ impl Default for Ewma {
 }
 
 impl Ewma {
+    /// A chart whose in-control mean and σ are known (for values already standardised: 0, 1).
+    pub fn in_control(mean: f64, sigma: f64, lambda: f64, l: f64) -> Self {
+        Self {
+            warmup: 1,
+            baseline: Baseline::known(mean, sigma),
+            z: mean,
+            ..Self::new(1, lambda, l)
+        }
+    }
+
     pub fn new(warmup: u64, lambda: f64, l: f64) -> Self {
         Self {
             warmup: warmup.max(2),
             lambda,
             l,
-            min_sigma: 0.0,
             baseline: Baseline::default(),
             z: 0.0,
             t: 0,
@@ -489,10 +502,7 @@ impl Ewma {
             self.z = self.baseline.mean;
             return false;
         }
-        let (mu, sigma) = (
-            self.baseline.mean,
-            self.baseline.sigma().max(self.min_sigma),
-        );
+        let (mu, sigma) = (self.baseline.mean, self.baseline.sigma());
         self.t += 1;
         self.z = self.lambda * x + (1.0 - self.lambda) * self.z;
         let width = self.l

@@ -2,8 +2,7 @@
 """Golden values for the anomaly detectors, written to tests/data/anomaly.json.
 
 Robust z-scores, from SciPy: |t(x) - median| / scipy.stats.median_abs_deviation(t(reference),
-scale="normal"), or, where the MAD is 0, / (mean absolute deviation from the median * sqrt(pi/2))
-(Iglewicz & Hoaglin's fallback), for probe values against several reference samples; t is log
+scale="normal") (none where the MAD is 0), for probe values against several reference samples; t is log
 for a positive reference whose logarithm has the smaller Bowley quartile skewness (NumPy's
 quantiles), else the identity.
 
@@ -60,15 +59,16 @@ def robust_cases():
         scaled = t(ref)
         median = float(np.median(scaled))
         mad = float(stats.median_abs_deviation(scaled, scale="normal"))
-        scale = mad if mad > 0 else float(np.mean(np.abs(scaled - median))) * math.sqrt(math.pi / 2)
+        scale = mad if mad > 0 else math.nan  # MAD 0: no robust scale, no check
         lo, hi = float(ref.min()), float(ref.max())
         probes = np.concatenate([np.linspace(lo - (hi - lo), hi + (hi - lo), 40), rng.choice(ref, 10)])
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.abs(t(probes) - median) / scale
         cases.append({
             "name": name, "reference": ref.tolist(), "probes": probes.tolist(), "log": log,
-            # None: no z-score (a value <= 0 on the log scale is left to the range check).
-            "z": [None if (log and p <= 0) else float(v) for p, v in zip(probes, z)],
+            # None: no z-score (a value <= 0 on the log scale is left to the range check; a
+            # reference with MAD 0 has no robust scale).
+            "z": [None if (log and p <= 0) or mad == 0 else float(v) for p, v in zip(probes, z)],
             "mad_zero": mad == 0,
         })
     return cases
