@@ -6,16 +6,25 @@
 //!
 //! cargo run --release --example hst_scores -- stream.csv --reference 2000 > scores.txt
 //!
-//! Input: a header and numeric columns only. Output: one score per row (river's scale, 1 = most
-//! anomalous) on stdout; the time spent scoring, in ns per row, on stderr.
+//! Input: a header and numeric columns only. Output, one line per row on stdout: the score
+//! (river's scale, 1 = most anomalous) and 1 or 0, whether the sidecar's rule
+//! ([`MassRule`], `--ratio`, default the sidecar's) flags the row; the time spent scoring, in ns
+//! per row, on stderr. By default the trees learn every row from the first, as river does; with
+//! `--sidecar` they start after the reference rows, as in the sidecar (which builds them when
+//! the reference profile is ready), and the reference rows get score 0.
 
-use inferscope::stats::half_space_trees::{reference_scale, HalfSpaceTrees};
+use inferscope::{
+    anomaly::settings::DEFAULT_HST_MASS_RATIO,
+    stats::half_space_trees::{reference_scale, HalfSpaceTrees, MassRule},
+};
 use std::{io::Write, time::Instant};
 
 fn main() -> anyhow::Result<()> {
     let mut path = None;
     let (mut reference, mut trees, mut height, mut window, mut seed) = (2000usize, 10, 8, 250, 42);
     let mut margin = None;
+    let mut ratio = DEFAULT_HST_MASS_RATIO;
+    let mut sidecar = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || -> anyhow::Result<String> {
@@ -29,6 +38,8 @@ fn main() -> anyhow::Result<()> {
             "--window" => window = value()?.parse()?,
             "--seed" => seed = value()?.parse()?,
             "--margin" => margin = Some(value()?.parse::<f64>()?),
+            "--ratio" => ratio = value()?.parse()?,
+            "--sidecar" => sidecar = true,
             _ => path = Some(a),
         }
     }
@@ -74,19 +85,28 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut hst = HalfSpaceTrees::new(dims, trees, height, window, seed);
-    let mut scores = Vec::with_capacity(rows.len());
+    let mut rule = MassRule::new(ratio);
+    let skip = if sidecar { reference } else { 0 };
+    let mut scores = vec![0.0; skip];
+    let mut flags = vec![false; skip];
+    scores.reserve(rows.len() - skip);
+    flags.reserve(rows.len() - skip);
+    // Scoring, learning and the flag rule, as the sidecar runs them per record.
     let start = Instant::now();
-    for x in &scaled {
-        scores.push(hst.score_learn(x));
+    for x in &scaled[skip..] {
+        let scoring = hst.is_scoring();
+        let score = hst.score_learn(x);
+        scores.push(score);
+        flags.push(rule.check(score, scoring).is_some());
     }
     let elapsed = start.elapsed();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for s in scores {
-        writeln!(out, "{s}")?;
+    for (s, f) in scores.iter().zip(flags) {
+        writeln!(out, "{s} {}", u8::from(f))?;
     }
     eprintln!(
         "{:.1} ns per row",
-        elapsed.as_nanos() as f64 / rows.len() as f64
+        elapsed.as_nanos() as f64 / (rows.len() - skip).max(1) as f64
     );
     Ok(())
 }

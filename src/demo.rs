@@ -730,7 +730,6 @@ pub async fn run(
             TcpListener::bind("127.0.0.1:0").await?
         }
     };
-    let metrics_exported = config.export.metrics && sinks.metrics.is_some();
     let sidecar = Sidecar::start(listener, config, sinks).await?;
     let addr = sidecar.local_addr;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -742,10 +741,6 @@ pub async fn run(
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     ticker.tick().await;
-    // Without a metric exporter to close the change detectors' intervals, the demo does.
-    let closes_intervals = !metrics_exported;
-    let mut intervals = tokio::time::interval(INTERVAL);
-    intervals.tick().await;
     let mut before = BTreeMap::new();
     let mut last = Instant::now();
     let signal = crate::server::shutdown_signal();
@@ -757,9 +752,6 @@ pub async fn run(
         }
         tokio::select! {
             _ = &mut signal => break,
-            _ = intervals.tick(), if closes_intervals => {
-                sidecar.snapshot().await;
-            }
             _ = ticker.tick() => {
                 let snapshot = sidecar.peek().await;
                 let dt = last.elapsed().as_secs_f64();

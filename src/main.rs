@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 config.windows = Some("1m,5m".into());
             }
             // Series points every 5 s, so the change detectors have something to watch within a
-            // minute (the demo closes the intervals itself when it does not export).
+            // minute (with the export off, the sidecar closes them on the same cadence).
             if config.metric_export_interval.is_none() {
                 config.metric_export_interval = Some(demo::INTERVAL.as_millis() as u64);
             }

@@ -185,6 +185,25 @@ impl Sidecar {
         );
 
         let exporter_stop = CancellationToken::new();
+        if sinks.metrics.is_none() {
+            // Without a metric export nothing closes the intervals of the change detectors'
+            // series: close them on the same cadence here.
+            let pipeline = pipeline.clone();
+            let every = config.export.metric_interval;
+            let stop = exporter_stop.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = ticks.tick() => {
+                            pipeline.snapshot().await;
+                        }
+                    }
+                }
+            });
+        }
         let exporter = sinks.metrics.map(|transport| {
             let exporter = MetricExporter::new(
                 transport,

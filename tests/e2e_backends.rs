@@ -863,13 +863,18 @@ async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     }
     // The share of flagged records since start, as counted from the acks.
     let flagged_records = ack.flags.len() as f64;
+    let want = flagged_records / 1520.0;
     let rate = promql_near(
         &vm,
         &format!(r#"inferscope_anomaly_rate_ratio{{{m},window="all"}}"#),
-        flagged_records / 1520.0,
+        want,
     )
     .await;
-    assert!(rate.is_some(), "anomaly rate {rate:?}");
+    // VictoriaMetrics keeps about 14 significant digits.
+    assert!(
+        rate.is_some_and(|r| (r - want).abs() <= 1e-12),
+        "anomaly rate {rate:?} vs {want}"
+    );
 
     // Phoenix: one span per flagged record, children of the caller's span, each with its events.
     let spans = phoenix_spans(&phoenix_http, &trace_id, ack.flags.len()).await;

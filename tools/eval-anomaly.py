@@ -40,9 +40,11 @@ reference on either side. Timings (not deterministic, unlike the AUCs)
 cover scoring and learning only: inferscope's as reported by hst_scores, river's by
 time.perf_counter around its loop (rows already converted to dicts), IsolationForest's fit+score.
 
-The last table applies the sidecar's flagging rule to inferscope's scores: a row is flagged when
-its mass (1 - score) is below ratio x the median mass of all rows after the reference (the
-sidecar's running median also sees every record, anomalies included).
+The last table is the sidecar's flagging rule as the sidecar runs it (hst_scores --sidecar: trees
+built at the end of the reference, so the first 250 rows after it only fill the first window; a
+row flagged when its mass, 1 - score, is under ratio x the streaming median mass of the rows
+before it, after 1 000 masses: MassRule in src/stats/half_space_trees.rs), over the rows after
+the reference.
 
 Run (from the repository root; streams go to a temporary directory, Markdown to stdout):
     python3 -m venv /tmp/oracle-venv && /tmp/oracle-venv/bin/pip install -r tests/oracles/requirements.txt
@@ -180,12 +182,19 @@ def blob_streams():
     return out
 
 
-def inferscope_scores(csv_path, seed):
+def run_hst_scores(csv_path, seed, *extra):
+    """hst_scores' output: per row (score, flag), and its ns per row."""
     done = subprocess.run([str(csv_path.parent / HST_SCORES.name), str(csv_path), "--reference", str(REFERENCE), "--trees", str(TREES),
-                           "--height", str(HEIGHT), "--window", str(WINDOW), "--seed", str(seed)],
+                           "--height", str(HEIGHT), "--window", str(WINDOW), "--seed", str(seed), *extra],
                           capture_output=True, text=True, check=True)
     ns = float(re.search(r"([0-9.]+) ns per row", done.stderr).group(1))
-    return np.array(done.stdout.split(), dtype=float), ns
+    out = np.array(done.stdout.split(), dtype=float).reshape(-1, 2)
+    return out[:, 0], out[:, 1].astype(bool), ns
+
+
+def inferscope_scores(csv_path, seed):
+    scores, _, ns = run_hst_scores(csv_path, seed)
+    return scores, ns
 
 
 def river_scores(model, rows):
@@ -229,12 +238,14 @@ def evaluate(name, x, y, workdir):
     r = {"name": name, "rows": len(x), "dims": x.shape[1], "anomaly_pct": 100 * y[REFERENCE:].mean()}
     hst, r["ns_inferscope"] = inferscope_scores(csv_path, SEED)
     r["inferscope"] = auc(y, hst)
-    mass = 1.0 - hst[REFERENCE:]
-    median = np.median(mass)
     yy = y[REFERENCE:]
-    r["flags"] = {ratio: ((mass[yy == 0] < ratio * median).mean(), (mass[yy == 1] < ratio * median).mean(),
-                          int((mass[yy == 0] < ratio * median).sum()), int((mass[yy == 1] < ratio * median).sum()))
-                  for ratio in RATIOS}
+    r["flags"] = {}
+    for ratio in RATIOS:
+        # The sidecar's rule, run by hst_scores as the sidecar runs it (trees from the end of
+        # the reference, streaming median, warm-up).
+        flagged = run_hst_scores(csv_path, SEED, "--sidecar", "--ratio", str(ratio))[1][REFERENCE:]
+        r["flags"][ratio] = (flagged[yy == 0].mean(), flagged[yy == 1].mean(),
+                             int(flagged[yy == 0].sum()), int(flagged[yy == 1].sum()))
     s, r["us_river_limits"] = river_scores(river_hst(SEED, limits), raw)
     r["river_limits"] = auc(y, s)
     s, r["us_river_minmax"] = river_scores(compose.Pipeline(preprocessing.MinMaxScaler(), river_hst(SEED)), raw)
@@ -283,7 +294,7 @@ def sweep(streams):
                 if margin is not None:
                     args += ["--margin", str(margin)]
                 done = subprocess.run(args, capture_output=True, text=True, check=True)
-                scores = np.array(done.stdout.split(), dtype=float)
+                scores = np.array(done.stdout.split(), dtype=float).reshape(-1, 2)[:, 0]
                 aucs[(trees, height, margin)].append(auc(y, scores))
                 ns[(trees, height, margin)].append(float(re.search(r"([0-9.]+) ns per row", done.stderr).group(1)))
             print(f"{name}: swept", file=sys.stderr)
@@ -349,7 +360,7 @@ def main():
                 + [["**mean**"] + [f"**{np.mean([np.mean(r[k]) for r in results]):.3f}**" for k in diag_keys]
                    + [f"**{max(r['max_diff'] for r in results):.1e}** (max)"]]))
 
-    print("\n### Flagging rule on inferscope's scores: mass < ratio × median mass\n")
+    print("\n### Flagging rule as the sidecar runs it: mass < ratio × streaming median mass\n")
     rows = []
     for ratio in RATIOS:
         fpr = [r["flags"][ratio][0] for r in results]

@@ -116,6 +116,8 @@ pub struct AnomalySnapshot {
     pub windows: Vec<(String, AnomalyCounts)>,
     /// Detections by `[series::Series as usize][series::Detector as usize]`.
     pub detections: [[u64; 4]; 6],
+    /// Series that have had a point (their counters are exported, zeros included).
+    pub active: [bool; 6],
     /// The last point of each watched series.
     pub points: Vec<(series::Series, f64)>,
 }
@@ -231,6 +233,7 @@ impl ModelAnomaly {
         AnomalySnapshot {
             windows: self.windows.views(),
             detections: self.series.detections,
+            active: self.series.active,
             points: self.series.last_points().collect(),
         }
     }

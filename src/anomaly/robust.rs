@@ -1,6 +1,9 @@
 //! Robust outliers of a numeric feature against its reference sample: the modified z-score
-//! |t(x) − median| / scale (Iglewicz & Hoaglin), with the scale the MAD made consistent with a
-//! normal σ (as `scipy.stats.median_abs_deviation(x, scale="normal")`). A reference whose MAD is
+//! |t(x) − median| / scale (Iglewicz & Hoaglin), with the scale the larger of the MAD and the
+//! interquartile range, each made consistent with a normal σ (as SciPy's
+//! `median_abs_deviation(x, scale="normal")` and `iqr(x, scale="normal")`: equal for a normal
+//! sample, while the IQR keeps a bimodal feature, whose MAD is the spread of one mode, from
+//! flagging every value of its other mode). A reference whose MAD is
 //! 0 (more than half its values equal: binary, one-hot, zero-inflated features) has no robust
 //! scale and gets no check: Iglewicz & Hoaglin's fallback (the mean absolute deviation) would
 //! flag every record carrying a minority value under 16 % share, and the range check covers
@@ -36,11 +39,17 @@ pub struct RobustScale {
 
 /// Median and inverse scale of a sorted sample (0 when its MAD is 0).
 fn centre_and_scale(sorted: &[f64]) -> (f64, f64) {
+    /// Φ⁻¹(0.75) − Φ⁻¹(0.25), SciPy's `iqr(scale="normal")` divisor.
+    const NORMAL_IQR: f64 = 2.0 * NORMAL_MAD;
     let median = quantile(sorted, 0.5);
     let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
     deviations.sort_by(f64::total_cmp);
     let mad = quantile(&deviations, 0.5);
-    (median, if mad > 0.0 { NORMAL_MAD / mad } else { 0.0 })
+    if mad <= 0.0 {
+        return (median, 0.0);
+    }
+    let iqr = quantile(sorted, 0.75) - quantile(sorted, 0.25);
+    (median, 1.0 / (mad / NORMAL_MAD).max(iqr / NORMAL_IQR))
 }
 
 /// Bowley's quartile skewness of a sorted sample (0 when Q3 = Q1).

@@ -268,6 +268,8 @@ pub struct SeriesWatch {
     watched: Vec<Watched>,
     /// Detections by `[Series as usize][Detector as usize]`.
     pub detections: [[u64; 4]; 6],
+    /// Series that have had a point: their detection counters are exported, zeros included.
+    pub active: [bool; 6],
 }
 
 impl SeriesWatch {
@@ -277,6 +279,7 @@ impl SeriesWatch {
             previous: Totals::default(),
             watched: Series::ALL.iter().map(|&s| Watched::new(s)).collect(),
             detections: [[0; 4]; 6],
+            active: [false; 6],
         }
     }
 
@@ -334,9 +337,12 @@ impl SeriesWatch {
         }
         points[Series::DriftScore as usize] = extras.drift_score.map(|x| (x, records));
         let settings = self.settings.clone();
-        for (w, point) in self.watched.iter_mut().zip(points) {
+        for ((w, point), active) in self.watched.iter_mut().zip(points).zip(&mut self.active) {
             match point.filter(|(x, _)| x.is_finite()) {
-                Some((x, n)) => w.update(x, n, &settings, &mut out),
+                Some((x, n)) => {
+                    *active = true;
+                    w.update(x, n, &settings, &mut out);
+                }
                 None => w.last = None,
             }
         }

@@ -14,7 +14,11 @@ use crate::anomaly::{range_distance, robust::RobustScale, AnomalyKind, AnomalySe
 use crate::{
     models::Declaration,
     pb,
-    stats::{drift, half_space_trees::HalfSpaceTrees, tail_quantile::TailQuantile, Estimate},
+    stats::{
+        drift,
+        half_space_trees::{HalfSpaceTrees, MassRule},
+        Estimate,
+    },
     windows::{WindowSpec, Windows},
 };
 use std::{collections::HashMap, sync::Arc};
@@ -228,11 +232,8 @@ struct Hst {
     trees: HalfSpaceTrees,
     /// One record's numeric features scaled to [0, 1] by the reference range (NaN = missing).
     input: Vec<f64>,
-    median_mass: TailQuantile,
+    rule: MassRule,
 }
-
-/// Records of mass seen before multivariate outliers are flagged, beyond the trees' first window.
-const HST_WARMUP: u64 = 1_000;
 
 impl ModelDrift {
     pub fn new(settings: &DriftSettings, key: crate::models::ModelKey) -> Self {
@@ -272,7 +273,7 @@ impl ModelDrift {
             && self
                 .hst
                 .as_ref()
-                .is_none_or(|h| h.trees.is_scoring() && h.median_mass.seen() >= HST_WARMUP)
+                .is_none_or(|h| h.trees.is_scoring() && h.rule.settled())
     }
 
     /// Uses `settings` for the detectors that need the profile (from the next profile on).
@@ -322,7 +323,7 @@ impl ModelDrift {
                 ),
             ),
             input: vec![f64::NAN; dims],
-            median_mass: TailQuantile::new(0.5, 10_000),
+            rule: MassRule::new(a.hst_mass_ratio),
         });
         self.by_name = features
             .iter()
@@ -549,18 +550,10 @@ impl ModelDrift {
                     *x = f64::NAN;
                 }
             }
-            let mass = 1.0 - h.trees.score_learn(&h.input);
-            if h.trees.is_scoring() {
-                let typical = h.median_mass.estimate();
-                if let Some(typical) = typical.filter(|_| h.median_mass.seen() >= HST_WARMUP) {
-                    if mass < self.anomaly.hst_mass_ratio * typical {
-                        flags.push(
-                            AnomalyKind::MultivariateOutlier
-                                .flag("half_space_trees", 1.0 - mass / typical),
-                        );
-                    }
-                }
-                h.median_mass.update(mass);
+            let scoring = h.trees.is_scoring();
+            let score = h.trees.score_learn(&h.input);
+            if let Some(s) = h.rule.check(score, scoring) {
+                flags.push(AnomalyKind::MultivariateOutlier.flag("half_space_trees", s));
             }
         }
         None
@@ -887,4 +880,94 @@ enum Value<'a> {
 enum Cell {
     Number(f64),
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::profile::{NumericColumn, ProfileSettings};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// Two tight clusters in 4 dimensions.
+    fn clustered(rng: &mut StdRng) -> Vec<f64> {
+        let centre = if rng.random::<bool>() { 0.3 } else { 0.7 };
+        (0..4)
+            .map(|_| centre + 0.03 * (rng.random::<f64>() - 0.5))
+            .collect()
+    }
+
+    fn record(values: Vec<f64>) -> pb::InferenceRecord {
+        pb::InferenceRecord {
+            numeric_features: values,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn half_space_trees_flag_a_record_between_the_clusters_and_not_the_clusters() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut columns = vec![NumericColumn::default(); 4];
+        for _ in 0..2000 {
+            for (c, v) in columns.iter_mut().zip(clustered(&mut rng)) {
+                c.push(Some(v));
+            }
+        }
+        let names: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
+        let profile = Arc::new(Profile {
+            format: FORMAT.into(),
+            model: "m".into(),
+            version: "1".into(),
+            source: "test".into(),
+            created_unix_seconds: 0,
+            records: 2000,
+            features: columns
+                .into_iter()
+                .zip(&names)
+                .map(|(c, n)| FeatureProfile::Numeric(c.finish(n, ProfileSettings::default(), 1)))
+                .collect(),
+        });
+        let mut drift = ModelDrift::new(
+            &DriftSettings {
+                reference_records: 0,
+                ..Default::default()
+            },
+            crate::models::ModelKey::new("m", "1"),
+        );
+        drift.declare(Arc::new(Declaration::from_pb(&pb::ModelDeclaration {
+            features: names
+                .iter()
+                .map(|n| pb::FeatureSpec {
+                    name: n.clone(),
+                    kind: pb::FeatureKind::Numeric as i32,
+                })
+                .collect(),
+            ..Default::default()
+        })));
+        drift.set_profile(profile, 0);
+        let mut flags = Vec::new();
+        let mut flagged_ordinary = 0;
+        for i in 0..3000 {
+            drift.update(&record(clustered(&mut rng)), 0, &mut flags);
+            if i == 1200 {
+                assert!(!drift.flags_settled(), "the trees are still warming up");
+            }
+            flagged_ordinary += flags.len();
+            flags.clear();
+        }
+        assert!(drift.flags_settled());
+        // No flag of any kind on ordinary records (the features are bimodal: their MAD is one
+        // cluster's spread, their IQR spans both).
+        assert!(
+            flagged_ordinary <= 3,
+            "{flagged_ordinary} flags on ordinary records"
+        );
+        // Inside every feature's range, far from both clusters.
+        drift.update(&record(vec![0.3, 0.7, 0.3, 0.7]), 0, &mut flags);
+        let kinds: Vec<&str> = flags.iter().map(|f| f.kind.as_str()).collect();
+        assert_eq!(kinds, ["multivariate_outlier"], "{flags:?}");
+        assert!(flags[0].score > 1.0 - DEFAULT_HST_RATIO_FOR_TEST);
+    }
+
+    /// The score of a flag is 1 − mass / median; a flag means mass < ratio × median.
+    const DEFAULT_HST_RATIO_FOR_TEST: f64 = crate::anomaly::settings::DEFAULT_HST_MASS_RATIO;
 }

@@ -28,17 +28,20 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
                 }
             }
         }
+        // Zeros included for every series the model has (a counter first seen at 1 is invisible
+        // to increase()).
         for series in Series::ALL {
+            if !anomaly.active[series as usize] {
+                continue;
+            }
             for detector in Detector::ALL {
                 let n = anomaly.detections[series as usize][detector as usize];
-                if n > 0 {
-                    let attributes = with(
-                        with(base.clone(), "series", series.name()),
-                        "detector",
-                        detector.name(),
-                    );
-                    changes.push((since, attributes, n as i64));
-                }
+                let attributes = with(
+                    with(base.clone(), "series", series.name()),
+                    "detector",
+                    detector.name(),
+                );
+                changes.push((since, attributes, n as i64));
             }
         }
         for (series, value) in &anomaly.points {

@@ -39,6 +39,50 @@ pub fn reference_scale(min: f64, max: f64) -> (f64, f64) {
     )
 }
 
+/// Masses seen before [`MassRule`] flags anything (after the trees' first window).
+pub const MASS_RULE_WARMUP: u64 = 1_000;
+
+/// The sidecar's flag rule on the trees' scores: a record is flagged when its mass (1 − score)
+/// is under `ratio` × the median mass of recent records (a streaming median, within 6.25 %, over
+/// the last 10 000 to 20 000), once the trees score and [`MASS_RULE_WARMUP`] masses were seen.
+/// Shared with `examples/hst_scores.rs`, so that the evaluation measures this very rule.
+#[derive(Debug, Clone)]
+pub struct MassRule {
+    ratio: f64,
+    median: crate::stats::tail_quantile::TailQuantile,
+}
+
+impl MassRule {
+    pub fn new(ratio: f64) -> Self {
+        Self {
+            ratio,
+            median: crate::stats::tail_quantile::TailQuantile::new(0.5, 10_000),
+        }
+    }
+
+    /// The flag score (1 − mass / median) when `score` is flagged; `scoring`: the trees were
+    /// scoring when they gave it (past their first window).
+    pub fn check(&mut self, score: f64, scoring: bool) -> Option<f64> {
+        if !scoring {
+            return None;
+        }
+        let mass = 1.0 - score;
+        let flag = self
+            .median
+            .estimate()
+            .filter(|_| self.settled())
+            .filter(|&typical| mass < self.ratio * typical)
+            .map(|typical| 1.0 - mass / typical);
+        self.median.update(mass);
+        flag
+    }
+
+    /// True once flags can be raised.
+    pub fn settled(&self) -> bool {
+        self.median.seen() >= MASS_RULE_WARMUP
+    }
+}
+
 /// CPython's `random.Random(seed)` for a non-negative integer seed: MT19937 seeded by
 /// `init_by_array` with the seed's 32-bit words, least significant first; `random()` as
 /// `genrand_res53`.

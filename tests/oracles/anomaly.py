@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Golden values for the anomaly detectors, written to tests/data/anomaly.json.
 
-Robust z-scores, from SciPy: |t(x) - median| / scipy.stats.median_abs_deviation(t(reference),
-scale="normal") (none where the MAD is 0), for probe values against several reference samples; t is log
+Robust z-scores, from SciPy: |t(x) - median| / max(scipy.stats.median_abs_deviation(t(reference),
+scale="normal"), scipy.stats.iqr(t(reference), scale="normal")) (none where the MAD is 0), for
+probe values against several reference samples, a bimodal one among them; t is log
 for a positive reference whose logarithm has the smaller Bowley quartile skewness (NumPy's
 quantiles), else the identity.
 
@@ -48,6 +49,8 @@ def robust_cases():
         "lognormal": rng.lognormal(0.0, 1.0, 700),
         "lognormal_wide": rng.lognormal(2.0, 1.2, 900),
         "integers": np.arange(20, dtype=float),
+        # Two modes: the MAD is one mode's spread, the IQR spans both.
+        "bimodal": np.concatenate([rng.normal(0.3, 0.01, 260), rng.normal(0.7, 0.01, 240)]),
         # More than half equal: MAD 0, the mean-deviation fallback applies.
         "mostly_zero": np.concatenate([np.zeros(300), rng.exponential(3.0, 100)]),
     }
@@ -59,7 +62,8 @@ def robust_cases():
         scaled = t(ref)
         median = float(np.median(scaled))
         mad = float(stats.median_abs_deviation(scaled, scale="normal"))
-        scale = mad if mad > 0 else math.nan  # MAD 0: no robust scale, no check
+        iqr = float(stats.iqr(scaled, scale="normal"))
+        scale = max(mad, iqr) if mad > 0 else math.nan  # MAD 0: no robust scale, no check
         lo, hi = float(ref.min()), float(ref.max())
         probes = np.concatenate([np.linspace(lo - (hi - lo), hi + (hi - lo), 40), rng.choice(ref, 10)])
         with np.errstate(invalid="ignore", divide="ignore"):
