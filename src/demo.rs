@@ -330,6 +330,17 @@ impl SyntheticModel {
     }
 }
 
+/// Feature `f` of load-test record `i`: uniform in [0, 10), the same for the same (i, f), and
+/// unrelated across records and features (SplitMix64), so that the records look like independent
+/// draws to drift and anomaly detectors, not like points on one line in batch order.
+fn load_value(i: usize, f: usize) -> f64 {
+    let mut z = ((i as u64) << 32 | f as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 * 10.0
+}
+
 /// A uniform batch for load tests and benchmarks: a declared binary classifier ("loadgen" 1)
 /// with `features` numeric features, 1 % error records.
 pub fn load_test_batch(sequence: u64, size: usize, features: usize) -> pb::RecordBatch {
@@ -342,7 +353,7 @@ pub fn load_test_batch(sequence: u64, size: usize, features: usize) -> pb::Recor
             } else {
                 String::new()
             },
-            numeric_features: (0..features).map(|f| (i * f) as f64 * 0.01).collect(),
+            numeric_features: (0..features).map(|f| load_value(i, f)).collect(),
             prediction: Some(pb::inference_record::Prediction::Classification(
                 pb::Classification {
                     predicted_class_index: Some((i % 2) as u32),
