@@ -140,6 +140,25 @@ pub struct SpanJob {
     pub events: Vec<SpanEvent>,
 }
 
+impl SpanJob {
+    /// A span about a model version at `now`, in a trace of its own (no request caused it).
+    fn of_model(name: &'static str, key: &ModelKey, now: SystemTime) -> Self {
+        Self {
+            name,
+            model: key.model.clone(),
+            version: key.version.clone(),
+            request_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            start: now,
+            end: now,
+            error_type: String::new(),
+            attributes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
 /// One span event with its attributes.
 #[derive(Debug, Clone)]
 pub struct SpanEvent {
@@ -773,17 +792,13 @@ impl Shard {
                         self.join_prediction(m, record, now_ms, received_ns);
                     }
                     let slot = &mut self.index[m];
+                    // Flags come only from models with anomaly state (drift state goes with it).
                     if let Some(a) = &mut slot.anomaly {
                         a.detectors.check(record, &mut record_flags);
-                        a.count(&record_flags);
+                        a.count(&record_flags, &mut slot.ops.anomalies);
                     }
                     let flagged = !record_flags.is_empty();
                     if flagged {
-                        for flag in &record_flags {
-                            if let Some(kind) = crate::anomaly::AnomalyKind::from_name(&flag.kind) {
-                                slot.ops.anomalies[kind as usize] += 1;
-                            }
-                        }
                         // Counted above; past the cap left out of the ack and the span.
                         let cap = crate::anomaly::settings::MAX_FLAGS_PER_RECORD;
                         if record_flags.len() > cap {
@@ -1098,15 +1113,6 @@ impl Shard {
                 .map(|f| event("inferscope.drift.resolved", f)),
         );
         let job = SpanJob {
-            name: crate::export::traces::DRIFT_SPAN_NAME,
-            model: key.model.clone(),
-            version: key.version.clone(),
-            request_id: String::new(),
-            traceparent: String::new(),
-            tracestate: String::new(),
-            start: now,
-            end: now,
-            error_type: String::new(),
             attributes: vec![
                 ("inferscope.drift.window".into(), change.window),
                 (
@@ -1119,6 +1125,7 @@ impl Shard {
                 ),
             ],
             events,
+            ..SpanJob::of_model(crate::export::traces::DRIFT_SPAN_NAME, key, now)
         };
         self.send_span(spans, job);
     }
@@ -1149,16 +1156,6 @@ impl Shard {
         let Some(spans) = &self.spans else { return };
         let now = SystemTime::now();
         let job = SpanJob {
-            name: crate::export::traces::CHANGE_SPAN_NAME,
-            model: key.model.clone(),
-            version: key.version.clone(),
-            request_id: String::new(),
-            traceparent: String::new(),
-            tracestate: String::new(),
-            start: now,
-            end: now,
-            error_type: String::new(),
-            attributes: Vec::new(),
             events: found
                 .iter()
                 .map(|d| SpanEvent {
@@ -1171,6 +1168,7 @@ impl Shard {
                     numbers: vec![("value", d.value), ("level", d.level)],
                 })
                 .collect(),
+            ..SpanJob::of_model(crate::export::traces::CHANGE_SPAN_NAME, key, now)
         };
         self.send_span(spans, job);
     }

@@ -233,12 +233,9 @@ fn export_config(endpoint: String, protocol: OtlpProtocol) -> ExportConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
-    let (_vm, vm) = start_victoria_metrics().await;
-    let (_phoenix, phoenix_http, phoenix_grpc) = start_phoenix().await;
-
-    // The real export paths: OTLP/HTTP protobuf to VictoriaMetrics, OTLP/gRPC to Phoenix.
+/// The real export paths: OTLP/HTTP protobuf to VictoriaMetrics at `vm`, OTLP/gRPC to Phoenix.
+/// The sinks, and the metrics export settings for the sidecar's config.
+fn both_backends(vm: &str, phoenix_grpc: String) -> (Sinks, ExportConfig) {
     let resource = resource::detect();
     let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
     let traces_export = export_config(phoenix_grpc, OtlpProtocol::Grpc);
@@ -250,6 +247,15 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
         )),
         resource,
     };
+    (sinks, metrics_export)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
+    let (_vm, vm) = start_victoria_metrics().await;
+    let (_phoenix, phoenix_http, phoenix_grpc) = start_phoenix().await;
+
+    let (sinks, metrics_export) = both_backends(&vm, phoenix_grpc);
     let mut config = common::config();
     config.export = metrics_export;
     // Successful records are traced only when the caller's traceparent says "sampled".
@@ -745,17 +751,7 @@ async fn drift_scores_in_victoria_metrics_match_scipy() {
 async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     let (_vm, vm) = start_victoria_metrics().await;
     let (_phoenix, phoenix_http, phoenix_grpc) = start_phoenix().await;
-    let resource = resource::detect();
-    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
-    let traces_export = export_config(phoenix_grpc, OtlpProtocol::Grpc);
-    let sinks = Sinks {
-        metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
-        traces: Some(traces::tracer_provider(
-            traces::otlp_exporter(&traces_export).unwrap(),
-            resource.clone(),
-        )),
-        resource,
-    };
+    let (sinks, metrics_export) = both_backends(&vm, phoenix_grpc);
     let mut config = common::config();
     config.export = metrics_export;
     config.sampling = Sampling {

@@ -205,9 +205,14 @@ impl ModelAnomaly {
         self.windows.advance(now_ms);
     }
 
-    /// Counts one accepted record with its flags (empty when it raised none).
+    /// Counts one accepted record with its flags (empty when it raised none), into the windows
+    /// and into the model's cumulative `by_kind` counters.
     #[inline]
-    pub fn count(&mut self, flags: &[pb::AnomalyFlag]) {
+    pub fn count(
+        &mut self,
+        flags: &[pb::AnomalyFlag],
+        by_kind: &mut [u64; AnomalyKind::ALL.len()],
+    ) {
         let live = self.windows.live();
         live.records += 1;
         self.records += 1;
@@ -217,14 +222,10 @@ impl ModelAnomaly {
             for f in flags {
                 if let Some(kind) = AnomalyKind::from_name(&f.kind) {
                     live.kinds[kind as usize] += 1;
+                    by_kind[kind as usize] += 1;
                 }
             }
         }
-    }
-
-    /// Records and flagged records since creation.
-    pub fn totals(&self) -> (u64, u64) {
-        (self.records, self.flagged)
     }
 
     pub fn snapshot(&mut self, now_ms: u64) -> AnomalySnapshot {

@@ -22,7 +22,7 @@
 use crate::drift::profile::quantile;
 
 /// Φ⁻¹(0.75), SciPy's `scale="normal"` divisor of the MAD.
-const NORMAL_MAD: f64 = 0.674_489_750_196_081_7;
+pub const NORMAL_MAD: f64 = 0.674_489_750_196_081_7;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RobustScale {
@@ -37,14 +37,19 @@ pub struct RobustScale {
     threshold: f64,
 }
 
+/// Median and MAD of a sorted sample (NumPy's linear quantiles).
+pub fn median_and_mad(sorted: &[f64]) -> (f64, f64) {
+    let median = quantile(sorted, 0.5);
+    let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    (median, quantile(&deviations, 0.5))
+}
+
 /// Median and inverse scale of a sorted sample (0 when its MAD is 0).
 fn centre_and_scale(sorted: &[f64]) -> (f64, f64) {
     /// Φ⁻¹(0.75) − Φ⁻¹(0.25), SciPy's `iqr(scale="normal")` divisor.
     const NORMAL_IQR: f64 = 2.0 * NORMAL_MAD;
-    let median = quantile(sorted, 0.5);
-    let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
-    deviations.sort_by(f64::total_cmp);
-    let mad = quantile(&deviations, 0.5);
+    let (median, mad) = median_and_mad(sorted);
     if mad <= 0.0 {
         return (median, 0.0);
     }

@@ -169,11 +169,8 @@ enum Phase {
 fn median_and_sigma(points: &[f64]) -> (f64, f64) {
     let mut sorted = points.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let median = crate::drift::profile::quantile(&sorted, 0.5);
-    let mut deviations: Vec<f64> = sorted.iter().map(|x| (x - median).abs()).collect();
-    deviations.sort_by(f64::total_cmp);
-    let mad = crate::drift::profile::quantile(&deviations, 0.5);
-    (median, mad / 0.674_489_750_196_081_7)
+    let (median, mad) = super::robust::median_and_mad(&sorted);
+    (median, mad / super::robust::NORMAL_MAD)
 }
 
 /// One series and its detectors.
