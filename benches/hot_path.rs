@@ -9,7 +9,7 @@ use inferscope::{
     models::Declaration,
     operational::ModelOps,
     pb,
-    quality::{LabelJoin, ModelQuality, PendingPrediction, QualitySettings},
+    quality::{LabelJoin, ModelQuality, QualitySettings},
     validation,
 };
 use std::hint::black_box;
@@ -74,7 +74,8 @@ fn hot_path(c: &mut Criterion) {
         )
     });
     // A record whose label comes later, into a full pending store (the steady state when labels
-    // never come): key hashing, one insert, one eviction (as the shard does it).
+    // never come), through the shard's own join: prediction, key hashing, the early-label lookup,
+    // one insert, one eviction.
     let full = |capacity: usize| {
         let settings = QualitySettings {
             max_pending: capacity,
@@ -82,15 +83,10 @@ fn hot_path(c: &mut Criterion) {
         };
         let mut join = LabelJoin::new(&settings);
         let mut q = quality();
+        let mut warm = load.records[0].clone();
         for i in 0..capacity {
-            let key = join.key(0, &format!("warm-{i}"));
-            let p = q.prediction(&load.records[i % 1000]).unwrap();
-            let pending = PendingPrediction {
-                model: 0,
-                at_unix_ns: 0,
-                prediction: p,
-            };
-            join.pending.insert(key, 0, pending).ok();
+            warm.request_id = format!("warm-{i}");
+            join.on_prediction(&mut q, &warm, 0, 0);
         }
         (join, q)
     };
@@ -99,15 +95,7 @@ fn hot_path(c: &mut Criterion) {
             || full(100_000),
             |(join, q)| {
                 for r in batch {
-                    let p = q.prediction(black_box(r)).unwrap();
-                    q.count_prediction(&p);
-                    let key = join.key(0, &r.request_id);
-                    let pending = PendingPrediction {
-                        model: 0,
-                        at_unix_ns: 0,
-                        prediction: p,
-                    };
-                    black_box(join.pending.insert(key, 1, pending).ok());
+                    black_box(join.on_prediction(q, black_box(r), 1, 0));
                 }
             },
             BatchSize::LargeInput,

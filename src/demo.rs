@@ -764,7 +764,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut signal => break,
             _ = ticker.tick() => {
-                let snapshot = sidecar.peek().await;
+                let snapshot = sidecar.snapshot().await;
                 let dt = last.elapsed().as_secs_f64();
                 last = Instant::now();
                 print_summary(started.elapsed(), addr, exporting, &snapshot, &before, dt);

@@ -25,6 +25,7 @@
 //! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
 
 pub mod anomaly;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod drift;
@@ -36,6 +37,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod server;
 pub mod stats;
+pub mod tracecontext;
 pub mod validation;
 pub mod windows;
 

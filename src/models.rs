@@ -12,26 +12,58 @@ use std::{
 pub struct ModelKey {
     pub model: String,
     pub version: String,
+    /// Whose records the state holds: typed, so that a client model that happens to be named
+    /// like a shared slot (`__other__`) keeps a state of its own.
+    pub kind: SlotKind,
 }
 
-/// Where records of models beyond `--max-models` are counted, so the totals stay right while the
-/// number of series stays bounded.
+/// What a model state stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotKind {
+    /// One (model, version) the records named.
+    Own,
+    /// The records of model versions beyond `--max-models`, counted together so the totals stay
+    /// right while the number of series stays bounded. Exported as model [`OVERFLOW_MODEL`].
+    Overflow,
+    /// Rejects whose model name itself was unusable. Exported as model [`INVALID_MODEL`].
+    Invalid,
+}
+
+/// The exported model name and version of the overflow slot.
 pub const OVERFLOW_MODEL: &str = "__other__";
+/// The exported model name of the slot where rejects with an unusable model name are counted.
+pub const INVALID_MODEL: &str = "__invalid__";
 
 impl ModelKey {
     pub fn new(model: impl Into<String>, version: impl Into<String>) -> Self {
         Self {
             model: model.into(),
             version: version.into(),
+            kind: SlotKind::Own,
         }
     }
 
     pub fn overflow() -> Self {
-        Self::new(OVERFLOW_MODEL, OVERFLOW_MODEL)
+        Self {
+            kind: SlotKind::Overflow,
+            ..Self::new(OVERFLOW_MODEL, OVERFLOW_MODEL)
+        }
+    }
+
+    pub fn invalid() -> Self {
+        Self {
+            kind: SlotKind::Invalid,
+            ..Self::new(INVALID_MODEL, "")
+        }
+    }
+
+    /// True for the state of one model version (not a shared slot).
+    pub fn is_own(&self) -> bool {
+        self.kind == SlotKind::Own
     }
 
     pub fn matches(&self, model: &str, version: &str) -> bool {
-        self.model == model && self.version == version
+        self.kind == SlotKind::Own && self.model == model && self.version == version
     }
 }
 

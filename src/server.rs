@@ -150,6 +150,7 @@ impl Sidecar {
                 drift: config.drift.clone(),
                 profiles,
                 anomaly: config.anomaly.clone(),
+                series_interval: config.export.metric_interval,
             },
             span_tx,
             stats.clone(),
@@ -185,25 +186,6 @@ impl Sidecar {
         );
 
         let exporter_stop = CancellationToken::new();
-        if sinks.metrics.is_none() {
-            // Without a metric export nothing closes the intervals of the change detectors'
-            // series: close them on the same cadence here.
-            let pipeline = pipeline.clone();
-            let every = config.export.metric_interval;
-            let stop = exporter_stop.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = ticks.tick() => {
-                            pipeline.snapshot().await;
-                        }
-                    }
-                }
-            });
-        }
         let exporter = sinks.metrics.map(|transport| {
             let exporter = MetricExporter::new(
                 transport,
@@ -271,15 +253,16 @@ impl Sidecar {
         })
     }
 
-    /// The current state, merged across shards, closing an interval of the change detectors'
-    /// series as a metric export does.
+    /// The current state, merged across shards. Only looks.
     pub async fn snapshot(&self) -> SidecarSnapshot {
         SidecarSnapshot::collect(&self.pipeline).await
     }
 
-    /// The current state without closing an interval: for looking (the demo's table).
-    pub async fn peek(&self) -> SidecarSnapshot {
-        SidecarSnapshot::assemble(self.pipeline.peek().await, &self.pipeline)
+    /// Closes an interval of every model's change detectors now, as the shards' timers do every
+    /// metric export interval (tests drive intervals with it).
+    #[doc(hidden)]
+    pub async fn close_interval(&self) {
+        self.pipeline.close_interval().await
     }
 
     /// Pauses the shards until the guards are dropped (tests of the full-queue behaviour).

@@ -5,7 +5,7 @@
 //! What is *not* a rejection: NaN or infinite feature values (a missing or broken feature is the
 //! model server's data, later flagged as a data-quality anomaly, never a reason to lose the record).
 
-use crate::{models::Declaration, pb};
+use crate::{models::Declaration, pb, tracecontext::TraceParent};
 use pb::RejectReason;
 
 /// Bounds on what one record may carry.
@@ -194,38 +194,15 @@ fn check_label(
     }
 }
 
-/// Validates a W3C `traceparent` header value (Trace Context level 1, §3.2): lowercase hex,
-/// non-zero ids, version `ff` forbidden, and for version `00` exactly 55 characters.
-pub fn check_traceparent(value: &str) -> Result<(), FieldError> {
-    let bad = |why: &str| {
+/// Validates a W3C `traceparent` header value ([`TraceParent::parse`]).
+pub fn check_traceparent(value: &str) -> Result<TraceParent, FieldError> {
+    TraceParent::parse(value).map_err(|why| {
         reject(
             "traceparent",
             RejectReason::InvalidTraceparent,
             format!("{why}; expected 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"),
         )
-    };
-    let b = value.as_bytes();
-    if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
-        return Err(bad("wrong length"));
-    }
-    let is_hex = |s: &[u8]| {
-        s.iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-    };
-    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return Err(bad("misplaced dashes"));
-    }
-    let (version, trace_id, span_id, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
-    if !(is_hex(version) && is_hex(trace_id) && is_hex(span_id) && is_hex(flags)) {
-        return Err(bad("not lowercase hex"));
-    }
-    if version == b"ff" || (version == b"00" && b.len() != 55) {
-        return Err(bad("invalid version"));
-    }
-    if trace_id.iter().all(|&c| c == b'0') || span_id.iter().all(|&c| c == b'0') {
-        return Err(bad("all-zero id"));
-    }
-    Ok(())
+    })
 }
 
 /// Validates one record against the limits and, when the model is declared, its schema.

@@ -1,6 +1,6 @@
 //! Anomalies in a running sidecar: per-record flags in the acks (per-model settings respected),
 //! counted per kind and as rates per window, and change detections on the per-interval series
-//! (one interval per snapshot) as metrics and `inferscope.change` spans.
+//! (one interval per `close_interval`) as metrics and `inferscope.change` spans.
 
 mod common;
 
@@ -61,7 +61,7 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
     let sidecar = common::start(config).await;
     let mut client = sidecar.client().await;
 
-    // Ten calm intervals (100 records, 1 error each) for two models; one snapshot per interval.
+    // Ten calm intervals (100 records, 1 error each) for two models; one closed per round.
     let mut sent = 0;
     for _ in 0..10 {
         for model in ["loud", "quiet"] {
@@ -73,7 +73,7 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
             assert!(ack.flags.is_empty(), "{:?}", ack.flags);
         }
         sent += 100;
-        sidecar.sidecar.snapshot().await;
+        sidecar.sidecar.close_interval().await;
     }
 
     // A latency spike: flagged for "loud", not for "quiet" (its latency detector is off).
@@ -87,17 +87,17 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
     sent += 100;
     assert_eq!(spikes[0], vec![(7, "latency_outlier".to_owned())]);
     assert_eq!(spikes[1], vec![]);
-    sidecar.sidecar.snapshot().await;
+    sidecar.sidecar.close_interval().await;
 
     // An error burst: half the records fail.
     client
         .submit_records(records("loud", sent, 100, 50))
         .await
         .unwrap();
-    sidecar.sidecar.snapshot().await;
+    sidecar.sidecar.close_interval().await;
     // The last error-rate point is the burst's (exported as inferscope.anomaly.series until an
     // interval without records clears it, as the final one at stop does).
-    let peeked = sidecar.sidecar.peek().await;
+    let peeked = sidecar.sidecar.snapshot().await;
     let points = &peeked.anomaly[&inferscope::models::ModelKey::new("loud", "1")].points;
     assert!(
         points.contains(&(inferscope::anomaly::series::Series::ErrorRate, 0.5)),

@@ -152,13 +152,14 @@ impl ModelAnomaly {
         }
     }
 
-    /// Closes an interval of the series: `quality` and `drift` as just snapshotted, the drift
-    /// state for its profile and warm-ups.
+    /// Closes an interval of the series: `quality` is the model's since-start quality state,
+    /// `drift_score` the first window's largest drift score, `drift_state` the drift state for
+    /// its profile and warm-ups.
     pub fn close_interval(
         &mut self,
         ops: &crate::operational::ModelOps,
-        quality: Option<&crate::quality::QualitySnapshot>,
-        drift: Option<&crate::drift::model::DriftSnapshot>,
+        quality: Option<&crate::quality::state::QualityState>,
+        drift_score: Option<f64>,
         drift_state: Option<&crate::drift::model::ModelDrift>,
     ) -> Vec<series::Detection> {
         let changes = drift_state.map_or(0, |d| d.profile_changes());
@@ -174,7 +175,7 @@ impl ModelAnomaly {
             flagged: self.flagged,
             ..Default::default()
         };
-        if let Some((_, state)) = quality.and_then(|q| q.windows.last()) {
+        if let Some(state) = quality {
             let confusion = &state.confusion;
             totals.labelled = confusion.total();
             totals.correct = (0..confusion.classes())
@@ -183,14 +184,6 @@ impl ModelAnomaly {
             totals.regression_pairs = state.regression.count();
             totals.abs_error = state.regression.abs_error_sum();
         }
-        let drift_score = drift.and_then(|d| {
-            d.windows
-                .first()?
-                .features
-                .iter()
-                .filter_map(|f| f.psi.or(f.js_distance))
-                .reduce(f64::max)
-        });
         let extras = series::Extras {
             latency_p95: self.detectors.take_interval_latency(),
             drift_score,

@@ -211,12 +211,10 @@ pub struct ModelDrift {
     capture: Option<Capture>,
     declaration: Option<Arc<Declaration>>,
     settings: DriftSettings,
-    /// Drifted features of the first window at the last snapshot, to log changes.
+    /// Drifted features of the first window at the last interval, to log changes.
     last_drifted: Vec<String>,
     /// Model name and version, for captured profiles and log lines.
     key: crate::models::ModelKey,
-    /// The last change of the drifted set, until the shard takes it for a span.
-    change: Option<DriftChange>,
     /// This model's anomaly detectors (feature outliers and Half-Space Trees live here, where
     /// the reference is).
     anomaly: Arc<AnomalySettings>,
@@ -254,7 +252,6 @@ impl ModelDrift {
             settings: settings.clone(),
             last_drifted: Vec::new(),
             key,
-            change: None,
             anomaly: Arc::new(AnomalySettings::default()),
             hst: None,
             profile_changes: 0,
@@ -369,11 +366,6 @@ impl ModelDrift {
         self.last_drifted.clear();
         self.hst = None;
         self.profile_changes += 1;
-    }
-
-    /// The change of drifted features found by the last snapshot, once.
-    pub fn take_change(&mut self) -> Option<DriftChange> {
-        self.change.take()
     }
 
     pub fn declare(&mut self, declaration: Arc<Declaration>) {
@@ -640,7 +632,7 @@ impl ModelDrift {
         Some(profile)
     }
 
-    /// Scores every window; logs when the set of drifted features in the first window changes.
+    /// Scores every window. Looks only: the windows are flushed, nothing is logged or reset.
     pub fn snapshot(&mut self, now_ms: u64) -> Option<DriftSnapshot> {
         let profile = self.profile.clone()?;
         let windows = self.windows.as_mut()?;
@@ -651,61 +643,83 @@ impl ModelDrift {
             .into_iter()
             .map(|(window, state)| self.score(&profile, window, &state))
             .collect();
-        if let Some(first) = scores.first() {
-            let mut drifted: Vec<&FeatureScores> =
-                first.features.iter().filter(|f| f.drifted).collect();
-            let names: Vec<String> = drifted.iter().map(|f| f.name.clone()).collect();
-            if names != self.last_drifted {
-                drifted.sort_by(|a, b| {
-                    let key = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
-                    key(b).total_cmp(&key(a))
-                });
-                let top: Vec<String> = drifted
-                    .iter()
-                    .take(5)
-                    .map(|f| match (f.psi, f.js_distance) {
-                        (Some(p), _) if f.numeric => format!("{} (PSI {p:.3})", f.name),
-                        (_, Some(j)) => format!("{} (JS {j:.3})", f.name),
-                        _ => f.name.clone(),
-                    })
-                    .collect();
-                let score = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
-                let mut stopped: Vec<FeatureScores> = first
-                    .features
-                    .iter()
-                    .filter(|f| !f.drifted && self.last_drifted.contains(&f.name))
-                    .cloned()
-                    .collect();
-                stopped.sort_by(|a, b| score(b).total_cmp(&score(a)));
-                self.change = Some(DriftChange {
-                    window: first.window.clone(),
-                    started: drifted
-                        .iter()
-                        .filter(|f| !self.last_drifted.contains(&f.name))
-                        .map(|f| (*f).clone())
-                        .collect(),
-                    stopped,
-                    drifted: first.drifted_features,
-                    dataset_drift: first.dataset_drift,
-                });
-                tracing::warn!(
-                    model = %self.key.model,
-                    version = %self.key.version,
-                    window = %first.window,
-                    drifted = first.drifted_features,
-                    of = first.scored_features,
-                    dataset_drift = first.dataset_drift,
-                    top = %top.join(", "),
-                    "drifted features changed"
-                );
-                self.last_drifted = names;
-            }
-        }
         Some(DriftSnapshot {
             source: profile.source.clone(),
             reference_records: profile.records,
             windows: scores,
         })
+    }
+
+    /// Closes an interval of the change detectors: scores the first window, logs and returns
+    /// the change of its drifted features since the last interval, and its drift score (the
+    /// largest PSI or JS distance) for the series. `None` without a profile.
+    pub fn close_interval(&mut self, now_ms: u64) -> Option<(Option<DriftChange>, Option<f64>)> {
+        let profile = self.profile.clone()?;
+        let windows = self.windows.as_mut()?;
+        windows.advance(now_ms);
+        windows.flush();
+        let (window, state) = windows.views().into_iter().next()?;
+        let first = self.score(&profile, window, &state);
+        let score = first
+            .features
+            .iter()
+            .filter_map(|f| f.psi.or(f.js_distance))
+            .reduce(f64::max);
+        Some((self.detect_change(&first), score))
+    }
+
+    /// The change of the drifted set of `first` since the last call, logged.
+    fn detect_change(&mut self, first: &WindowScores) -> Option<DriftChange> {
+        let mut drifted: Vec<&FeatureScores> =
+            first.features.iter().filter(|f| f.drifted).collect();
+        let names: Vec<String> = drifted.iter().map(|f| f.name.clone()).collect();
+        if names != self.last_drifted {
+            drifted.sort_by(|a, b| {
+                let key = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
+                key(b).total_cmp(&key(a))
+            });
+            let top: Vec<String> = drifted
+                .iter()
+                .take(5)
+                .map(|f| match (f.psi, f.js_distance) {
+                    (Some(p), _) if f.numeric => format!("{} (PSI {p:.3})", f.name),
+                    (_, Some(j)) => format!("{} (JS {j:.3})", f.name),
+                    _ => f.name.clone(),
+                })
+                .collect();
+            let score = |f: &FeatureScores| f.psi.or(f.js_distance).unwrap_or(0.0);
+            let mut stopped: Vec<FeatureScores> = first
+                .features
+                .iter()
+                .filter(|f| !f.drifted && self.last_drifted.contains(&f.name))
+                .cloned()
+                .collect();
+            stopped.sort_by(|a, b| score(b).total_cmp(&score(a)));
+            let change = DriftChange {
+                window: first.window.clone(),
+                started: drifted
+                    .iter()
+                    .filter(|f| !self.last_drifted.contains(&f.name))
+                    .map(|f| (*f).clone())
+                    .collect(),
+                stopped,
+                drifted: first.drifted_features,
+                dataset_drift: first.dataset_drift,
+            };
+            tracing::warn!(
+                model = %self.key.model,
+                version = %self.key.version,
+                window = %first.window,
+                drifted = first.drifted_features,
+                of = first.scored_features,
+                dataset_drift = first.dataset_drift,
+                top = %top.join(", "),
+                "drifted features changed"
+            );
+            self.last_drifted = names;
+            return Some(change);
+        }
+        None
     }
 
     fn score(&self, profile: &Profile, window: String, state: &DriftState) -> WindowScores {

@@ -6,7 +6,8 @@
 //! once (and once more on recovery), counted in `inferscope.export.failures`, never retried in a
 //! tight loop.
 
-use super::{resource, unix_nanos, ExportError};
+use super::{resource, ExportError};
+use crate::clock::unix_nanos;
 use crate::{
     config::{ExportConfig, OtlpProtocol},
     models::ModelKey,

@@ -1,11 +1,14 @@
-//! Spans for sampled records (always for error records), built by one task from a bounded
-//! queue that the shards fill, so span work never runs on the per-record path. A record that
-//! carries a W3C `traceparent` gets a span that is a child of the model server's span.
+//! Spans for sampled records (always for error and flagged records) and for model-level events
+//! (drift changes, change detections), built by one task from the plain [`SpanJob`]s of a
+//! bounded queue that the shards fill, so span work never runs on the per-record path. A record
+//! that carries a W3C `traceparent` gets a span that is a child of the model server's span.
 
 use super::ExportError;
 use crate::{
     config::{ExportConfig, OtlpProtocol},
-    pipeline::SpanJob,
+    models::ModelKey,
+    pipeline::spans::{RecordSpan, SpanJob},
+    tracecontext::TraceParent,
 };
 use opentelemetry::{
     trace::{
@@ -27,7 +30,7 @@ use opentelemetry_sdk::{
 use std::{
     str::FromStr,
     sync::atomic::{AtomicBool, Ordering::Relaxed},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 use tokio::sync::mpsc;
 
@@ -138,26 +141,51 @@ pub fn tracer_provider<E: SpanExporter + 'static>(
         .build()
 }
 
-/// The caller's span context from a validated `traceparent` / `tracestate`.
-pub fn remote_parent(traceparent: &str, tracestate: &str) -> Option<Context> {
-    if traceparent.len() < 55 {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(&traceparent[3..35]).ok()?;
-    let span_id = SpanId::from_hex(&traceparent[36..52]).ok()?;
-    let flags = u8::from_str_radix(&traceparent[53..55], 16).ok()?;
+/// The caller's span context from a parsed `traceparent` and its `tracestate`.
+pub fn remote_parent(parent: &TraceParent, tracestate: &str) -> Context {
     let state = TraceState::from_str(tracestate).unwrap_or_default();
-    let context = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state);
-    Some(Context::new().with_remote_span_context(context))
+    let context = SpanContext::new(
+        TraceId::from(parent.trace_id),
+        SpanId::from(parent.span_id),
+        TraceFlags::new(parent.flags),
+        true,
+        state,
+    );
+    Context::new().with_remote_span_context(context)
 }
 
-/// Builds one span.
-pub fn record_span(tracer: &impl Tracer, job: SpanJob) {
-    let parent = remote_parent(&job.traceparent, &job.tracestate).unwrap_or_default();
-    let mut attributes = vec![
-        KeyValue::new("model.name", job.model),
-        KeyValue::new("model.version", job.version),
-    ];
+/// One span event: its name, time and attributes.
+struct Event {
+    name: &'static str,
+    time: SystemTime,
+    attributes: Vec<KeyValue>,
+}
+
+/// What one span is made of, whatever it reports.
+struct SpanParts {
+    name: &'static str,
+    parent: Context,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    error_type: String,
+    events: Vec<Event>,
+}
+
+fn model_attributes(model: String, version: String) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("model.name", model),
+        KeyValue::new("model.version", version),
+    ]
+}
+
+/// The span of a record, with one `inferscope.anomaly` event per flag.
+fn record_parts(job: RecordSpan) -> SpanParts {
+    let parent = job
+        .parent
+        .map(|p| remote_parent(&p, &job.tracestate))
+        .unwrap_or_default();
+    let mut attributes = model_attributes(job.model, job.version);
     if !job.request_id.is_empty() {
         attributes.push(KeyValue::new("inferscope.request.id", job.request_id));
     }
@@ -165,31 +193,140 @@ pub fn record_span(tracer: &impl Tracer, job: SpanJob) {
         attributes.push(KeyValue::new("error.type", job.error_type.clone()));
     }
     attributes.extend(job.attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)));
+    let events = job
+        .flags
+        .into_iter()
+        .map(|f| Event {
+            name: "inferscope.anomaly",
+            time: job.end,
+            attributes: vec![
+                KeyValue::new("kind", f.kind),
+                KeyValue::new("subject", f.subject),
+                KeyValue::new("score", f.score),
+            ],
+        })
+        .collect();
+    SpanParts {
+        name: SPAN_NAME,
+        parent,
+        start: job.start,
+        end: job.end,
+        attributes,
+        error_type: job.error_type,
+        events,
+    }
+}
+
+/// A span about a model version at `at`, in a trace of its own (no request caused it).
+fn model_parts(
+    name: &'static str,
+    key: ModelKey,
+    at: SystemTime,
+    attributes: Vec<KeyValue>,
+    events: Vec<Event>,
+) -> SpanParts {
+    let mut all = model_attributes(key.model, key.version);
+    all.extend(attributes);
+    SpanParts {
+        name,
+        parent: Context::new(),
+        start: at,
+        end: at,
+        attributes: all,
+        error_type: String::new(),
+        events,
+    }
+}
+
+/// The parts of a queued span.
+fn parts(job: SpanJob) -> SpanParts {
+    match job {
+        SpanJob::Record(record) => record_parts(record),
+        SpanJob::DriftChange { key, at, change } => {
+            // One event per feature that started or stopped drifting.
+            let event = |name, f: &crate::drift::model::FeatureScores| {
+                let mut attributes = vec![
+                    KeyValue::new("feature", f.name.clone()),
+                    KeyValue::new("method", if f.numeric { "psi" } else { "jensenshannon" }),
+                ];
+                if let Some(score) = f.psi.or(f.js_distance) {
+                    attributes.push(KeyValue::new("score", score));
+                }
+                Event {
+                    name,
+                    time: at,
+                    attributes,
+                }
+            };
+            let mut events: Vec<Event> = change
+                .started
+                .iter()
+                .map(|f| event("inferscope.drift.detected", f))
+                .collect();
+            events.extend(
+                change
+                    .stopped
+                    .iter()
+                    .map(|f| event("inferscope.drift.resolved", f)),
+            );
+            let attributes = vec![
+                KeyValue::new("inferscope.drift.window", change.window),
+                KeyValue::new(
+                    "inferscope.drift.drifted_features",
+                    change.drifted.to_string(),
+                ),
+                KeyValue::new(
+                    "inferscope.drift.dataset_drift",
+                    change.dataset_drift.to_string(),
+                ),
+            ];
+            model_parts(DRIFT_SPAN_NAME, key, at, attributes, events)
+        }
+        SpanJob::SeriesChange {
+            key,
+            at,
+            detections,
+        } => {
+            let events = detections
+                .iter()
+                .map(|d| Event {
+                    name: "inferscope.change.detected",
+                    time: at,
+                    attributes: vec![
+                        KeyValue::new("series", d.series.name()),
+                        KeyValue::new("detector", d.detector.name()),
+                        KeyValue::new("value", d.value),
+                        KeyValue::new("level", d.level),
+                    ],
+                })
+                .collect();
+            model_parts(CHANGE_SPAN_NAME, key, at, Vec::new(), events)
+        }
+    }
+}
+
+/// Builds one span.
+pub fn build_span(tracer: &impl Tracer, job: SpanJob) {
+    let parts = parts(job);
     let mut span = tracer
-        .span_builder(job.name)
+        .span_builder(parts.name)
         .with_kind(SpanKind::Internal)
-        .with_start_time(job.start)
-        .with_attributes(attributes)
-        .start_with_context(tracer, &parent);
-    if !job.error_type.is_empty() {
-        span.set_status(Status::error(job.error_type));
+        .with_start_time(parts.start)
+        .with_attributes(parts.attributes)
+        .start_with_context(tracer, &parts.parent);
+    if !parts.error_type.is_empty() {
+        span.set_status(Status::error(parts.error_type));
     }
-    for event in job.events {
-        let mut attributes: Vec<KeyValue> = event
-            .text
-            .into_iter()
-            .map(|(k, v)| KeyValue::new(k, v))
-            .collect();
-        attributes.extend(event.numbers.into_iter().map(|(k, v)| KeyValue::new(k, v)));
-        span.add_event_with_timestamp(event.name, event.time, attributes);
+    for event in parts.events {
+        span.add_event_with_timestamp(event.name, event.time, event.attributes);
     }
-    span.end_with_timestamp(job.end);
+    span.end_with_timestamp(parts.end);
 }
 
 /// Turns queued span jobs into spans until the queue closes.
 pub async fn run_span_builder(provider: SdkTracerProvider, mut jobs: mpsc::Receiver<SpanJob>) {
     let tracer = provider.tracer("inferscope");
     while let Some(job) = jobs.recv().await {
-        record_span(&tracer, job);
+        build_span(&tracer, job);
     }
 }

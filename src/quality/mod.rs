@@ -9,10 +9,13 @@
 //! What is kept per model: the class table (declared classes first, then classes seen in
 //! predictions and labels up to `--max-classes`; the rest share `__other__`), the windows
 //! ([`state::QualityState`]) and the join counters. The pending predictions live in the shard's
-//! [`LabelJoin`], shared by the shard's models under one capacity.
+//! [`LabelJoin`] ([`label_join`]), shared by the shard's models under one capacity.
 
 pub mod join;
+pub mod label_join;
 pub mod state;
+
+pub use label_join::{Departed, LabelJoin};
 
 use crate::{
     models::Declaration,
@@ -20,12 +23,8 @@ use crate::{
     stats::ExplicitHistogram,
     windows::{WindowSpec, Windows},
 };
-use join::{JoinKey, JoinStore, RecentKeys};
 use state::{CurveLayout, KindMismatch, Prediction, QualityState, Scores, Truth};
-use std::{
-    hash::{BuildHasher, Hasher},
-    time::Duration,
-};
+use std::time::Duration;
 
 /// Class label of classes past `--max-classes`.
 pub const OTHER_CLASS: &str = "__other__";
@@ -430,6 +429,13 @@ impl ModelQuality {
         self.windows.live().observe(prediction, truth, layout, cap)
     }
 
+    /// The since-start state, up to `now_ms`.
+    pub fn since_start(&mut self, now_ms: u64) -> &QualityState {
+        self.windows.advance(now_ms);
+        self.windows.flush();
+        self.windows.total()
+    }
+
     pub fn snapshot(&mut self, now_ms: u64) -> QualitySnapshot {
         self.windows.advance(now_ms);
         self.windows.flush();
@@ -448,94 +454,6 @@ impl ModelQuality {
             join: self.join.clone(),
             classes_overflowed: self.classes.overflowed,
         }
-    }
-}
-
-/// Most request ids remembered as resolved, per shard.
-pub const RESOLVED_SLOTS: usize = 1 << 16;
-
-/// A prediction waiting for its label.
-#[derive(Debug)]
-pub struct PendingPrediction {
-    pub model: u32,
-    /// Prediction time, Unix nanoseconds.
-    pub at_unix_ns: u64,
-    pub prediction: Prediction,
-}
-
-/// A label waiting for its prediction, kept as sent: it is resolved against the class table only
-/// if its prediction comes.
-#[derive(Debug)]
-pub struct EarlyLabel {
-    pub model: u32,
-    pub at_unix_ns: u64,
-    pub label: pb::Label,
-}
-
-/// How a request id's label story ended, remembered for a while to classify late labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    Labelled,
-    Expired,
-}
-
-/// A shard's join state: pending predictions, early labels, and recently resolved request ids.
-pub struct LabelJoin {
-    pub pending: JoinStore<PendingPrediction>,
-    pub early: JoinStore<EarlyLabel>,
-    /// Request ids recently labelled or expired, so that a second label is counted as a
-    /// duplicate and a late one as expired, not unknown. [`RESOLVED_SLOTS`] slots at most (512
-    /// KiB): its writes are one cache miss per resolved prediction, and at high rates any
-    /// bounded memory of old ids covers only a short history anyway.
-    resolved: RecentKeys,
-    /// Two independently seeded hashers: together a 128-bit key.
-    hashers: (
-        foldhash::fast::SeedableRandomState,
-        foldhash::fast::SeedableRandomState,
-    ),
-}
-
-impl LabelJoin {
-    pub fn new(settings: &QualitySettings) -> Self {
-        Self {
-            pending: JoinStore::new(settings.max_pending, settings.label_ttl.as_millis() as u64),
-            early: JoinStore::new(
-                settings.max_early_labels,
-                settings.early_label_hold.as_millis() as u64,
-            ),
-            resolved: RecentKeys::new(settings.max_pending.clamp(1024, RESOLVED_SLOTS)),
-            hashers: (
-                foldhash::fast::SeedableRandomState::random(),
-                foldhash::fast::SeedableRandomState::random(),
-            ),
-        }
-    }
-
-    /// The key of a request id of a model.
-    #[inline]
-    pub fn key(&self, model: u32, request_id: &str) -> JoinKey {
-        let hash = |state: &foldhash::fast::SeedableRandomState| {
-            let mut h = state.build_hasher();
-            h.write_u32(model);
-            h.write(request_id.as_bytes());
-            h.finish()
-        };
-        (hash(&self.hashers.0), hash(&self.hashers.1))
-    }
-
-    pub fn resolve(&mut self, key: JoinKey, how: Resolution) {
-        self.resolved.insert(key, how == Resolution::Labelled);
-    }
-
-    /// How the request's story ended, if that is still remembered.
-    pub fn resolution(&self, key: &JoinKey) -> Option<Resolution> {
-        self.resolved.get(key).map(|labelled| {
-            if labelled {
-                Resolution::Labelled
-            } else {
-                Resolution::Expired
-            }
-        })
     }
 }
 

@@ -1,0 +1,90 @@
+//! The W3C Trace Context `traceparent` a record may carry (Trace Context level 1, §3.2), parsed
+//! once into a value: validation parses it to accept or reject the record, the shard reads its
+//! sampled flag and trace id for the sampling decision, and export makes the record's span a
+//! child of it. Written here rather than taken from the OpenTelemetry SDK because the SDK's
+//! propagator does not say why a header is invalid, which the reject must.
+
+/// Why a `traceparent` is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TraceParentError {
+    #[error("wrong length")]
+    Length,
+    #[error("misplaced dashes")]
+    Dashes,
+    #[error("not lowercase hex")]
+    NotHex,
+    #[error("invalid version")]
+    Version,
+    #[error("all-zero id")]
+    ZeroId,
+}
+
+/// A valid `traceparent`: the caller's trace id, span id and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Parses a header value: lowercase hex, non-zero ids, version `ff` forbidden, and for
+    /// version `00` exactly 55 characters (later versions may append `-` and more).
+    pub fn parse(value: &str) -> Result<Self, TraceParentError> {
+        let b = value.as_bytes();
+        if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
+            return Err(TraceParentError::Length);
+        }
+        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return Err(TraceParentError::Dashes);
+        }
+        let (version, trace_id, span_id, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+        let is_hex = |s: &[u8]| {
+            s.iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        };
+        if !(is_hex(version) && is_hex(trace_id) && is_hex(span_id) && is_hex(flags)) {
+            return Err(TraceParentError::NotHex);
+        }
+        if version == b"ff" || (version == b"00" && b.len() != 55) {
+            return Err(TraceParentError::Version);
+        }
+        // Checked as lowercase hex above: the conversions cannot fail.
+        let hex = |s: &[u8]| u128::from_str_radix(std::str::from_utf8(s).unwrap_or("0"), 16);
+        let parsed = Self {
+            trace_id: hex(trace_id).map_err(|_| TraceParentError::NotHex)?,
+            span_id: hex(span_id).map_err(|_| TraceParentError::NotHex)? as u64,
+            flags: hex(flags).map_err(|_| TraceParentError::NotHex)? as u8,
+        };
+        if parsed.trace_id == 0 || parsed.span_id == 0 {
+            return Err(TraceParentError::ZeroId);
+        }
+        Ok(parsed)
+    }
+
+    /// The caller's `sampled` flag.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The low 64 bits of the trace id, which OpenTelemetry's `TraceIdRatioBased` sampler
+    /// compares with the ratio.
+    pub fn trace_id_low(&self) -> u64 {
+        self.trace_id as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_as_hex() {
+        let tp =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(tp.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(tp.span_id, 0x00f067aa0ba902b7);
+        assert!(tp.sampled());
+        assert_eq!(tp.trace_id_low(), 0xa3ce929d0e0e4736);
+    }
+}
