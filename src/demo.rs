@@ -586,10 +586,7 @@ fn quality_summary(q: &crate::quality::QualitySnapshot) -> String {
 }
 
 /// Flags over the shortest window, flag counts by kind since start, and change detections.
-fn anomaly_summary(
-    ops: &crate::operational::ModelOps,
-    a: &crate::anomaly::AnomalySnapshot,
-) -> String {
+fn anomaly_summary(a: &crate::anomaly::AnomalySnapshot) -> String {
     use crate::anomaly::{
         series::{Detector, Series},
         AnomalyKind,
@@ -603,8 +600,8 @@ fn anomaly_summary(
     );
     let kinds: Vec<String> = AnomalyKind::ALL
         .iter()
-        .filter(|&&k| ops.anomalies[k as usize] > 0)
-        .map(|&k| format!("{} {}", k.name(), ops.anomalies[k as usize]))
+        .filter(|&&k| a.by_kind[k as usize] > 0)
+        .map(|&k| format!("{} {}", k.name(), a.by_kind[k as usize]))
         .collect();
     if !kinds.is_empty() {
         text += &format!(" · {}", kinds.join(", "));
@@ -654,7 +651,7 @@ fn rows(snapshot: &SidecarSnapshot) -> BTreeMap<String, Row> {
                     anomalies: snapshot
                         .anomaly
                         .get(key)
-                        .map(|a| anomaly_summary(ops, a))
+                        .map(anomaly_summary)
                         .unwrap_or_default(),
                 },
             )

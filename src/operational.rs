@@ -179,10 +179,6 @@ pub struct ModelOps {
     pub labels_accepted: u64,
     /// Rejected delayed labels, indexed by `RejectReason as usize`.
     pub labels_rejected: [u64; REJECT_REASONS.len()],
-    /// Anomaly flags raised, by `AnomalyKind as usize`.
-    pub anomalies: [u64; crate::anomaly::AnomalyKind::ALL.len()],
-    /// Flags counted but left out of acks and spans past the per-record cap.
-    pub flags_truncated: u64,
     pub gen_ai_provider: Option<String>,
     pub gen_ai: Vec<GenAiOperation>,
     /// Operation names past [`MAX_GEN_AI_OPERATIONS`] fold into `_OTHER`.
@@ -200,8 +196,6 @@ impl ModelOps {
             rejected: [0; REJECT_REASONS.len()],
             labels_accepted: 0,
             labels_rejected: [0; REJECT_REASONS.len()],
-            anomalies: [0; crate::anomaly::AnomalyKind::ALL.len()],
-            flags_truncated: 0,
             gen_ai_provider: None,
             gen_ai: Vec::new(),
             gen_ai_operations: BoundedLabels::new(MAX_GEN_AI_OPERATIONS),
@@ -318,10 +312,6 @@ impl ModelOps {
             };
             slot_mut(&mut self.outcomes, mine, OutcomeStats::new).merge(theirs);
         }
-        for (m, t) in self.anomalies.iter_mut().zip(&other.anomalies) {
-            *m += t;
-        }
-        self.flags_truncated += other.flags_truncated;
         for (m, t) in self.rejected.iter_mut().zip(&other.rejected) {
             *m += t;
         }

@@ -85,15 +85,31 @@ impl AnomalyKind {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub fn flag(self, subject: &str, score: f64) -> pb::AnomalyFlag {
-        pb::AnomalyFlag {
-            kind: self.name().into(),
-            score,
+    pub fn flag(self, subject: &str, score: f64) -> Flag {
+        Flag {
+            kind: self,
             subject: subject.into(),
+            score,
+        }
+    }
+}
+
+/// One anomaly a record raised: its kind, what it is about (a feature, `latency_seconds`, …)
+/// and how far out it was. Turned into protobuf only for the ack ([`Flag::to_pb`]) and into
+/// span events by export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flag {
+    pub kind: AnomalyKind,
+    pub subject: String,
+    pub score: f64,
+}
+
+impl Flag {
+    pub fn to_pb(&self) -> pb::AnomalyFlag {
+        pb::AnomalyFlag {
+            kind: self.kind.name().into(),
+            score: self.score,
+            subject: self.subject.clone(),
         }
     }
 }
@@ -112,6 +128,10 @@ pub fn range_distance(value: f64, min: f64, max: f64) -> f64 {
 /// What export needs of a model's anomalies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalySnapshot {
+    /// Flags raised since the state was created, by [`AnomalyKind`].
+    pub by_kind: [u64; AnomalyKind::ALL.len()],
+    /// Flags counted but left out of acks and spans (past [`settings::MAX_FLAGS_PER_RECORD`]).
+    pub flags_truncated: u64,
     /// `(window name, counts)`, the since-start counts last.
     pub windows: Vec<(String, AnomalyCounts)>,
     /// Detections by `[series::Series as usize][series::Detector as usize]`.
@@ -131,6 +151,10 @@ pub struct ModelAnomaly {
     /// Records and flagged records since the state was created (the series take differences).
     records: u64,
     flagged: u64,
+    /// Flags since the state was created, by kind.
+    by_kind: [u64; AnomalyKind::ALL.len()],
+    /// Flags left out of acks and spans by the per-record cap.
+    flags_truncated: u64,
     /// The drift state's profile changes last seen (the drift and anomaly-rate series restart
     /// with a new profile).
     profile_changes: u64,
@@ -148,6 +172,8 @@ impl ModelAnomaly {
             series: SeriesWatch::new(settings),
             records: 0,
             flagged: 0,
+            by_kind: [0; AnomalyKind::ALL.len()],
+            flags_truncated: 0,
             profile_changes: 0,
         }
     }
@@ -198,26 +224,38 @@ impl ModelAnomaly {
         self.windows.advance(now_ms);
     }
 
-    /// Counts one accepted record with its flags (empty when it raised none), into the windows
-    /// and into the model's cumulative `by_kind` counters.
+    /// Ends one accepted record: counts it with its flags (empty when it raised none) into the
+    /// windows and the cumulative counters, then keeps at most
+    /// [`settings::MAX_FLAGS_PER_RECORD`] flags for the ack and the span (the rest counted, the
+    /// first time logged).
     #[inline]
-    pub fn count(
-        &mut self,
-        flags: &[pb::AnomalyFlag],
-        by_kind: &mut [u64; AnomalyKind::ALL.len()],
-    ) {
+    pub fn close_record(&mut self, flags: &mut Vec<Flag>, key: &crate::models::ModelKey) {
         let live = self.windows.live();
         live.records += 1;
         self.records += 1;
-        if !flags.is_empty() {
-            live.flagged += 1;
-            self.flagged += 1;
-            for f in flags {
-                if let Some(kind) = AnomalyKind::from_name(&f.kind) {
-                    live.kinds[kind as usize] += 1;
-                    by_kind[kind as usize] += 1;
-                }
+        if flags.is_empty() {
+            return;
+        }
+        live.flagged += 1;
+        self.flagged += 1;
+        for f in flags.iter() {
+            live.kinds[f.kind as usize] += 1;
+            self.by_kind[f.kind as usize] += 1;
+        }
+        let cap = settings::MAX_FLAGS_PER_RECORD;
+        if flags.len() > cap {
+            if self.flags_truncated == 0 {
+                tracing::warn!(
+                    model = %key.model,
+                    version = %key.version,
+                    flags = flags.len(),
+                    cap,
+                    "a record raised more anomaly flags than an ack carries; \
+                     the rest are counted (inferscope.anomaly.flags_truncated)"
+                );
             }
+            self.flags_truncated += (flags.len() - cap) as u64;
+            flags.truncate(cap);
         }
     }
 
@@ -225,6 +263,8 @@ impl ModelAnomaly {
         self.windows.advance(now_ms);
         self.windows.flush();
         AnomalySnapshot {
+            by_kind: self.by_kind,
+            flags_truncated: self.flags_truncated,
             windows: self.windows.views(),
             detections: self.series.detections,
             active: self.series.active,

@@ -2,7 +2,7 @@
 //! output tokens and time per output token far above the model's own recent upper quantile, and
 //! empty generations. Plus the windowed counts behind the anomaly rate.
 
-use super::{AnomalyKind, AnomalySettings};
+use super::{AnomalyKind, AnomalySettings, Flag};
 use crate::{
     pb,
     stats::tail_quantile::{IntervalQuantiles, TailQuantile},
@@ -73,7 +73,7 @@ impl RecordDetectors {
     }
 
     /// Adds the flags `record` raises to `flags`.
-    pub fn check(&mut self, record: &pb::InferenceRecord, flags: &mut Vec<pb::AnomalyFlag>) {
+    pub fn check(&mut self, record: &pb::InferenceRecord, flags: &mut Vec<Flag>) {
         let s = &*self.settings;
         let latency = record
             .latency_seconds
@@ -162,8 +162,8 @@ fn tail(
     s: &AnomalySettings,
     factor: f64,
     x: f64,
-    flags: &mut Vec<pb::AnomalyFlag>,
-    flag: impl FnOnce() -> pb::AnomalyFlag,
+    flags: &mut Vec<Flag>,
+    flag: impl FnOnce() -> Flag,
 ) {
     let t = tracker.get_or_insert_with(|| TailQuantile::new(s.tail_quantile, s.tail_epoch));
     if factor > 0.0 && t.seen() >= s.tail_warmup {
@@ -208,8 +208,8 @@ mod tests {
         }
     }
 
-    fn kinds(flags: &[pb::AnomalyFlag]) -> Vec<&str> {
-        flags.iter().map(|f| f.kind.as_str()).collect()
+    fn kinds(flags: &[Flag]) -> Vec<&str> {
+        flags.iter().map(|f| f.kind.name()).collect()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{
     },
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
-use crate::anomaly::{range_distance, robust::RobustScale, AnomalyKind, AnomalySettings};
+use crate::anomaly::{range_distance, robust::RobustScale, AnomalyKind, AnomalySettings, Flag};
 use crate::{
     models::Declaration,
     pb,
@@ -389,7 +389,7 @@ impl ModelDrift {
 
     /// Missing (NaN) and non-finite numeric features of a record, named by the declaration
     /// (or `numeric_features[i]`): no profile needed.
-    pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<pb::AnomalyFlag>) {
+    pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<Flag>) {
         let (missing, non_finite) = (
             self.anomaly.missing_feature,
             self.anomaly.non_finite_feature,
@@ -427,7 +427,7 @@ impl ModelDrift {
         &mut self,
         record: &pb::InferenceRecord,
         now_ms: u64,
-        flags: &mut Vec<pb::AnomalyFlag>,
+        flags: &mut Vec<Flag>,
     ) -> Option<Arc<Profile>> {
         if self.capture.is_some() {
             if let Some(captured) = self.capture_record(record, now_ms) {
@@ -977,7 +977,7 @@ mod tests {
         );
         // Inside every feature's range, far from both clusters.
         drift.update(&record(vec![0.3, 0.7, 0.3, 0.7]), 0, &mut flags);
-        let kinds: Vec<&str> = flags.iter().map(|f| f.kind.as_str()).collect();
+        let kinds: Vec<&str> = flags.iter().map(|f| f.kind.name()).collect();
         assert_eq!(kinds, ["multivariate_outlier"], "{flags:?}");
         assert!(flags[0].score > 1.0 - DEFAULT_HST_RATIO_FOR_TEST);
     }

@@ -1,5 +1,5 @@
-//! Anomaly instruments beyond the per-kind flag counter (`inferscope.anomalies`, with the
-//! operational ones): per window, the share of records flagged and the rate of each kind; per
+//! Anomaly instruments: flags raised by kind and flags left out of acks (for every model state,
+//! zeros included); per window, the share of records flagged and the rate of each kind; per
 //! series and detector, the change detections; per series, its last point.
 
 use super::metrics::{model_attributes, model_since, with, MetricsBuilder, SidecarSnapshot};
@@ -9,6 +9,40 @@ use crate::anomaly::{
 };
 
 pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
+    let mut anomalies = Vec::new();
+    let mut flags_truncated = Vec::new();
+    for key in snapshot.models.keys() {
+        let since = model_since(snapshot, key, b.start);
+        let base = model_attributes(key);
+        // Shared slots (overflow, invalid) raise no flags: their counters stay at zero.
+        let (by_kind, truncated) = snapshot
+            .anomaly
+            .get(key)
+            .map_or(([0; AnomalyKind::ALL.len()], 0), |a| {
+                (a.by_kind, a.flags_truncated)
+            });
+        // Every kind from the model's start, zeros included: a counter first seen at 1 is
+        // invisible to increase() and rate().
+        for kind in AnomalyKind::ALL {
+            let n = by_kind[kind as usize];
+            anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
+        }
+        flags_truncated.push((since, base, truncated as i64));
+    }
+    b.sum(
+        "inferscope.anomalies",
+        "{flag}",
+        "Anomaly flags raised on records, by kind (also returned in the acks).",
+        true,
+        anomalies,
+    );
+    b.sum(
+        "inferscope.anomaly.flags_truncated",
+        "{flag}",
+        "Anomaly flags counted but left out of acks and spans (more than 8 on one record).",
+        true,
+        flags_truncated,
+    );
     let mut rate = Vec::new();
     let mut kind_rate = Vec::new();
     let mut changes = Vec::new();

@@ -334,8 +334,6 @@ pub fn encode(
     let mut rejected = Vec::new();
     let mut labels = Vec::new();
     let mut labels_rejected = Vec::new();
-    let mut anomalies = Vec::new();
-    let mut flags_truncated = Vec::new();
     let mut gen_ai_duration = Vec::new();
     let mut gen_ai_ttft = Vec::new();
     let mut gen_ai_tpot = Vec::new();
@@ -370,13 +368,6 @@ pub fn encode(
             }
         }
         labels.push((since, base.clone(), ops.labels_accepted as i64));
-        // Every kind from the model's start, zeros included: a counter first seen at 1 is
-        // invisible to increase() and rate().
-        for kind in crate::anomaly::AnomalyKind::ALL {
-            let n = ops.anomalies[kind as usize];
-            anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
-        }
-        flags_truncated.push((since, base.clone(), ops.flags_truncated as i64));
 
         // GenAI conventions: `gen_ai.request.model` is the model; `model.version` is kept so the
         // series join the others.
@@ -449,20 +440,6 @@ pub fn encode(
         "Delayed ground-truth labels rejected by validation, by reason.",
         true,
         labels_rejected,
-    );
-    b.sum(
-        "inferscope.anomalies",
-        "{flag}",
-        "Anomaly flags raised on records, by kind (also returned in the acks).",
-        true,
-        anomalies,
-    );
-    b.sum(
-        "inferscope.anomaly.flags_truncated",
-        "{flag}",
-        "Anomaly flags counted but left out of acks and spans (more than 8 on one record).",
-        true,
-        flags_truncated,
     );
     b.histogram(
         "gen_ai.server.request.duration",

@@ -200,7 +200,7 @@ fn record_parts(job: RecordSpan) -> SpanParts {
             name: "inferscope.anomaly",
             time: job.end,
             attributes: vec![
-                KeyValue::new("kind", f.kind),
+                KeyValue::new("kind", f.kind.name()),
                 KeyValue::new("subject", f.subject),
                 KeyValue::new("score", f.score),
             ],

@@ -6,7 +6,7 @@
 
 use super::ShardSettings;
 use crate::{
-    anomaly::{series::Detection, ModelAnomaly},
+    anomaly::{series::Detection, Flag, ModelAnomaly},
     drift::{
         model::{DriftChange, DriftSnapshot, ModelDrift},
         profile::Profile,
@@ -173,7 +173,7 @@ impl ModelState {
         join: &mut LabelJoin,
         now_ms: u64,
         received_ns: u64,
-        flags: &mut Vec<pb::AnomalyFlag>,
+        flags: &mut Vec<Flag>,
     ) -> Observed {
         self.ops.update(record);
         let Some(a) = &mut self.analyses else {
@@ -186,23 +186,7 @@ impl ModelState {
             observed.departed = join.on_prediction(&mut a.quality, record, now_ms, received_ns);
         }
         a.anomaly.detectors.check(record, flags);
-        a.anomaly.count(flags, &mut self.ops.anomalies);
-        // Counted above; past the cap left out of the ack and the span.
-        let cap = crate::anomaly::settings::MAX_FLAGS_PER_RECORD;
-        if flags.len() > cap {
-            if self.ops.flags_truncated == 0 {
-                tracing::warn!(
-                    model = %self.key.model,
-                    version = %self.key.version,
-                    flags = flags.len(),
-                    cap,
-                    "a record raised more anomaly flags than an ack carries; \
-                     the rest are counted (inferscope.anomaly.flags_truncated)"
-                );
-            }
-            self.ops.flags_truncated += (flags.len() - cap) as u64;
-            flags.truncate(cap);
-        }
+        a.anomaly.close_record(flags, &self.key);
         observed
     }
 

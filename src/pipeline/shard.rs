@@ -10,8 +10,8 @@ use super::{
     RejectedRecord, SelfStats, ShardSettings, ShardSnapshot, ShardWork,
 };
 use crate::{
-    clock::unix_nanos, drift::model::DEFAULT_REFERENCE_RECORDS, models::SlotKind, pb,
-    quality::LabelJoin, tracecontext::TraceParent, validation::model_of,
+    anomaly::Flag, clock::unix_nanos, drift::model::DEFAULT_REFERENCE_RECORDS, models::SlotKind,
+    pb, quality::LabelJoin, tracecontext::TraceParent, validation::model_of,
 };
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -271,8 +271,9 @@ impl Shard {
             if !flags.is_empty() {
                 batch_flags.push(pb::RecordFlags {
                     index: i,
-                    anomalies: std::mem::take(&mut flags),
+                    anomalies: flags.iter().map(Flag::to_pb).collect(),
                 });
+                flags.clear();
             }
         }
         batch_flags
@@ -312,7 +313,7 @@ impl Shard {
         model: &str,
         version: &str,
         received: SystemTime,
-        flags: &[pb::AnomalyFlag],
+        flags: &[Flag],
     ) {
         if self.spans.is_none() {
             return;

@@ -2,7 +2,11 @@
 //! for the records and events that get a span, and the sampling decision that picks them.
 
 use crate::{
-    anomaly::series::Detection, config::Sampling, drift::model::DriftChange, models::ModelKey, pb,
+    anomaly::{series::Detection, Flag},
+    config::Sampling,
+    drift::model::DriftChange,
+    models::ModelKey,
+    pb,
     tracecontext::TraceParent,
 };
 use rand::{rngs::SmallRng, Rng};
@@ -41,7 +45,7 @@ pub struct RecordSpan {
     pub error_type: String,
     pub attributes: Vec<(String, String)>,
     /// The record's anomaly flags, one span event each.
-    pub flags: Vec<pb::AnomalyFlag>,
+    pub flags: Vec<Flag>,
 }
 
 impl RecordSpan {
@@ -52,7 +56,7 @@ impl RecordSpan {
         version: &str,
         parent: Option<TraceParent>,
         received: SystemTime,
-        flags: &[pb::AnomalyFlag],
+        flags: &[Flag],
     ) -> Self {
         let end = match record.time_unix_nano {
             0 => received,
