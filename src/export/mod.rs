@@ -29,6 +29,20 @@ pub enum ExportError {
     SpanExporter(String),
 }
 
+/// Adds the configured OTLP headers to gRPC request metadata. A header that is not valid gRPC
+/// metadata (a name with bytes metadata keys do not allow, a value with control characters) is
+/// left out.
+fn add_grpc_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            k.parse::<tonic::metadata::MetadataKey<_>>(),
+            v.parse::<tonic::metadata::MetadataValue<_>>(),
+        ) {
+            metadata.insert(k, v);
+        }
+    }
+}
+
 /// A wall-clock time as Unix nanoseconds (0 before the epoch), as OTLP and the API carry them.
 pub fn unix_nanos(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
