@@ -1,12 +1,20 @@
 //! Configuration: command-line flags, environment variables and an optional TOML file, resolved
 //! once at start-up into a validated [`Config`]. Precedence: flag > environment > file > default.
 //!
+//! The three sources share one declaration, [`ConfigArgs`]: clap reads it from flags and
+//! environment, serde from the file, and [`Config::resolve`] merges the two and checks every
+//! value, reporting all invalid settings together.
+//!
 //! The OTLP settings are the standard `OTEL_*` variables (OpenTelemetry SDK environment
 //! specification), so a sidecar configured like any other OpenTelemetry component just works.
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// Loopback by default: a NetworkPolicy cannot protect a localhost port, the bind can.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7717";
@@ -36,131 +44,196 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 /// Batches one stream may have in flight (dispatched, not yet acked).
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 16;
+/// How often the profiles directory is looked at for added, changed or removed profiles.
+pub const DEFAULT_PROFILES_POLL: Duration = Duration::from_secs(10);
 
 /// Where OTLP goes when nothing is configured: the standard local collector ports.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// The OTLP/HTTP counterpart of [`DEFAULT_OTLP_GRPC_ENDPOINT`].
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
+/// The OTLP protocol when none is configured (the OpenTelemetry specification's default).
+pub const DEFAULT_OTLP_PROTOCOL: OtlpProtocol = OtlpProtocol::HttpProtobuf;
+/// The sampler for successful records when none is configured, at
+/// [`DEFAULT_TRACE_SAMPLE_RATIO`].
+pub const DEFAULT_TRACES_SAMPLER: &str = "traceidratio";
 
-/// Flags shared by `serve` and `demo`. Every one also reads an environment variable.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ConfigArgs {
-    /// TOML file with any of the settings below (keys as the long flag names, `-` as `_`).
-    #[arg(long, env = "INFERSCOPE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address the gRPC server listens on [default: 127.0.0.1:7717].
-    #[arg(long, env = "INFERSCOPE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Shard workers; records of one (model, version) always go to the same shard [default: cores].
-    #[arg(long, env = "INFERSCOPE_SHARDS")]
-    pub shards: Option<usize>,
-    /// Batches queued per shard before new batches are answered UNAVAILABLE [default: 64].
-    #[arg(long, env = "INFERSCOPE_SHARD_QUEUE_BATCHES")]
-    pub shard_queue_batches: Option<usize>,
-    /// Records per batch; a larger batch is refused with INVALID_ARGUMENT [default: 10000].
-    #[arg(long, env = "INFERSCOPE_MAX_BATCH_RECORDS")]
-    pub max_batch_records: Option<usize>,
-    /// Largest gRPC message in bytes [default: 16777216].
-    #[arg(long, env = "INFERSCOPE_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// (model, version) pairs tracked before new ones fold into `__other__` [default: 64].
-    #[arg(long, env = "INFERSCOPE_MAX_MODELS")]
-    pub max_models: Option<usize>,
-    /// Seconds without records or labels after which a model version is forgotten [default: 3600].
-    #[arg(long, env = "INFERSCOPE_MODEL_IDLE_EXPIRY_SECONDS")]
-    pub model_idle_expiry_seconds: Option<f64>,
-    /// Distinct error types per model before new ones fold into `_OTHER` [default: 32].
-    #[arg(long, env = "INFERSCOPE_MAX_ERROR_TYPES")]
-    pub max_error_types: Option<usize>,
-    /// Quality windows, comma-separated durations such as `5m,1h` [default: 5m,1h]. Since-start
-    /// values are always exported too (window="all").
-    #[arg(long, env = "INFERSCOPE_WINDOWS")]
-    pub windows: Option<String>,
-    /// Buckets per window: a window slides in steps of its length / buckets [default: 10].
-    #[arg(long, env = "INFERSCOPE_WINDOW_BUCKETS")]
-    pub window_buckets: Option<usize>,
-    /// Classes per model with their own series; further classes fold into `__other__`
-    /// [default: 32].
-    #[arg(long, env = "INFERSCOPE_MAX_CLASSES")]
-    pub max_classes: Option<usize>,
-    /// Predictions waiting for a delayed label, in total, split evenly across shards; past it
-    /// the oldest is dropped unlabelled and counted. 0 turns the delayed-label join off (inline
-    /// labels still count) [default: 200000].
-    #[arg(long, env = "INFERSCOPE_MAX_PENDING_LABELS")]
-    pub max_pending_labels: Option<usize>,
-    /// Seconds a prediction waits for its delayed label [default: 86400].
-    #[arg(long, env = "INFERSCOPE_LABEL_TTL_SECONDS")]
-    pub label_ttl_seconds: Option<f64>,
-    /// Labels held waiting for a prediction that has not arrived yet, in total [default: 10000].
-    #[arg(long, env = "INFERSCOPE_MAX_EARLY_LABELS")]
-    pub max_early_labels: Option<usize>,
-    /// Seconds such an early label is held [default: 60].
-    #[arg(long, env = "INFERSCOPE_EARLY_LABEL_HOLD_SECONDS")]
-    pub early_label_hold_seconds: Option<f64>,
-    /// Windows with at most this many scored pairs get exact ROC AUC and average precision;
-    /// larger ones a histogram estimate with its error bound [default: 2000].
-    #[arg(long, env = "INFERSCOPE_EXACT_AUC_MAX_PAIRS")]
-    pub exact_auc_max_pairs: Option<usize>,
-    /// Directory of reference profiles (`*.json`, from `inferscope profile`); files added,
-    /// changed or removed are picked up without a restart.
-    #[arg(long, env = "INFERSCOPE_PROFILES_DIR")]
-    pub profiles_dir: Option<PathBuf>,
-    /// Seconds between looks at the profiles directory [default: 10].
-    #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
-    pub profiles_poll_seconds: Option<f64>,
-    /// Records of a model version captured into its reference profile when none is loaded; 0
-    /// turns live capture off [default: 2000].
-    #[arg(long, env = "INFERSCOPE_REFERENCE_RECORDS")]
-    pub reference_records: Option<usize>,
-    /// Windows with at most this many values of a feature get exact KS and Wasserstein (against
-    /// a complete reference sample) [default: 1000].
-    #[arg(long, env = "INFERSCOPE_EXACT_DRIFT_MAX_VALUES")]
-    pub exact_drift_max_values: Option<usize>,
-    /// PSI at or above which a numeric feature has drifted [default: 0.2].
-    #[arg(long, env = "INFERSCOPE_DRIFT_PSI_THRESHOLD")]
-    pub drift_psi_threshold: Option<f64>,
-    /// Jensen–Shannon distance at or above which a categorical feature has drifted
-    /// [default: 0.1].
-    #[arg(long, env = "INFERSCOPE_DRIFT_JS_THRESHOLD")]
-    pub drift_js_threshold: Option<f64>,
-    /// Share of drifted features at or above which a model's dataset has drifted [default: 0.5].
-    #[arg(long, env = "INFERSCOPE_DATASET_DRIFT_SHARE")]
-    pub dataset_drift_share: Option<f64>,
-    /// Seconds allowed from SIGTERM to exit [default: 20].
-    #[arg(long, env = "INFERSCOPE_SHUTDOWN_BUDGET_SECONDS")]
-    pub shutdown_budget_seconds: Option<f64>,
-    /// Decode and acknowledge only: no validation, no metrics. For measuring the ingest limit.
-    #[arg(long, env = "INFERSCOPE_NULL_SINK")]
-    pub null_sink: bool,
-    /// OTLP endpoint for metrics and traces [env: OTEL_EXPORTER_OTLP_ENDPOINT; default:
-    /// http://localhost:4318 for http/protobuf, http://localhost:4317 for grpc].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-    /// OTLP protocol [env: OTEL_EXPORTER_OTLP_PROTOCOL; default: http/protobuf].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
-    pub otlp_protocol: Option<OtlpProtocol>,
-    /// Extra OTLP request headers, `key=value,key2=value2` [env: OTEL_EXPORTER_OTLP_HEADERS].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS")]
-    pub otlp_headers: Option<String>,
-    /// Metric export interval in milliseconds [env: OTEL_METRIC_EXPORT_INTERVAL; default: 15000].
-    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL")]
-    pub metric_export_interval: Option<u64>,
-    /// Per-request OTLP timeout in milliseconds [env: OTEL_EXPORTER_OTLP_TIMEOUT; default: 10000].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT")]
-    pub otlp_timeout: Option<u64>,
-    /// Sampler for successful records: always_on, always_off, traceidratio,
-    /// parentbased_always_on, parentbased_always_off, parentbased_traceidratio
-    /// [env: OTEL_TRACES_SAMPLER; default: traceidratio]. Error records are always traced.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER")]
-    pub traces_sampler: Option<String>,
-    /// Ratio for the *traceidratio samplers [env: OTEL_TRACES_SAMPLER_ARG; default: 0.01].
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
-    pub traces_sampler_arg: Option<f64>,
-    /// Do not export metrics (traces still go out).
-    #[arg(long, env = "INFERSCOPE_NO_METRICS")]
-    pub no_metrics: bool,
-    /// Do not export traces.
-    #[arg(long, env = "INFERSCOPE_NO_TRACES")]
-    pub no_traces: bool,
+/// Declares the settings struct and, from the same field list, `or`: these settings where they
+/// are set, the fallback's elsewhere. So a new setting is one field, plus its check in
+/// [`Config::resolve`].
+macro_rules! settings {
+    (
+        $(#[$struct_attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_attr:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$struct_attr])*
+        pub struct $name {
+            $( $(#[$field_attr])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            fn or(self, fallback: Self) -> Self {
+                Self {
+                    $( $field: Setting::or(self.$field, fallback.$field), )*
+                }
+            }
+        }
+    };
+}
+
+/// One setting from one source, which another source can fill in.
+trait Setting {
+    fn or(self, fallback: Self) -> Self;
+}
+
+impl<T> Setting for Option<T> {
+    fn or(self, fallback: Self) -> Self {
+        Option::or(self, fallback)
+    }
+}
+
+/// A switch is on when any source turns it on.
+impl Setting for bool {
+    fn or(self, fallback: Self) -> Self {
+        self || fallback
+    }
+}
+
+settings! {
+    /// Every setting: the flags shared by `serve` and `demo`, each also read from an environment
+    /// variable, and the keys of the config file (the long flag names with `_`).
+    #[derive(Debug, Clone, Default, Args, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct ConfigArgs {
+        /// TOML file with any of the settings below (keys as the long flag names, `-` as `_`).
+        #[arg(long, env = "INFERSCOPE_CONFIG")]
+        #[serde(skip)] // Not a key of the file: a file does not name another.
+        pub config: Option<PathBuf>,
+        /// Address the gRPC server listens on [default: 127.0.0.1:7717].
+        #[arg(long, env = "INFERSCOPE_LISTEN")]
+        pub listen: Option<SocketAddr>,
+        /// Shard workers; records of one (model, version) always go to the same shard
+        /// [default: cores].
+        #[arg(long, env = "INFERSCOPE_SHARDS")]
+        pub shards: Option<usize>,
+        /// Batches queued per shard before new batches are answered UNAVAILABLE [default: 64].
+        #[arg(long, env = "INFERSCOPE_SHARD_QUEUE_BATCHES")]
+        pub shard_queue_batches: Option<usize>,
+        /// Records per batch; a larger batch is refused with INVALID_ARGUMENT [default: 10000].
+        #[arg(long, env = "INFERSCOPE_MAX_BATCH_RECORDS")]
+        pub max_batch_records: Option<usize>,
+        /// Largest gRPC message in bytes [default: 16777216].
+        #[arg(long, env = "INFERSCOPE_MAX_MESSAGE_BYTES")]
+        pub max_message_bytes: Option<usize>,
+        /// (model, version) pairs tracked before new ones fold into `__other__` [default: 64].
+        #[arg(long, env = "INFERSCOPE_MAX_MODELS")]
+        pub max_models: Option<usize>,
+        /// Seconds without records or labels after which a model version is forgotten
+        /// [default: 3600].
+        #[arg(long, env = "INFERSCOPE_MODEL_IDLE_EXPIRY_SECONDS")]
+        pub model_idle_expiry_seconds: Option<f64>,
+        /// Distinct error types per model before new ones fold into `_OTHER` [default: 32].
+        #[arg(long, env = "INFERSCOPE_MAX_ERROR_TYPES")]
+        pub max_error_types: Option<usize>,
+        /// Quality windows, comma-separated durations such as `5m,1h` [default: 5m,1h]. Since-start
+        /// values are always exported too (window="all").
+        #[arg(long, env = "INFERSCOPE_WINDOWS")]
+        pub windows: Option<String>,
+        /// Buckets per window: a window slides in steps of its length / buckets [default: 10].
+        #[arg(long, env = "INFERSCOPE_WINDOW_BUCKETS")]
+        pub window_buckets: Option<usize>,
+        /// Classes per model with their own series; further classes fold into `__other__`
+        /// [default: 32].
+        #[arg(long, env = "INFERSCOPE_MAX_CLASSES")]
+        pub max_classes: Option<usize>,
+        /// Predictions waiting for a delayed label, in total, split evenly across shards; past it
+        /// the oldest is dropped unlabelled and counted. 0 turns the delayed-label join off (inline
+        /// labels still count) [default: 200000].
+        #[arg(long, env = "INFERSCOPE_MAX_PENDING_LABELS")]
+        pub max_pending_labels: Option<usize>,
+        /// Seconds a prediction waits for its delayed label [default: 86400].
+        #[arg(long, env = "INFERSCOPE_LABEL_TTL_SECONDS")]
+        pub label_ttl_seconds: Option<f64>,
+        /// Labels held waiting for a prediction that has not arrived yet, in total
+        /// [default: 10000].
+        #[arg(long, env = "INFERSCOPE_MAX_EARLY_LABELS")]
+        pub max_early_labels: Option<usize>,
+        /// Seconds such an early label is held [default: 60].
+        #[arg(long, env = "INFERSCOPE_EARLY_LABEL_HOLD_SECONDS")]
+        pub early_label_hold_seconds: Option<f64>,
+        /// Windows with at most this many scored pairs get exact ROC AUC and average precision;
+        /// larger ones a histogram estimate with its error bound [default: 2000].
+        #[arg(long, env = "INFERSCOPE_EXACT_AUC_MAX_PAIRS")]
+        pub exact_auc_max_pairs: Option<usize>,
+        /// Directory of reference profiles (`*.json`, from `inferscope profile`); files added,
+        /// changed or removed are picked up without a restart.
+        #[arg(long, env = "INFERSCOPE_PROFILES_DIR")]
+        pub profiles_dir: Option<PathBuf>,
+        /// Seconds between looks at the profiles directory [default: 10].
+        #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
+        pub profiles_poll_seconds: Option<f64>,
+        /// Records of a model version captured into its reference profile when none is loaded; 0
+        /// turns live capture off [default: 2000].
+        #[arg(long, env = "INFERSCOPE_REFERENCE_RECORDS")]
+        pub reference_records: Option<usize>,
+        /// Windows with at most this many values of a feature get exact KS and Wasserstein (against
+        /// a complete reference sample) [default: 1000].
+        #[arg(long, env = "INFERSCOPE_EXACT_DRIFT_MAX_VALUES")]
+        pub exact_drift_max_values: Option<usize>,
+        /// PSI at or above which a numeric feature has drifted [default: 0.2].
+        #[arg(long, env = "INFERSCOPE_DRIFT_PSI_THRESHOLD")]
+        pub drift_psi_threshold: Option<f64>,
+        /// Jensen–Shannon distance at or above which a categorical feature has drifted
+        /// [default: 0.1].
+        #[arg(long, env = "INFERSCOPE_DRIFT_JS_THRESHOLD")]
+        pub drift_js_threshold: Option<f64>,
+        /// Share of drifted features at or above which a model's dataset has drifted
+        /// [default: 0.5].
+        #[arg(long, env = "INFERSCOPE_DATASET_DRIFT_SHARE")]
+        pub dataset_drift_share: Option<f64>,
+        /// Seconds allowed from SIGTERM to exit [default: 20].
+        #[arg(long, env = "INFERSCOPE_SHUTDOWN_BUDGET_SECONDS")]
+        pub shutdown_budget_seconds: Option<f64>,
+        /// Decode and acknowledge only: no validation, no metrics. For measuring the ingest limit.
+        #[arg(long, env = "INFERSCOPE_NULL_SINK")]
+        pub null_sink: bool,
+        /// OTLP endpoint for metrics and traces [env: OTEL_EXPORTER_OTLP_ENDPOINT; default:
+        /// http://localhost:4318 for http/protobuf, http://localhost:4317 for grpc].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        pub otlp_endpoint: Option<String>,
+        /// OTLP protocol [env: OTEL_EXPORTER_OTLP_PROTOCOL; default: http/protobuf].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+        pub otlp_protocol: Option<OtlpProtocol>,
+        /// Extra OTLP request headers, `key=value,key2=value2` [env: OTEL_EXPORTER_OTLP_HEADERS].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS")]
+        pub otlp_headers: Option<String>,
+        /// Metric export interval in milliseconds
+        /// [env: OTEL_METRIC_EXPORT_INTERVAL; default: 15000].
+        #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL")]
+        pub metric_export_interval: Option<u64>,
+        /// Per-request OTLP timeout in milliseconds
+        /// [env: OTEL_EXPORTER_OTLP_TIMEOUT; default: 10000].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT")]
+        pub otlp_timeout: Option<u64>,
+        /// Sampler for successful records: always_on, always_off, traceidratio,
+        /// parentbased_always_on, parentbased_always_off, parentbased_traceidratio
+        /// [env: OTEL_TRACES_SAMPLER; default: traceidratio]. Error records are always traced.
+        #[arg(long, env = "OTEL_TRACES_SAMPLER")]
+        pub traces_sampler: Option<String>,
+        /// Ratio for the *traceidratio samplers [env: OTEL_TRACES_SAMPLER_ARG; default: 0.01].
+        #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+        pub traces_sampler_arg: Option<f64>,
+        /// Do not export metrics (traces still go out).
+        #[arg(long, env = "INFERSCOPE_NO_METRICS")]
+        pub no_metrics: bool,
+        /// Do not export traces.
+        #[arg(long, env = "INFERSCOPE_NO_TRACES")]
+        pub no_traces: bool,
+        /// Anomaly detectors: defaults and per-model sections (file only).
+        #[arg(skip)]
+        pub anomaly: Option<crate::anomaly::settings::AnomalyFile>,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -173,48 +246,6 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// The same settings as [`ConfigArgs`], read from a TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    shards: Option<usize>,
-    shard_queue_batches: Option<usize>,
-    max_batch_records: Option<usize>,
-    max_message_bytes: Option<usize>,
-    max_models: Option<usize>,
-    model_idle_expiry_seconds: Option<f64>,
-    max_error_types: Option<usize>,
-    windows: Option<String>,
-    window_buckets: Option<usize>,
-    max_classes: Option<usize>,
-    max_pending_labels: Option<usize>,
-    label_ttl_seconds: Option<f64>,
-    max_early_labels: Option<usize>,
-    early_label_hold_seconds: Option<f64>,
-    exact_auc_max_pairs: Option<usize>,
-    profiles_dir: Option<PathBuf>,
-    profiles_poll_seconds: Option<f64>,
-    reference_records: Option<usize>,
-    exact_drift_max_values: Option<usize>,
-    drift_psi_threshold: Option<f64>,
-    drift_js_threshold: Option<f64>,
-    dataset_drift_share: Option<f64>,
-    shutdown_budget_seconds: Option<f64>,
-    null_sink: Option<bool>,
-    otlp_endpoint: Option<String>,
-    otlp_protocol: Option<OtlpProtocol>,
-    otlp_headers: Option<String>,
-    metric_export_interval: Option<u64>,
-    otlp_timeout: Option<u64>,
-    traces_sampler: Option<String>,
-    traces_sampler_arg: Option<f64>,
-    no_metrics: Option<bool>,
-    no_traces: Option<bool>,
-    /// Anomaly detectors: defaults and per-model sections (file only).
-    anomaly: Option<crate::anomaly::settings::AnomalyFile>,
-}
-
 /// Which successful records get a span (error records always do).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
@@ -222,6 +253,16 @@ pub struct Sampling {
     pub ratio: f64,
     /// Follow the `sampled` flag of the caller's `traceparent` when there is one.
     pub parent_based: bool,
+}
+
+/// [`DEFAULT_TRACES_SAMPLER`] at [`DEFAULT_TRACE_SAMPLE_RATIO`].
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            ratio: DEFAULT_TRACE_SAMPLE_RATIO,
+            parent_based: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +328,9 @@ pub enum ConfigError {
         value: String,
         fix: &'static str,
     },
+    /// More than one of the above, all found in one pass over the settings.
+    #[error("{} invalid settings:{}", .0.len(), one_a_line(.0))]
+    Several(Vec<ConfigError>),
 }
 
 fn invalid(setting: &'static str, value: impl ToString, fix: &'static str) -> ConfigError {
@@ -294,6 +338,40 @@ fn invalid(setting: &'static str, value: impl ToString, fix: &'static str) -> Co
         setting,
         value: value.to_string(),
         fix,
+    }
+}
+
+fn one_a_line(errors: &[ConfigError]) -> String {
+    errors.iter().map(|e| format!("\n  {e}")).collect()
+}
+
+/// The invalid settings found so far, so that start-up reports all of them at once instead of
+/// one per attempt.
+#[derive(Default)]
+struct InvalidSettings(Vec<ConfigError>);
+
+impl InvalidSettings {
+    /// The checked value, or, if the setting is invalid, a placeholder: the error is kept and
+    /// the remaining settings are still checked, but [`finish`](Self::finish) then fails, so a
+    /// placeholder never reaches a [`Config`].
+    fn check<T: Default>(&mut self, checked: Result<T, ConfigError>) -> T {
+        checked.unwrap_or_else(|error| {
+            self.report(error);
+            T::default()
+        })
+    }
+
+    fn report(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
+    /// One error naming every invalid setting (a single one as itself), if there was any.
+    fn finish(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Several(self.0)),
+        }
     }
 }
 
@@ -305,226 +383,160 @@ impl Default for Config {
 
 impl Config {
     /// Merges flags/environment (already in `args`) over the config file and the defaults, and
-    /// checks every value.
+    /// checks every value. An unreadable file fails at once; invalid settings are reported
+    /// together.
     pub fn resolve(args: ConfigArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
-                    path: path.clone(),
-                    source: Box::new(source),
-                })?
-            }
-            None => FileConfig::default(),
+            Some(path) => read_file(path)?,
+            None => ConfigArgs::default(),
         };
+        let given = args.or(file);
+        let mut bad = InvalidSettings::default();
 
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let listen = args
+        let listen = given
             .listen
-            .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
-        let shards = positive("--shards", args.shards.or(file.shards).unwrap_or(cores))?;
-        let shard_queue_batches = positive(
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = bad.check(positive("--shards", given.shards.unwrap_or(cores)));
+        let shard_queue_batches = bad.check(positive(
             "--shard-queue-batches",
-            args.shard_queue_batches
-                .or(file.shard_queue_batches)
+            given
+                .shard_queue_batches
                 .unwrap_or(DEFAULT_SHARD_QUEUE_BATCHES),
-        )?;
-        let max_batch_records = positive(
+        ));
+        let max_batch_records = bad.check(positive(
             "--max-batch-records",
-            args.max_batch_records
-                .or(file.max_batch_records)
-                .unwrap_or(DEFAULT_MAX_BATCH_RECORDS),
-        )?;
-        let max_message_bytes = args
-            .max_message_bytes
-            .or(file.max_message_bytes)
-            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+            given.max_batch_records.unwrap_or(DEFAULT_MAX_BATCH_RECORDS),
+        ));
+        let max_message_bytes = given.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_bytes < 1024 {
-            return Err(invalid(
+            bad.report(invalid(
                 "--max-message-bytes",
                 max_message_bytes,
                 "use at least 1024 bytes",
             ));
         }
-        let max_models = positive(
+        let max_models = bad.check(positive(
             "--max-models",
-            args.max_models
-                .or(file.max_models)
-                .unwrap_or(DEFAULT_MAX_MODELS),
-        )?;
-        let model_idle_expiry = seconds(
+            given.max_models.unwrap_or(DEFAULT_MAX_MODELS),
+        ));
+        let model_idle_expiry = bad.check(seconds(
             "--model-idle-expiry-seconds",
-            args.model_idle_expiry_seconds
-                .or(file.model_idle_expiry_seconds),
+            given.model_idle_expiry_seconds,
             DEFAULT_MODEL_IDLE_EXPIRY,
-        )?;
-        let max_error_types = positive(
+        ));
+        let max_error_types = bad.check(positive(
             "--max-error-types",
-            args.max_error_types
-                .or(file.max_error_types)
-                .unwrap_or(DEFAULT_MAX_ERROR_TYPES),
-        )?;
-        let window_buckets = positive(
+            given.max_error_types.unwrap_or(DEFAULT_MAX_ERROR_TYPES),
+        ));
+
+        let window_buckets = bad.check(positive(
             "--window-buckets",
-            args.window_buckets
-                .or(file.window_buckets)
+            given
+                .window_buckets
                 .unwrap_or(crate::quality::DEFAULT_WINDOW_BUCKETS),
-        )?;
-        let windows = match args.windows.or(file.windows) {
-            None => crate::quality::DEFAULT_WINDOWS.to_vec(),
-            Some(list) => list
-                .split(',')
-                .filter(|w| !w.trim().is_empty())
-                .map(|w| {
-                    crate::windows::parse_duration(w).ok_or_else(|| {
-                        invalid(
-                            "--windows",
-                            &list,
-                            "give durations such as 30s, 5m, 1h or 1d, separated by commas",
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        if windows.len() > 8 {
-            return Err(invalid("--windows", windows.len(), "use at most 8 windows"));
-        }
-        let defaults = crate::quality::QualitySettings::default();
+        ));
+        let windows: Vec<_> = bad
+            .check(parse_windows(given.windows.as_deref()))
+            .into_iter()
+            .map(|length| crate::windows::WindowSpec::new(length, window_buckets))
+            .collect();
         let quality = crate::quality::QualitySettings {
-            windows: windows
-                .into_iter()
-                .map(|d| crate::windows::WindowSpec::new(d, window_buckets))
-                .collect(),
-            max_classes: positive(
+            windows: windows.clone(),
+            max_classes: bad.check(positive(
                 "--max-classes",
-                args.max_classes
-                    .or(file.max_classes)
-                    .unwrap_or(defaults.max_classes),
-            )?,
-            exact_auc_pairs: args
+                given
+                    .max_classes
+                    .unwrap_or(crate::quality::DEFAULT_MAX_CLASSES),
+            )),
+            exact_auc_pairs: given
                 .exact_auc_max_pairs
-                .or(file.exact_auc_max_pairs)
-                .unwrap_or(defaults.exact_auc_pairs),
-            max_pending: args
+                .unwrap_or(crate::quality::DEFAULT_EXACT_AUC_PAIRS),
+            max_pending: given
                 .max_pending_labels
-                .or(file.max_pending_labels)
-                .unwrap_or(defaults.max_pending),
-            label_ttl: seconds(
+                .unwrap_or(crate::quality::DEFAULT_MAX_PENDING),
+            label_ttl: bad.check(seconds(
                 "--label-ttl-seconds",
-                args.label_ttl_seconds.or(file.label_ttl_seconds),
-                defaults.label_ttl,
-            )?,
-            max_early_labels: args
+                given.label_ttl_seconds,
+                crate::quality::DEFAULT_LABEL_TTL,
+            )),
+            max_early_labels: given
                 .max_early_labels
-                .or(file.max_early_labels)
-                .unwrap_or(defaults.max_early_labels),
-            early_label_hold: seconds(
+                .unwrap_or(crate::quality::DEFAULT_MAX_EARLY_LABELS),
+            early_label_hold: bad.check(seconds(
                 "--early-label-hold-seconds",
-                args.early_label_hold_seconds
-                    .or(file.early_label_hold_seconds),
-                defaults.early_label_hold,
-            )?,
-        };
-        let drift_defaults = crate::drift::model::DriftSettings::default();
-        let share = |setting: &'static str, value: Option<f64>, default: f64| match value {
-            None => Ok(default),
-            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
-            Some(v) => Err(invalid(setting, v, "use a number above 0")),
+                given.early_label_hold_seconds,
+                crate::quality::DEFAULT_EARLY_LABEL_HOLD,
+            )),
         };
         let drift = crate::drift::model::DriftSettings {
-            windows: quality.windows.clone(),
-            exact_values: args
+            windows,
+            exact_values: given
                 .exact_drift_max_values
-                .or(file.exact_drift_max_values)
-                .unwrap_or(drift_defaults.exact_values),
-            reference_records: args
+                .unwrap_or(crate::drift::model::DEFAULT_EXACT_DRIFT_VALUES),
+            reference_records: given
                 .reference_records
-                .or(file.reference_records)
-                .unwrap_or(drift_defaults.reference_records),
-            psi_threshold: share(
+                .unwrap_or(crate::drift::model::DEFAULT_REFERENCE_RECORDS),
+            psi_threshold: bad.check(above_zero(
                 "--drift-psi-threshold",
-                args.drift_psi_threshold.or(file.drift_psi_threshold),
-                drift_defaults.psi_threshold,
-            )?,
-            js_threshold: share(
+                given.drift_psi_threshold,
+                crate::drift::model::DEFAULT_PSI_THRESHOLD,
+            )),
+            js_threshold: bad.check(above_zero(
                 "--drift-js-threshold",
-                args.drift_js_threshold.or(file.drift_js_threshold),
-                drift_defaults.js_threshold,
-            )?,
-            dataset_drift_share: share(
+                given.drift_js_threshold,
+                crate::drift::model::DEFAULT_JS_THRESHOLD,
+            )),
+            dataset_drift_share: bad.check(above_zero(
                 "--dataset-drift-share",
-                args.dataset_drift_share.or(file.dataset_drift_share),
-                drift_defaults.dataset_drift_share,
-            )?,
+                given.dataset_drift_share,
+                crate::drift::model::DEFAULT_DATASET_DRIFT_SHARE,
+            )),
         };
-        let profiles_dir = args.profiles_dir.or(file.profiles_dir);
-        if let Some(dir) = &profiles_dir {
-            if !dir.is_dir() {
-                return Err(invalid(
-                    "--profiles-dir",
-                    dir.display(),
-                    "give an existing directory of profile files",
-                ));
-            }
-        }
-        let profiles_poll = seconds(
+        let profiles_dir = bad.check(existing_dir("--profiles-dir", given.profiles_dir));
+        let profiles_poll = bad.check(seconds(
             "--profiles-poll-seconds",
-            args.profiles_poll_seconds.or(file.profiles_poll_seconds),
-            Duration::from_secs(10),
-        )?;
-        let shutdown_budget = seconds(
+            given.profiles_poll_seconds,
+            DEFAULT_PROFILES_POLL,
+        ));
+        let shutdown_budget = bad.check(seconds(
             "--shutdown-budget-seconds",
-            args.shutdown_budget_seconds
-                .or(file.shutdown_budget_seconds),
+            given.shutdown_budget_seconds,
             DEFAULT_SHUTDOWN_BUDGET,
-        )?;
+        ));
 
-        let protocol = args
-            .otlp_protocol
-            .or(file.otlp_protocol)
-            .unwrap_or(OtlpProtocol::HttpProtobuf);
-        let configured_endpoint = args.otlp_endpoint.or(file.otlp_endpoint);
-        let endpoint = match &configured_endpoint {
-            Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
-                e.trim_end_matches('/').to_string()
-            }
-            Some(e) => {
-                return Err(invalid(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)",
-                    e,
-                    "give a URL with its scheme, e.g. http://localhost:4318",
-                ))
-            }
-            None => match protocol {
-                OtlpProtocol::Grpc => DEFAULT_OTLP_GRPC_ENDPOINT.into(),
-                OtlpProtocol::HttpProtobuf => DEFAULT_OTLP_HTTP_ENDPOINT.into(),
-            },
-        };
-        let headers = parse_headers(args.otlp_headers.or(file.otlp_headers).as_deref())?;
-        let metric_interval = Duration::from_millis(positive_u64(
-            "OTEL_METRIC_EXPORT_INTERVAL (--metric-export-interval)",
-            args.metric_export_interval
-                .or(file.metric_export_interval)
-                .unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL.as_millis() as u64),
-        )?);
-        let timeout = Duration::from_millis(positive_u64(
-            "OTEL_EXPORTER_OTLP_TIMEOUT (--otlp-timeout)",
-            args.otlp_timeout
-                .or(file.otlp_timeout)
-                .unwrap_or(DEFAULT_EXPORT_TIMEOUT.as_millis() as u64),
-        )?);
-        let sampling = parse_sampler(
-            args.traces_sampler.or(file.traces_sampler).as_deref(),
-            args.traces_sampler_arg.or(file.traces_sampler_arg),
-        )?;
+        let protocol = given.otlp_protocol.unwrap_or(DEFAULT_OTLP_PROTOCOL);
+        let endpoint_configured = given.otlp_endpoint.is_some();
+        let endpoint = bad.check(otlp_endpoint(given.otlp_endpoint.as_deref(), protocol));
+        let headers = bad.check(parse_headers(given.otlp_headers.as_deref()));
+        let metric_interval = Duration::from_millis(
+            bad.check(positive(
+                "OTEL_METRIC_EXPORT_INTERVAL (--metric-export-interval)",
+                given
+                    .metric_export_interval
+                    .unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL.as_millis() as u64),
+            )),
+        );
+        let timeout = Duration::from_millis(
+            bad.check(positive(
+                "OTEL_EXPORTER_OTLP_TIMEOUT (--otlp-timeout)",
+                given
+                    .otlp_timeout
+                    .unwrap_or(DEFAULT_EXPORT_TIMEOUT.as_millis() as u64),
+            )),
+        );
+        let ratio = bad.check(sampler_ratio(given.traces_sampler_arg));
+        let sampling = bad.check(parse_sampler(given.traces_sampler.as_deref(), ratio));
 
-        let anomaly = file.anomaly.unwrap_or_default().resolve()?;
+        let anomaly = bad.check(
+            given
+                .anomaly
+                .unwrap_or_default()
+                .resolve()
+                .map_err(ConfigError::from),
+        );
 
+        bad.finish()?;
         Ok(Config {
             listen,
             shards,
@@ -541,7 +553,7 @@ impl Config {
             anomaly,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
-            null_sink: args.null_sink || file.null_sink.unwrap_or(false),
+            null_sink: given.null_sink,
             limits: crate::validation::Limits {
                 max_batch_records,
                 ..Default::default()
@@ -550,29 +562,45 @@ impl Config {
             export: ExportConfig {
                 endpoint,
                 protocol,
-                endpoint_configured: configured_endpoint.is_some(),
+                endpoint_configured,
                 headers,
                 metric_interval,
                 timeout,
-                metrics: !(args.no_metrics || file.no_metrics.unwrap_or(false)),
-                traces: !(args.no_traces || file.no_traces.unwrap_or(false)),
+                metrics: !given.no_metrics,
+                traces: !given.no_traces,
             },
         })
     }
 }
 
-fn positive(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
-    if value == 0 {
+/// The settings of the TOML file at `path`.
+fn read_file(path: &Path) -> Result<ConfigArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn positive<T: Copy + PartialOrd + From<u8> + ToString>(
+    setting: &'static str,
+    value: T,
+) -> Result<T, ConfigError> {
+    if value < T::from(1) {
         return Err(invalid(setting, value, "use a whole number of at least 1"));
     }
     Ok(value)
 }
 
-fn positive_u64(setting: &'static str, value: u64) -> Result<u64, ConfigError> {
-    if value == 0 {
-        return Err(invalid(setting, value, "use a whole number of at least 1"));
+fn above_zero(setting: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Some(v) => Err(invalid(setting, v, "use a number above 0")),
     }
-    Ok(value)
 }
 
 fn seconds(
@@ -590,6 +618,62 @@ fn seconds(
             s,
             "use a number of seconds above 0, at most 30 days",
         )),
+    }
+}
+
+fn existing_dir(
+    setting: &'static str,
+    dir: Option<PathBuf>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match dir {
+        Some(dir) if !dir.is_dir() => Err(invalid(
+            setting,
+            dir.display(),
+            "give an existing directory of profile files",
+        )),
+        dir => Ok(dir),
+    }
+}
+
+/// `--windows`: comma-separated durations, at most 8.
+fn parse_windows(list: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(crate::quality::DEFAULT_WINDOWS.to_vec());
+    };
+    let windows = list
+        .split(',')
+        .filter(|w| !w.trim().is_empty())
+        .map(|w| {
+            crate::windows::parse_duration(w).ok_or_else(|| {
+                invalid(
+                    "--windows",
+                    list,
+                    "give durations such as 30s, 5m, 1h or 1d, separated by commas",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if windows.len() > 8 {
+        return Err(invalid("--windows", windows.len(), "use at most 8 windows"));
+    }
+    Ok(windows)
+}
+
+/// The endpoint without a trailing `/`, or the protocol's local default when none is configured.
+fn otlp_endpoint(configured: Option<&str>, protocol: OtlpProtocol) -> Result<String, ConfigError> {
+    match configured {
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+            Ok(e.trim_end_matches('/').to_string())
+        }
+        Some(e) => Err(invalid(
+            "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint)",
+            e,
+            "give a URL with its scheme, e.g. http://localhost:4318",
+        )),
+        None => Ok(match protocol {
+            OtlpProtocol::Grpc => DEFAULT_OTLP_GRPC_ENDPOINT.into(),
+            OtlpProtocol::HttpProtobuf => DEFAULT_OTLP_HTTP_ENDPOINT.into(),
+        }),
     }
 }
 
@@ -638,19 +722,21 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn parse_sampler(name: Option<&str>, arg: Option<f64>) -> Result<Sampling, ConfigError> {
-    let ratio = match arg {
-        None => DEFAULT_TRACE_SAMPLE_RATIO,
-        Some(r) if (0.0..=1.0).contains(&r) => r,
-        Some(r) => {
-            return Err(invalid(
-                "OTEL_TRACES_SAMPLER_ARG (--traces-sampler-arg)",
-                r,
-                "use a ratio between 0 and 1",
-            ))
-        }
-    };
-    let (ratio, parent_based) = match name.unwrap_or("traceidratio") {
+/// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the `*traceidratio` samplers.
+fn sampler_ratio(arg: Option<f64>) -> Result<f64, ConfigError> {
+    match arg {
+        None => Ok(DEFAULT_TRACE_SAMPLE_RATIO),
+        Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Some(r) => Err(invalid(
+            "OTEL_TRACES_SAMPLER_ARG (--traces-sampler-arg)",
+            r,
+            "use a ratio between 0 and 1",
+        )),
+    }
+}
+
+fn parse_sampler(name: Option<&str>, ratio: f64) -> Result<Sampling, ConfigError> {
+    let (ratio, parent_based) = match name.unwrap_or(DEFAULT_TRACES_SAMPLER) {
         "always_on" => (1.0, false),
         "always_off" => (0.0, false),
         "traceidratio" => (ratio, false),
@@ -743,6 +829,27 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_setting_is_named_in_one_error() {
+        let err = Config::resolve(ConfigArgs {
+            shards: Some(0),
+            traces_sampler: Some("sometimes".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Several(errors) if errors.len() == 2),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        for setting in [
+            "--shards=0",
+            "OTEL_TRACES_SAMPLER (--traces-sampler)=sometimes",
+        ] {
+            assert!(message.contains(setting), "{message} should name {setting}");
+        }
+    }
+
+    #[test]
     fn headers_are_split_and_percent_decoded() {
         let headers = parse_headers(Some("Authorization=Basic%20abc, x-team = ml ")).unwrap();
         assert_eq!(
@@ -775,6 +882,37 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("shardz"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_are_the_flag_names_for_every_kind_of_setting() {
+        let dir = std::env::temp_dir().join(format!("inferscope-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inferscope.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\notlp_protocol = \"grpc\"\nno_traces = true\n\
+             windows = \"1m\"\nlabel_ttl_seconds = 30.0\n",
+        )
+        .unwrap();
+        let resolve = |path: &Path| {
+            Config::resolve(ConfigArgs {
+                config: Some(path.to_owned()),
+                ..Default::default()
+            })
+        };
+        let config = resolve(&path).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.export.endpoint, DEFAULT_OTLP_GRPC_ENDPOINT);
+        assert!(config.export.metrics && !config.export.traces);
+        assert_eq!(config.quality.windows.len(), 1);
+        assert_eq!(config.quality.label_ttl, Duration::from_secs(30));
+
+        // The path of the file is a flag only.
+        std::fs::write(&path, "config = \"other.toml\"\n").unwrap();
+        let err = resolve(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `config`"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

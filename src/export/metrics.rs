@@ -664,14 +664,7 @@ impl MetricTransport {
             Self::Grpc { client, headers } => {
                 let mut req = tonic::Request::new(request);
                 req.set_timeout(timeout);
-                for (k, v) in headers.iter() {
-                    if let (Ok(k), Ok(v)) = (
-                        k.parse::<tonic::metadata::MetadataKey<_>>(),
-                        v.parse::<tonic::metadata::MetadataValue<_>>(),
-                    ) {
-                        req.metadata_mut().insert(k, v);
-                    }
-                }
+                super::add_grpc_metadata(req.metadata_mut(), headers);
                 match tokio::time::timeout(timeout, client.export(req)).await {
                     Err(_) => Err(ExportError::Timeout(timeout)),
                     Ok(Err(status)) => Err(ExportError::Request(format!(

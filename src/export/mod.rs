@@ -28,3 +28,17 @@ pub enum ExportError {
     #[error("cannot build the span exporter: {0}")]
     SpanExporter(String),
 }
+
+/// Adds the configured OTLP headers to gRPC request metadata. A header that is not valid gRPC
+/// metadata (a name with bytes metadata keys do not allow, a value with control characters) is
+/// left out.
+fn add_grpc_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            k.parse::<tonic::metadata::MetadataKey<_>>(),
+            v.parse::<tonic::metadata::MetadataValue<_>>(),
+        ) {
+            metadata.insert(k, v);
+        }
+    }
+}

@@ -48,14 +48,7 @@ pub fn otlp_exporter(
     let built = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &config.headers {
-                if let (Ok(k), Ok(v)) = (
-                    k.parse::<tonic::metadata::MetadataKey<_>>(),
-                    v.parse::<tonic::metadata::MetadataValue<_>>(),
-                ) {
-                    metadata.insert(k, v);
-                }
-            }
+            super::add_grpc_metadata(&mut metadata, &config.headers);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(config.endpoint.clone())
