@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use inferscope::{
-    anomaly::{AnomalySettings, RecordDetectors},
+    anomaly::{features::FeatureDetectors, AnomalySettings, RecordDetectors},
     demo::load_test_batch,
     drift::{
         model::{DriftSettings, ModelDrift},
@@ -52,12 +52,15 @@ fn drift(c: &mut Criterion) {
             hst_trees: trees,
             ..Default::default()
         });
+        let key = ModelKey::new("loadgen", "1");
         let model = || {
-            let mut m = ModelDrift::new(&DriftSettings::default(), ModelKey::new("loadgen", "1"));
-            m.set_anomaly(anomaly.clone());
+            let mut m = ModelDrift::new(&DriftSettings::default(), key.clone());
             m.declare(declaration.clone());
             m.set_profile(profile.clone(), 0);
-            m
+            let mut checks = FeatureDetectors::new(anomaly.clone());
+            checks.declare(&declaration);
+            checks.set_profile(profile.clone(), &key);
+            (m, checks)
         };
         group.throughput(Throughput::Elements(load.records.len() as u64));
         let name = match trees {
@@ -67,10 +70,10 @@ fn drift(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 model,
-                |m| {
+                |(m, checks)| {
                     let mut flags = Vec::new();
                     for r in &load.records {
-                        black_box(m.update(black_box(r), 1, &mut flags));
+                        black_box(m.update(black_box(r), 1, &mut checks.observer(&mut flags)));
                         flags.clear();
                     }
                 },

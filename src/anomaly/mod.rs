@@ -15,6 +15,7 @@
 //!
 //! Every threshold is per model ([`settings`]).
 
+pub mod features;
 pub mod record;
 pub mod robust;
 pub mod series;
@@ -142,9 +143,11 @@ pub struct AnomalySnapshot {
     pub points: Vec<(series::Series, f64)>,
 }
 
-/// The anomaly state of one model version: the profile-free detectors, windowed counts of
-/// records and flags, and the change detectors on its series.
+/// The anomaly state of one model version: the feature checks (run from drift's pass), the
+/// record detectors, windowed counts of records and flags, and the change detectors on its
+/// series.
 pub struct ModelAnomaly {
+    pub features: features::FeatureDetectors,
     pub detectors: RecordDetectors,
     windows: crate::windows::Windows<AnomalyCounts>,
     pub series: SeriesWatch,
@@ -167,6 +170,7 @@ impl ModelAnomaly {
         now_ms: u64,
     ) -> Self {
         Self {
+            features: features::FeatureDetectors::new(settings.clone()),
             detectors: RecordDetectors::new(settings.clone()),
             windows: crate::windows::Windows::new(AnomalyCounts::default(), windows, 0, now_ms),
             series: SeriesWatch::new(settings),
@@ -178,17 +182,19 @@ impl ModelAnomaly {
         }
     }
 
-    /// Closes an interval of the series: `quality` is the model's since-start quality state,
-    /// `drift_score` the first window's largest drift score, `drift_state` the drift state for
-    /// its profile and warm-ups.
+    /// Closes an interval of the series: `quality` is the model's since-start quality state;
+    /// of its drift state, `drift_score` is the first window's largest drift score,
+    /// `profile_changes` how often its profile changed, `capturing` whether a live capture is
+    /// under way.
     pub fn close_interval(
         &mut self,
         ops: &crate::operational::ModelOps,
         quality: Option<&crate::quality::state::QualityState>,
         drift_score: Option<f64>,
-        drift_state: Option<&crate::drift::model::ModelDrift>,
+        profile_changes: u64,
+        capturing: bool,
     ) -> Vec<series::Detection> {
-        let changes = drift_state.map_or(0, |d| d.profile_changes());
+        let changes = profile_changes;
         if changes != self.profile_changes {
             self.profile_changes = changes;
             self.series.profile_changed();
@@ -213,8 +219,7 @@ impl ModelAnomaly {
         let extras = series::Extras {
             latency_p95: self.detectors.take_interval_latency(),
             drift_score,
-            flags_settled: self.detectors.settled()
-                && drift_state.is_none_or(|d| d.flags_settled()),
+            flags_settled: self.detectors.settled() && !capturing && self.features.settled(),
         };
         self.series.observe(totals, extras)
     }

@@ -10,15 +10,10 @@ use super::{
     },
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
-use crate::anomaly::{range_distance, robust::RobustScale, AnomalyKind, AnomalySettings, Flag};
 use crate::{
     models::Declaration,
     pb,
-    stats::{
-        drift,
-        half_space_trees::{HalfSpaceTrees, MassRule},
-        Estimate,
-    },
+    stats::{drift, Estimate},
     windows::{WindowSpec, Windows},
 };
 use std::{collections::HashMap, sync::Arc};
@@ -74,31 +69,37 @@ enum Compiled {
         /// Coarse bin of each fine bin (the coarse edges are among the fine ones).
         fine_to_coarse: Vec<usize>,
         coarse: usize,
-        /// Robust z-scores against the reference sample, with this model's threshold.
-        robust: RobustScale,
-        /// `(x − hst_origin)·hst_scale` is the Half-Space Trees input
-        /// ([`crate::stats::half_space_trees::reference_scale`]).
-        hst_origin: f64,
-        hst_scale: f64,
-        /// The feature's dimension in the Half-Space Trees input (not the prediction).
-        dim: Option<usize>,
     },
     Categorical {
         index: HashMap<String, usize>,
-        /// The profile kept every category it saw (`other` is 0): only then is a category
-        /// missing from `index` unseen rather than rare.
-        complete: bool,
     },
 }
 
-fn compile(feature: &FeatureProfile, dim: Option<usize>, outlier_z: f64) -> Compiled {
+/// What else looks at a record's features during drift's single pass over them: the anomaly
+/// checks compiled from the same profile ([`crate::anomaly::features`]). Features are numbered
+/// as in the profile; the prediction is not passed.
+pub trait FeatureObserver {
+    /// A record's pass starts.
+    fn begin(&mut self);
+    /// A numeric value of profile feature `feature`; `outside` the reference's [min, max].
+    fn numeric(&mut self, feature: usize, value: f64, outside: bool);
+    /// A categorical value of profile feature `feature`, `known` to the profile or not.
+    fn categorical(&mut self, feature: usize, known: bool);
+    /// The record's pass ends.
+    fn end(&mut self);
+}
+
+/// Nobody else looks.
+impl FeatureObserver for () {
+    fn begin(&mut self) {}
+    fn numeric(&mut self, _: usize, _: f64, _: bool) {}
+    fn categorical(&mut self, _: usize, _: bool) {}
+    fn end(&mut self) {}
+}
+
+fn compile(feature: &FeatureProfile) -> Compiled {
     match feature {
         FeatureProfile::Numeric(n) => {
-            let robust = RobustScale::from_sample(&n.sample, outlier_z);
-            let (hst_origin, hst_scale) = crate::stats::half_space_trees::reference_scale(
-                n.min.unwrap_or(0.0),
-                n.max.unwrap_or(1.0),
-            );
             let fine_to_coarse = (0..=n.fine_edges.len())
                 .map(|j| match n.fine_edges.get(j) {
                     Some(&upper) => bin_of(&n.edges, upper),
@@ -111,14 +112,9 @@ fn compile(feature: &FeatureProfile, dim: Option<usize>, outlier_z: f64) -> Comp
                 max: n.max.unwrap_or(f64::INFINITY),
                 fine_to_coarse,
                 coarse: n.edges.len() + 1,
-                robust,
-                hst_origin,
-                hst_scale,
-                dim,
             }
         }
         FeatureProfile::Categorical(c) => Compiled::Categorical {
-            complete: c.other == 0,
             index: c
                 .categories
                 .iter()
@@ -215,22 +211,8 @@ pub struct ModelDrift {
     last_drifted: Vec<String>,
     /// Model name and version, for captured profiles and log lines.
     key: crate::models::ModelKey,
-    /// This model's anomaly detectors (feature outliers and Half-Space Trees live here, where
-    /// the reference is).
-    anomaly: Arc<AnomalySettings>,
-    /// Built with each profile from its numeric features, when `hst_trees` > 0.
-    hst: Option<Hst>,
     /// Counts profile changes (set or cleared), for the series that depend on the profile.
     profile_changes: u64,
-}
-
-/// The Half-Space Trees of a model version, their input row, and the recent median mass that
-/// flags are relative to.
-struct Hst {
-    trees: HalfSpaceTrees,
-    /// One record's numeric features scaled to [0, 1] by the reference range (NaN = missing).
-    input: Vec<f64>,
-    rule: MassRule,
 }
 
 impl ModelDrift {
@@ -252,8 +234,6 @@ impl ModelDrift {
             settings: settings.clone(),
             last_drifted: Vec::new(),
             key,
-            anomaly: Arc::new(AnomalySettings::default()),
-            hst: None,
             profile_changes: 0,
         }
     }
@@ -263,19 +243,9 @@ impl ModelDrift {
         self.profile_changes
     }
 
-    /// True when no profile-based detector is still warming up: no capture under way, and the
-    /// Half-Space Trees (if any) past their first window and warm-up.
-    pub fn flags_settled(&self) -> bool {
-        self.capture.is_none()
-            && self
-                .hst
-                .as_ref()
-                .is_none_or(|h| h.trees.is_scoring() && h.rule.settled())
-    }
-
-    /// Uses `settings` for the detectors that need the profile (from the next profile on).
-    pub fn set_anomaly(&mut self, settings: Arc<AnomalySettings>) {
-        self.anomaly = settings;
+    /// True while a live capture is under way.
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
     }
 
     pub fn profile(&self) -> Option<&Arc<Profile>> {
@@ -294,34 +264,7 @@ impl ModelDrift {
             );
         }
         let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
-        let mut dims = 0;
-        self.compiled = features
-            .iter()
-            .map(|f| {
-                let dim =
-                    matches!(f, FeatureProfile::Numeric(_) if f.name() != PREDICTION).then(|| {
-                        dims += 1;
-                        dims - 1
-                    });
-                compile(f, dim, self.anomaly.feature_outlier_z)
-            })
-            .collect();
-        let a = &self.anomaly;
-        self.hst = (a.hst_trees > 0 && dims > 0).then(|| Hst {
-            // Seeded by the model key so that replicas of a sidecar flag alike.
-            trees: HalfSpaceTrees::new(
-                dims,
-                a.hst_trees,
-                a.hst_height,
-                a.hst_window,
-                std::hash::BuildHasher::hash_one(
-                    &foldhash::quality::FixedState::with_seed(0),
-                    &self.key,
-                ),
-            ),
-            input: vec![f64::NAN; dims],
-            rule: MassRule::new(a.hst_mass_ratio),
-        });
+        self.compiled = features.iter().map(compile).collect();
         self.by_name = features
             .iter()
             .enumerate()
@@ -364,7 +307,6 @@ impl ModelDrift {
         self.numeric_positions.clear();
         self.categorical_positions.clear();
         self.last_drifted.clear();
-        self.hst = None;
         self.profile_changes += 1;
     }
 
@@ -387,47 +329,14 @@ impl ModelDrift {
         }
     }
 
-    /// Missing (NaN) and non-finite numeric features of a record, named by the declaration
-    /// (or `numeric_features[i]`): no profile needed.
-    pub fn missing_flags(&self, record: &pb::InferenceRecord, flags: &mut Vec<Flag>) {
-        let (missing, non_finite) = (
-            self.anomaly.missing_feature,
-            self.anomaly.non_finite_feature,
-        );
-        if !missing && !non_finite {
-            return;
-        }
-        let name = |position: usize| -> String {
-            self.declaration
-                .as_ref()
-                .and_then(|d| d.numeric_features.get(position).cloned())
-                .unwrap_or_else(|| format!("numeric_features[{position}]"))
-        };
-        for (position, &v) in record.numeric_features.iter().enumerate() {
-            if v.is_nan() && missing {
-                flags.push(AnomalyKind::MissingFeature.flag(&name(position), 1.0));
-            } else if v.is_infinite() && non_finite {
-                flags.push(AnomalyKind::NonFiniteFeature.flag(&name(position), 1.0));
-            }
-        }
-        for f in &record.named_features {
-            if let Some(pb::named_feature::Value::Number(v)) = f.value {
-                if v.is_nan() && missing {
-                    flags.push(AnomalyKind::MissingFeature.flag(&f.name, 1.0));
-                } else if v.is_infinite() && non_finite {
-                    flags.push(AnomalyKind::NonFiniteFeature.flag(&f.name, 1.0));
-                }
-            }
-        }
-    }
-
     /// One accepted record: its features and prediction into the live window, or into the
-    /// capture. Values outside the reference's range and unseen categories are added to `flags`.
-    pub fn update(
+    /// capture. `observer` sees every feature value (not the prediction) in the same pass.
+    /// Returns the profile a completed live capture produced (in use from the next record).
+    pub fn update<O: FeatureObserver>(
         &mut self,
         record: &pb::InferenceRecord,
         now_ms: u64,
-        flags: &mut Vec<Flag>,
+        observer: &mut O,
     ) -> Option<Arc<Profile>> {
         if self.capture.is_some() {
             if let Some(captured) = self.capture_record(record, now_ms) {
@@ -445,63 +354,36 @@ impl ModelDrift {
         let cap = windows.exact_cap();
         let live = windows.live();
         let compiled = &self.compiled;
-        let names = self.profile.as_deref();
-        let range_margin = self.anomaly.out_of_range_margin;
-        let unseen_on = self.anomaly.unseen_category;
-        let mut hst_input = self.hst.as_mut().map(|h| {
-            h.input.fill(f64::NAN);
-            &mut h.input
-        });
-        // One pass per value: its bin, its data-quality counts, and (for features, not the
-        // prediction) a flag when the reference says it is odd.
-        let mut numeric = |live: &mut DriftState, i: usize, v: f64, flags: Option<&mut Vec<_>>| {
+        observer.begin();
+        // One pass per value: its bin and its data-quality counts; the observer sees feature
+        // values (`Some`), not the prediction (`None`).
+        let numeric = |live: &mut DriftState, i: usize, v: f64, observer: Option<&mut O>| {
             match &compiled[i] {
                 Compiled::Numeric {
                     fine_edges,
                     min,
                     max,
-                    robust,
-                    hst_origin,
-                    hst_scale,
-                    dim,
                     ..
                 } => {
                     let outside = v < *min || v > *max;
                     live.numeric(i, v, bin_of(fine_edges, v), outside, cap);
-                    if let (Some(d), Some(input)) = (dim, hst_input.as_deref_mut()) {
-                        input[*d] = (v - hst_origin) * hst_scale;
-                    }
-                    let (Some(flags), Some(p)) = (flags, names) else {
-                        return;
-                    };
-                    if outside && v.is_finite() && range_margin >= 0.0 {
-                        let distance = range_distance(v, *min, *max);
-                        if distance > range_margin {
-                            flags.push(
-                                AnomalyKind::OutOfReferenceRange
-                                    .flag(p.features[i].name(), distance),
-                            );
-                        }
-                    }
-                    if let Some(z) = robust.outlier(v) {
-                        flags.push(AnomalyKind::FeatureOutlier.flag(p.features[i].name(), z));
+                    if let Some(o) = observer {
+                        o.numeric(i, v, outside);
                     }
                 }
                 // A number for a categorical feature: looked up as its text.
-                Compiled::Categorical { index, .. } => {
+                Compiled::Categorical { index } => {
                     live.categorical(i, index.get(&v.to_string()).copied())
                 }
             }
         };
-        let categorical = |live: &mut DriftState, i: usize, v: &str, flags: Option<&mut Vec<_>>| {
+        let categorical = |live: &mut DriftState, i: usize, v: &str, observer: Option<&mut O>| {
             match &compiled[i] {
-                Compiled::Categorical { index, complete } if !v.is_empty() => {
+                Compiled::Categorical { index } if !v.is_empty() => {
                     let k = index.get(v).copied();
                     live.categorical(i, k);
-                    if let (None, true, Some(flags), Some(p)) =
-                        (k, *complete && unseen_on, flags, names)
-                    {
-                        flags.push(AnomalyKind::UnseenCategory.flag(p.features[i].name(), 1.0));
+                    if let Some(o) = observer {
+                        o.categorical(i, k.is_some());
                     }
                 }
                 // Empty, or text for a numeric feature: missing.
@@ -510,12 +392,12 @@ impl ModelDrift {
         };
         for (position, &v) in record.numeric_features.iter().enumerate() {
             if let Some(Some(i)) = self.numeric_positions.get(position) {
-                numeric(live, *i, v, Some(flags));
+                numeric(live, *i, v, Some(&mut *observer));
             }
         }
         for (position, v) in record.categorical_features.iter().enumerate() {
             if let Some(Some(i)) = self.categorical_positions.get(position) {
-                categorical(live, *i, v, Some(flags));
+                categorical(live, *i, v, Some(&mut *observer));
             }
         }
         for f in &record.named_features {
@@ -523,8 +405,12 @@ impl ModelDrift {
                 continue;
             };
             match &f.value {
-                Some(pb::named_feature::Value::Number(v)) => numeric(live, i, *v, Some(flags)),
-                Some(pb::named_feature::Value::Category(v)) => categorical(live, i, v, Some(flags)),
+                Some(pb::named_feature::Value::Number(v)) => {
+                    numeric(live, i, *v, Some(&mut *observer))
+                }
+                Some(pb::named_feature::Value::Category(v)) => {
+                    categorical(live, i, v, Some(&mut *observer))
+                }
                 None => live.missing(i),
             }
         }
@@ -535,19 +421,7 @@ impl ModelDrift {
                 _ => {}
             }
         }
-        if let Some(h) = &mut self.hst {
-            // Non-finite values were flagged already; for the trees they are missing.
-            for x in &mut h.input {
-                if x.is_infinite() {
-                    *x = f64::NAN;
-                }
-            }
-            let scoring = h.trees.is_scoring();
-            let score = h.trees.score_learn(&h.input);
-            if let Some(s) = h.rule.check(score, scoring) {
-                flags.push(AnomalyKind::MultivariateOutlier.flag("half_space_trees", s));
-            }
-        }
+        observer.end();
         None
     }
 
@@ -894,94 +768,4 @@ enum Value<'a> {
 enum Cell {
     Number(f64),
     Text(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::drift::profile::{NumericColumn, ProfileSettings};
-    use rand::{rngs::StdRng, Rng, SeedableRng};
-
-    /// Two tight clusters in 4 dimensions.
-    fn clustered(rng: &mut StdRng) -> Vec<f64> {
-        let centre = if rng.random::<bool>() { 0.3 } else { 0.7 };
-        (0..4)
-            .map(|_| centre + 0.03 * (rng.random::<f64>() - 0.5))
-            .collect()
-    }
-
-    fn record(values: Vec<f64>) -> pb::InferenceRecord {
-        pb::InferenceRecord {
-            numeric_features: values,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn half_space_trees_flag_a_record_between_the_clusters_and_not_the_clusters() {
-        let mut rng = StdRng::seed_from_u64(11);
-        let mut columns = vec![NumericColumn::default(); 4];
-        for _ in 0..2000 {
-            for (c, v) in columns.iter_mut().zip(clustered(&mut rng)) {
-                c.push(Some(v));
-            }
-        }
-        let names: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
-        let profile = Arc::new(Profile {
-            format: FORMAT.into(),
-            model: "m".into(),
-            version: "1".into(),
-            source: "test".into(),
-            created_unix_seconds: 0,
-            records: 2000,
-            features: columns
-                .into_iter()
-                .zip(&names)
-                .map(|(c, n)| FeatureProfile::Numeric(c.finish(n, ProfileSettings::default(), 1)))
-                .collect(),
-        });
-        let mut drift = ModelDrift::new(
-            &DriftSettings {
-                reference_records: 0,
-                ..Default::default()
-            },
-            crate::models::ModelKey::new("m", "1"),
-        );
-        drift.declare(Arc::new(Declaration::from_pb(&pb::ModelDeclaration {
-            features: names
-                .iter()
-                .map(|n| pb::FeatureSpec {
-                    name: n.clone(),
-                    kind: pb::FeatureKind::Numeric as i32,
-                })
-                .collect(),
-            ..Default::default()
-        })));
-        drift.set_profile(profile, 0);
-        let mut flags = Vec::new();
-        let mut flagged_ordinary = 0;
-        for i in 0..3000 {
-            drift.update(&record(clustered(&mut rng)), 0, &mut flags);
-            if i == 1200 {
-                assert!(!drift.flags_settled(), "the trees are still warming up");
-            }
-            flagged_ordinary += flags.len();
-            flags.clear();
-        }
-        assert!(drift.flags_settled());
-        // No flag of any kind on ordinary records (the features are bimodal: their MAD is one
-        // cluster's spread, their IQR spans both).
-        assert!(
-            flagged_ordinary <= 3,
-            "{flagged_ordinary} flags on ordinary records"
-        );
-        // Inside every feature's range, far from both clusters.
-        drift.update(&record(vec![0.3, 0.7, 0.3, 0.7]), 0, &mut flags);
-        let kinds: Vec<&str> = flags.iter().map(|f| f.kind.name()).collect();
-        assert_eq!(kinds, ["multivariate_outlier"], "{flags:?}");
-        assert!(flags[0].score > 1.0 - DEFAULT_HST_RATIO_FOR_TEST);
-    }
-
-    /// The score of a flag is 1 − mass / median; a flag means mass < ratio × median.
-    const DEFAULT_HST_RATIO_FOR_TEST: f64 = crate::anomaly::settings::DEFAULT_HST_MASS_RATIO;
 }

@@ -27,6 +27,15 @@ struct Analyses {
     anomaly: ModelAnomaly,
 }
 
+impl Analyses {
+    /// Uses `profile` from now on: drift's windows restart, the feature checks are compiled
+    /// from it.
+    fn set_profile(&mut self, profile: Arc<Profile>, key: &ModelKey, now_ms: u64) {
+        self.anomaly.features.set_profile(profile.clone(), key);
+        self.drift.set_profile(profile, now_ms);
+    }
+}
+
 /// A model version's state.
 pub struct ModelState {
     pub key: ModelKey,
@@ -72,16 +81,15 @@ impl ModelState {
     ) -> Self {
         let analyses = key.is_own().then(|| {
             let anomaly_settings = settings.anomaly.for_model(&key.model);
-            let mut drift = ModelDrift::new(&settings.drift, key.clone());
-            drift.set_anomaly(anomaly_settings.clone());
-            if let Some(profile) = settings.profiles.get(&key.model, &key.version) {
-                drift.set_profile(profile, now_ms);
-            }
-            Analyses {
+            let mut analyses = Analyses {
                 quality: ModelQuality::new(quality_id, &settings.quality, now_ms),
                 anomaly: ModelAnomaly::new(anomaly_settings, &settings.quality.windows, now_ms),
-                drift,
+                drift: ModelDrift::new(&settings.drift, key.clone()),
+            };
+            if let Some(profile) = settings.profiles.get(&key.model, &key.version) {
+                analyses.set_profile(profile, &key, now_ms);
             }
+            analyses
         });
         let mut state = Self {
             ops: ModelOps::new(settings.max_error_types),
@@ -125,6 +133,7 @@ impl ModelState {
         if let Some(a) = &mut self.analyses {
             a.quality.declare(declaration);
             a.drift.declare(declaration.clone());
+            a.anomaly.features.declare(declaration);
         }
     }
 
@@ -132,12 +141,14 @@ impl ModelState {
     /// windows restart), or stops drift if it was removed.
     pub fn sync_profile(&mut self, profiles: &ProfileRegistry, now_ms: u64) {
         let Some(a) = &mut self.analyses else { return };
-        let drift = &mut a.drift;
         match profiles.get(&self.key.model, &self.key.version) {
-            Some(profile) if !drift.profile().is_some_and(|p| Arc::ptr_eq(p, &profile)) => {
-                drift.set_profile(profile, now_ms);
+            Some(profile) if !a.drift.profile().is_some_and(|p| Arc::ptr_eq(p, &profile)) => {
+                a.set_profile(profile, &self.key, now_ms);
             }
-            None if drift.profile().is_some() => drift.clear_profile(),
+            None if a.drift.profile().is_some() => {
+                a.drift.clear_profile();
+                a.anomaly.features.clear_profile();
+            }
             _ => {}
         }
     }
@@ -180,8 +191,13 @@ impl ModelState {
             return Observed::default();
         };
         let mut observed = Observed::default();
-        a.drift.missing_flags(record, flags);
-        observed.captured = a.drift.update(record, now_ms, flags);
+        a.anomaly.features.missing_flags(record, flags);
+        observed.captured = a
+            .drift
+            .update(record, now_ms, &mut a.anomaly.features.observer(flags));
+        if let Some(profile) = &observed.captured {
+            a.anomaly.features.set_profile(profile.clone(), &self.key);
+        }
         if record.prediction.is_some() {
             observed.departed = join.on_prediction(&mut a.quality, record, now_ms, received_ns);
         }
@@ -214,9 +230,13 @@ impl ModelState {
         };
         let (drift_change, drift_score) = a.drift.close_interval(now_ms).unwrap_or((None, None));
         let quality = a.quality.since_start(now_ms);
-        let detections =
-            a.anomaly
-                .close_interval(&self.ops, Some(quality), drift_score, Some(&a.drift));
+        let detections = a.anomaly.close_interval(
+            &self.ops,
+            Some(quality),
+            drift_score,
+            a.drift.profile_changes(),
+            a.drift.capturing(),
+        );
         IntervalFindings {
             drift_change,
             detections,
