@@ -21,8 +21,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7717";
 /// Batches waiting per shard before ingest answers UNAVAILABLE. With the default batch limit the
 /// worst case is `DEFAULT_SHARD_QUEUE_BATCHES × DEFAULT_MAX_BATCH_RECORDS` records per shard.
 pub const DEFAULT_SHARD_QUEUE_BATCHES: usize = 64;
-/// Records one batch may carry; larger batches are refused whole with INVALID_ARGUMENT.
-pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
+pub use crate::validation::DEFAULT_MAX_BATCH_RECORDS;
 /// Largest gRPC message accepted (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Distinct (model, version) pairs tracked; further pairs fold into `__other__`.

@@ -8,6 +8,9 @@
 use crate::{models::Declaration, pb, tracecontext::TraceParent};
 use pb::RejectReason;
 
+/// Records one batch may carry; larger batches are refused whole with INVALID_ARGUMENT.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
+
 /// Bounds on what one record may carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -25,7 +28,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_batch_records: crate::config::DEFAULT_MAX_BATCH_RECORDS,
+            max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
             max_name_len: 256,
             max_attribute_value_len: 64,
             max_features: 4096,

@@ -1,4 +1,4 @@
-//! Sliding windows built from rings of tumbling buckets of mergeable state (DESIGN.md §2).
+//! Sliding windows: rings of tumbling buckets of mergeable state (ARCHITECTURE.md, Windows).
 //!
 //! Records update one small `live` state only. When a ring's current bucket ends (or before a
 //! snapshot), `live` is merged into the current bucket of every ring and into the since-start

@@ -1,7 +1,7 @@
 //! Export: metrics as OTLP from shard snapshots, traces through the OpenTelemetry SDK.
 //!
 //! Why metrics bypass the SDK's instruments: the hot path must not call the SDK per record
-//! (DESIGN.md §2), so shards aggregate counts and histograms themselves. The SDK (0.33) can read
+//! (ARCHITECTURE.md, Data flow), so shards aggregate counts and histograms. The SDK (0.33) can read
 //! pre-aggregated *counters* through observable instruments, but it has no way to take a
 //! pre-aggregated *histogram*: there is no MetricProducer (opentelemetry-rust issue #2505) and its
 //! data-point types cannot be built outside the crate (PR #3489 is open). So `metrics` encodes the

@@ -353,3 +353,35 @@ async fn a_captured_profile_leaves_the_registry_with_its_expired_model() {
     pipeline.snapshot().await;
     assert!(profiles.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_model_named_like_the_overflow_slot_keeps_a_state_of_its_own() {
+    let mut settings = quality_settings();
+    settings.max_models_per_shard = 1;
+    let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
+    // The client's own model, named as the overflow slot is exported.
+    let mut batch = (*multiclass(&["d"])).clone();
+    batch.model = crate::models::OVERFLOW_MODEL.into();
+    batch.version = crate::models::OVERFLOW_MODEL.into();
+    send(&pipeline, Arc::new(batch)).await;
+    // A second model past the cap goes to the real overflow slot.
+    send(&pipeline, records("other", 2)).await;
+    let snapshot = pipeline.snapshot().await.remove(0);
+    let own =
+        crate::models::ModelKey::new(crate::models::OVERFLOW_MODEL, crate::models::OVERFLOW_MODEL);
+    let quality: Vec<_> = snapshot.quality.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(quality, vec![own.clone()], "the client's model is scored");
+    let records: Vec<_> = snapshot
+        .models
+        .iter()
+        .map(|(k, ops)| (k.kind, ops.records()))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            (crate::models::SlotKind::Own, 1),
+            (crate::models::SlotKind::Overflow, 2)
+        ]
+    );
+    assert_eq!(snapshot.models_overflow, 2);
+}

@@ -2,7 +2,7 @@
 //! counts values in `(bounds[i-1], bounds[i]]`, the last bucket everything above the last bound.
 //!
 //! Written by hand because the OpenTelemetry SDK's histogram cannot be fed pre-aggregated
-//! counts, and the shard must aggregate without calling the SDK per record (DESIGN.md §2).
+//! counts, and shards must aggregate without an SDK call per record (ARCHITECTURE.md, Data flow).
 
 /// Counts, sum, min and max of the values recorded against fixed bucket boundaries.
 #[derive(Debug, Clone, PartialEq)]
