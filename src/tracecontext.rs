@@ -1,7 +1,8 @@
 //! The W3C Trace Context `traceparent` a record may carry (Trace Context level 1, §3.2), parsed
-//! once into a value: validation parses it to accept or reject the record, the shard reads its
-//! sampled flag and trace id for the sampling decision, and export makes the record's span a
-//! child of it. Written here rather than taken from the OpenTelemetry SDK because the SDK's
+//! into one value type wherever it is needed: validation parses it to accept or reject the
+//! record; the shard parses it (55 bytes, only for records that carry one and only when spans
+//! are on) for the sampling decision and hands the parsed value to export, which makes the
+//! record's span a child of it. Written here rather than taken from the OpenTelemetry SDK because the SDK's
 //! propagator does not say why a header is invalid, which the reject must.
 
 /// Why a `traceparent` is not valid.

@@ -1,4 +1,4 @@
-//! End-to-end against real OTLP backends (DESIGN.md §6): VictoriaMetrics for metrics (OTLP/HTTP,
+//! End-to-end against real backends (ARCHITECTURE.md, Testing map): VictoriaMetrics (OTLP/HTTP,
 //! queried with PromQL) and Arize Phoenix for traces (OTLP/gRPC, queried over its REST API).
 //! Both are installed into `.tools/` by `tools/install-backends.sh`; without them this test fails
 //! and says so (it is never skipped).

@@ -14,6 +14,9 @@
 # In every default mode the model's reference profile is captured from its first 2000 records,
 # so drift (32 numeric features) and every anomaly detector run for the rest of the run.
 # Usage: tools/bench-throughput.sh [ROUNDS] [SECONDS]
+# Env: MODES="null inline ..." runs only those modes; BASELINE=/path/to/an/older/inferscope runs
+# every mode with that server too, right after this checkout's (`server=base` in the output), so
+# that a change is compared with what it replaced in the same run on a noisy machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -24,29 +27,32 @@ nohst_config=$(mktemp --suffix=.toml)
 trap 'rm -f "$nohst_config"' EXIT
 printf '[anomaly]\nhst_trees = 0\n' >"$nohst_config"
 for round in $(seq "$rounds"); do
-  for mode in null nodrift nohst inline none delayed nojoin; do
-    flags=(); labels=none
-    case $mode in
-      null) flags=(--null-sink) ;;
-      inline|delayed) labels=$mode ;;
-      nojoin) flags=(--max-pending-labels 0) ;;
-      nodrift) flags=(--reference-records 0); labels=inline ;;
-      nohst) flags=(--config "$nohst_config"); labels=inline ;;
-    esac
-    taskset -c 0 ./target/release/inferscope serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
-      --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
-    pid=$!
-    sleep 1
-    before=$(cpu $pid)
-    result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
-      --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" | tail -1)
-    rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
-    records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
-    used=$(echo "$(cpu $pid) - $before" | bc)
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    echo "round=$round mode=$mode records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss"
-    kill -TERM $pid
-    wait $pid || true
-    sleep 0.5
+  for mode in ${MODES:-null nodrift nohst inline none delayed nojoin}; do
+    for server in ./target/release/inferscope ${BASELINE:-}; do
+      flags=(); labels=none
+      case $mode in
+        null) flags=(--null-sink) ;;
+        inline|delayed) labels=$mode ;;
+        nojoin) flags=(--max-pending-labels 0) ;;
+        nodrift) flags=(--reference-records 0); labels=inline ;;
+        nohst) flags=(--config "$nohst_config"); labels=inline ;;
+      esac
+      taskset -c 0 "$server" serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
+        --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
+      pid=$!
+      sleep 1
+      before=$(cpu $pid)
+      result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
+        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" | tail -1)
+      rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
+      records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
+      used=$(echo "$(cpu $pid) - $before" | bc)
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+      label=new; [[ $server == ./target/release/inferscope ]] || label=base
+      echo "round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss"
+      kill -TERM $pid
+      wait $pid || true
+      sleep 0.5
+    done
   done
 done

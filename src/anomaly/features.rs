@@ -372,4 +372,25 @@ mod tests {
 
     /// The score of a flag is 1 − mass / median; a flag means mass < ratio × median.
     const DEFAULT_HST_RATIO_FOR_TEST: f64 = super::super::settings::DEFAULT_HST_MASS_RATIO;
+
+    /// The trees are seeded as before model keys carried their slot kind: a hash of (model,
+    /// version), so that an upgraded sidecar flags as the one it replaces.
+    #[test]
+    fn the_trees_seed_is_the_hash_of_model_and_version() {
+        #[derive(Hash)]
+        struct Before {
+            model: String,
+            version: String,
+        }
+        let state = foldhash::quality::FixedState::with_seed(0);
+        let key = ModelKey::new("m", "1");
+        let before = Before {
+            model: "m".into(),
+            version: "1".into(),
+        };
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&state, (&key.model, &key.version)),
+            std::hash::BuildHasher::hash_one(&state, &before)
+        );
+    }
 }

@@ -1,11 +1,12 @@
 //! Per-record anomaly flags: what a record carries that the model version's own data says is
 //! wrong, returned in the very ack of its batch, counted per kind, and put on the record's span.
 //!
-//! Where each detector lives:
-//! - the drift state, which knows the reference profile, checks features in its single pass
-//!   over them: missing and non-finite values (no profile needed), values outside the
-//!   reference's [min, max], categories the reference never kept, robust outliers against the
-//!   reference's median and MAD, and the Half-Space Trees score
+//! Every detector, the flag type, the per-record cap and every anomaly counter live here
+//! (ARCHITECTURE.md, walk-through "add an anomaly kind"):
+//! - [`features::FeatureDetectors`] checks features: missing and non-finite values (no profile
+//!   needed) and, compiled from the reference profile and run from drift's single pass over the
+//!   features, values outside the reference's [min, max], categories the reference never kept,
+//!   robust outliers against the reference's median and MAD, and the Half-Space Trees score
 //!   ([`crate::stats::half_space_trees`]) of the whole record;
 //! - [`record::RecordDetectors`] checks what does not need a profile: low-confidence
 //!   predictions, latency, output tokens and time per output token against streaming upper
@@ -30,7 +31,7 @@ use crate::pb;
 /// The kinds of flag, in counter order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyKind {
-    /// A declared numeric feature sent as NaN.
+    /// A numeric feature sent as NaN.
     MissingFeature = 0,
     /// A numeric feature sent as ±infinity.
     NonFiniteFeature = 1,
@@ -136,9 +137,9 @@ pub struct AnomalySnapshot {
     /// `(window name, counts)`, the since-start counts last.
     pub windows: Vec<(String, AnomalyCounts)>,
     /// Detections by `[series::Series as usize][series::Detector as usize]`.
-    pub detections: [[u64; 4]; 6],
+    pub detections: [[u64; series::Detector::ALL.len()]; series::Series::ALL.len()],
     /// Series that have had a point (their counters are exported, zeros included).
-    pub active: [bool; 6],
+    pub active: [bool; series::Series::ALL.len()],
     /// The last point of each watched series.
     pub points: Vec<(series::Series, f64)>,
 }

@@ -53,7 +53,7 @@ pub struct RecordDetectors {
     latency: Option<TailQuantile>,
     output_tokens: Option<TailQuantile>,
     time_per_token: Option<TailQuantile>,
-    /// Latencies since the last snapshot, for the latency-p95 series.
+    /// Latencies since the last interval closed, for the latency-p95 series.
     interval_latency: IntervalQuantiles,
 }
 

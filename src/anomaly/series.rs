@@ -264,9 +264,9 @@ pub struct SeriesWatch {
     previous: Totals,
     watched: Vec<Watched>,
     /// Detections by `[Series as usize][Detector as usize]`.
-    pub detections: [[u64; 4]; 6],
+    pub detections: [[u64; Detector::ALL.len()]; Series::ALL.len()],
     /// Series that have had a point: their detection counters are exported, zeros included.
-    pub active: [bool; 6],
+    pub active: [bool; Series::ALL.len()],
 }
 
 impl SeriesWatch {
@@ -275,8 +275,8 @@ impl SeriesWatch {
             settings,
             previous: Totals::default(),
             watched: Series::ALL.iter().map(|&s| Watched::new(s)).collect(),
-            detections: [[0; 4]; 6],
-            active: [false; 6],
+            detections: [[0; Detector::ALL.len()]; Series::ALL.len()],
+            active: [false; Series::ALL.len()],
         }
     }
 
@@ -310,7 +310,7 @@ impl SeriesWatch {
         let records = d(totals.records, p.records);
         let labelled = d(totals.labelled, p.labelled);
         let pairs = d(totals.regression_pairs, p.regression_pairs);
-        let mut points: [Option<(f64, u64)>; 6] = [None; 6];
+        let mut points: [Option<(f64, u64)>; Series::ALL.len()] = [None; Series::ALL.len()];
         if records >= min {
             points[Series::ErrorRate as usize] =
                 Some((d(totals.errors, p.errors) as f64 / records as f64, records));

@@ -175,7 +175,7 @@ pub struct DriftSnapshot {
     pub windows: Vec<WindowScores>,
 }
 
-/// Features that started or stopped drifting in the first window since the last snapshot.
+/// Features that started or stopped drifting in the first window since the last interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftChange {
     pub window: String,

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Messages that bypass the data queue.
 pub(super) enum Control {
-    /// The shard's state, read without side effects.
+    /// The shard's state. Closes no interval and emits nothing; like any work item it first
+    /// applies what is due (expiries, profile changes).
     Snapshot(oneshot::Sender<ShardSnapshot>),
     /// Close an interval of the change detectors now (tests; the timer does it otherwise).
     CloseInterval(oneshot::Sender<()>),
