@@ -17,6 +17,7 @@ use crate::{
     config::Config,
     export::metrics::SidecarSnapshot,
     pb::{self, ingest_service_client::IngestServiceClient},
+    self_metrics::SelfCounter,
     server::{ServeError, Sidecar, Sinks},
 };
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -716,7 +717,10 @@ fn print_summary(
     }
     println!(
         "streams {} · shed batches {} · spans dropped {} · export failures {}",
-        now.streams_active, now.batches_shed, now.spans_dropped, now.export_failures
+        now.self_metrics[SelfCounter::StreamsActive],
+        now.self_metrics[SelfCounter::BatchesShed],
+        now.self_metrics[SelfCounter::SpansDropped],
+        now.self_metrics[SelfCounter::ExportFailures]
     );
 }
 

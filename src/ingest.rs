@@ -2,9 +2,11 @@
 //! answers with acks. This is the one place where errors become `tonic::Status`.
 
 use crate::{
+    events::{BatchesRejected, DeclarationsEvicted, RecordsShed},
     models::{Declaration, DeclarationRegistry, ModelKey},
     pb::{self, ingest_service_server::IngestService},
     pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
+    self_metrics::{SelfCounter, SelfStats},
     validation::{self, BatchError, FieldError, Limits},
 };
 use futures_util::{Stream, StreamExt};
@@ -222,20 +224,9 @@ impl Ingest {
                 .declarations
                 .put(key.clone(), Declaration::from_pb(decl));
             if let Some(old) = evicted {
-                // Logged the first time only; the counter tells the rest.
-                if self
-                    .pipeline
+                self.pipeline
                     .stats
-                    .declarations_evicted
-                    .fetch_add(1, Relaxed)
-                    == 0
-                {
-                    tracing::warn!(
-                        evicted = ?old,
-                        "--max-models declarations are stored: the oldest is evicted for each new \
-                         one (counted in inferscope.declarations.evicted)"
-                    );
-                }
+                    .emit(&DeclarationsEvicted { evicted: &old });
             }
             stored.push((key, declaration));
         }
@@ -274,7 +265,7 @@ impl Ingest {
             });
         }
         if n > self.limits.max_batch_records {
-            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+            self.pipeline.stats.emit(&BatchesRejected);
             return Err(BatchError::TooLarge {
                 records: n,
                 limit: self.limits.max_batch_records,
@@ -284,7 +275,7 @@ impl Ingest {
         let declarations = match self.register_declarations(&batch) {
             Ok(d) => d,
             Err(e) => {
-                self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+                self.pipeline.stats.emit(&BatchesRejected);
                 return Err(e.into());
             }
         };
@@ -315,12 +306,7 @@ impl Ingest {
                 received,
                 done,
             })
-            .inspect_err(|_| {
-                self.pipeline
-                    .stats
-                    .records_shed
-                    .fetch_add(n as u64, Relaxed);
-            })?;
+            .inspect_err(|_| self.pipeline.stats.emit(&RecordsShed { records: n }))?;
         Ok(PendingAck {
             sequence,
             accepted,
@@ -333,7 +319,7 @@ impl Ingest {
     pub async fn accept_labels(&self, batch: pb::LabelBatch) -> Result<pb::LabelAck, IngestError> {
         let n = batch.labels.len();
         if n > self.limits.max_batch_records {
-            self.pipeline.stats.batches_rejected.fetch_add(1, Relaxed);
+            self.pipeline.stats.emit(&BatchesRejected);
             return Err(BatchError::TooLarge {
                 records: n,
                 limit: self.limits.max_batch_records,
@@ -371,18 +357,22 @@ impl Ingest {
 }
 
 /// Keeps `inferscope.streams.active` right however a stream ends.
-struct ActiveStream(Arc<crate::pipeline::SelfStats>);
+struct ActiveStream(Arc<SelfStats>);
 
 impl ActiveStream {
-    fn open(stats: Arc<crate::pipeline::SelfStats>) -> Self {
-        stats.streams_active.fetch_add(1, Relaxed);
+    fn open(stats: Arc<SelfStats>) -> Self {
+        stats
+            .counter(SelfCounter::StreamsActive)
+            .fetch_add(1, Relaxed);
         Self(stats)
     }
 }
 
 impl Drop for ActiveStream {
     fn drop(&mut self) {
-        self.0.streams_active.fetch_sub(1, Relaxed);
+        self.0
+            .counter(SelfCounter::StreamsActive)
+            .fetch_sub(1, Relaxed);
     }
 }
 

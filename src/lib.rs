@@ -21,6 +21,8 @@
 //!   on each model's per-interval series.
 //! - [`stats`]: pure numeric structures (no I/O, no async), each `update` / `merge` / `reset`.
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
+//! - [`events`] and [`self_metrics`]: what the sidecar logs and counts about itself (bounds hit,
+//!   batches shed, export failures), each event pairing its log line with its counter.
 //! - [`server`]: assembles the above and shuts it down in order.
 //! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
 
@@ -29,12 +31,14 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod drift;
+pub mod events;
 pub mod export;
 pub mod ingest;
 pub mod models;
 pub mod operational;
 pub mod pipeline;
 pub mod quality;
+pub mod self_metrics;
 pub mod server;
 pub mod stats;
 pub mod tracecontext;

@@ -2,7 +2,12 @@
 //! labels, and the OpenTelemetry GenAI measurements of generation records. Owned by one shard and
 //! updated per record with plain arithmetic; exported from snapshots.
 
-use crate::{pb, stats::ExplicitHistogram, validation::REJECT_REASONS};
+use crate::{
+    events::{InternalEvent, LabelValuesOverflowed},
+    pb,
+    stats::ExplicitHistogram,
+    validation::REJECT_REASONS,
+};
 
 /// Latency buckets in seconds: the OpenTelemetry HTTP semantic-convention boundaries
 /// (`http.server.request.duration`) with 1 ms and 2.5 ms added for fast tabular models, and 30 s
@@ -65,14 +70,11 @@ impl BoundedLabels {
             self.values.push(value.to_owned());
             return self.values.len() - 1;
         }
-        if self.overflowed == 0 {
-            tracing::warn!(
-                value,
-                cap = self.cap,
-                "a per-model label cap is reached: this and further new values are counted as _OTHER"
-            );
+        LabelValuesOverflowed {
+            value,
+            cap: self.cap,
         }
-        self.overflowed += 1;
+        .emit(&mut self.overflowed);
         self.cap
     }
 

@@ -14,7 +14,8 @@ use crate::{
     ingest::Ingest,
     models::DeclarationRegistry,
     pb::{self, ingest_service_server::IngestServiceServer},
-    pipeline::{Pipeline, SelfStats, ShardSettings},
+    pipeline::{Pipeline, ShardSettings},
+    self_metrics::SelfStats,
 };
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use std::{future::Future, net::SocketAddr, sync::Arc};

@@ -9,6 +9,7 @@ use common::{batch, record, value};
 use inferscope::{
     config::OtlpProtocol,
     export::metrics::MetricTransport,
+    self_metrics::SelfCounter,
     server::{Sidecar, Sinks},
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -148,7 +149,7 @@ async fn grpc_export_survives_an_outage_without_losing_counts_and_logs_it_once()
         .unwrap();
     // Three failed exports while the backend is down.
     receiver.wait_for_attempts(3).await;
-    assert!(sidecar.snapshot().await.export_failures >= 3);
+    assert!(sidecar.snapshot().await.self_metrics[SelfCounter::ExportFailures] >= 3);
 
     receiver.failing.store(false, SeqCst);
     client

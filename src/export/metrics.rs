@@ -10,10 +10,12 @@ use super::{resource, ExportError};
 use crate::clock::unix_nanos;
 use crate::{
     config::{ExportConfig, OtlpProtocol},
+    events::{ExportFailed, ExportRecovered, Outage, SelfEvent},
     models::ModelKey,
     operational::ModelOps,
-    pipeline::{Pipeline, SelfStats, ShardSnapshot},
+    pipeline::{Pipeline, ShardSnapshot},
     quality::QualitySnapshot,
+    self_metrics::{Instrument, SelfStats, SelfValues},
     stats::ExplicitHistogram,
     validation::{reason_name, REJECT_REASONS},
 };
@@ -31,7 +33,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use std::{
     collections::BTreeMap,
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 use tonic::transport::Channel;
@@ -50,14 +52,9 @@ pub struct SidecarSnapshot {
     /// Predictions waiting for delayed labels in all shards, and the total capacity.
     pub pending_labels: usize,
     pub pending_capacity: usize,
-    pub streams_active: i64,
-    pub batches_shed: u64,
-    pub records_shed: u64,
-    pub batches_rejected: u64,
-    pub spans_dropped: u64,
-    pub models_expired: u64,
-    pub declarations_evicted: u64,
-    pub export_failures: u64,
+    /// The process-wide counters of [`crate::self_metrics::SELF_METRICS`], indexed by
+    /// [`crate::self_metrics::SelfCounter`].
+    pub self_metrics: SelfValues,
     pub queue_depths: Vec<usize>,
     pub queue_capacity: usize,
 }
@@ -66,16 +63,8 @@ impl SidecarSnapshot {
     /// Merges shard snapshots (model keys are disjoint across shards except the overflow key)
     /// with the process-wide counters.
     pub fn assemble(shards: Vec<ShardSnapshot>, pipeline: &Pipeline) -> Self {
-        let stats = &pipeline.stats;
         let mut snapshot = SidecarSnapshot {
-            streams_active: stats.streams_active.load(Relaxed),
-            batches_shed: stats.batches_shed.load(Relaxed),
-            records_shed: stats.records_shed.load(Relaxed),
-            batches_rejected: stats.batches_rejected.load(Relaxed),
-            spans_dropped: stats.spans_dropped.load(Relaxed),
-            models_expired: stats.models_expired.load(Relaxed),
-            declarations_evicted: stats.declarations_evicted.load(Relaxed),
-            export_failures: stats.export_failures.load(Relaxed),
+            self_metrics: pipeline.stats.load(),
             queue_depths: pipeline.queue_depths(),
             queue_capacity: pipeline.queue_capacity(),
             ..Default::default()
@@ -470,12 +459,25 @@ pub fn encode(
     super::drift::encode(&mut b, snapshot);
     super::anomaly::encode(&mut b, snapshot);
 
+    for (metric, value) in snapshot.self_metrics.iter() {
+        let monotonic = match metric.instrument {
+            Instrument::Counter => true,
+            Instrument::UpDownCounter => false,
+        };
+        b.sum(
+            metric.name,
+            metric.unit,
+            metric.description,
+            monotonic,
+            vec![(b.start, Vec::new(), value)],
+        );
+    }
     b.sum(
-        "inferscope.streams.active",
-        "{stream}",
-        "Record streams open now.",
-        false,
-        vec![(b.start, Vec::new(), snapshot.streams_active)],
+        "inferscope.models.overflow",
+        "{record}",
+        "Records counted under model __other__ because --max-models was reached.",
+        true,
+        vec![(b.start, Vec::new(), snapshot.models_overflow as i64)],
     );
     b.gauge(
         "inferscope.queue.depth",
@@ -506,64 +508,6 @@ pub fn encode(
         "Batches each shard's queue holds before batches are shed.",
         vec![(b.start, Vec::new(), snapshot.queue_capacity as i64)],
     );
-    for (name, unit, description, value) in [
-        (
-            "inferscope.batches.shed",
-            "{batch}",
-            "Batches refused with UNAVAILABLE because a shard queue was full.",
-            snapshot.batches_shed,
-        ),
-        (
-            "inferscope.records.shed",
-            "{record}",
-            "Records in batches refused with UNAVAILABLE.",
-            snapshot.records_shed,
-        ),
-        (
-            "inferscope.batches.rejected",
-            "{batch}",
-            "Whole batches refused with INVALID_ARGUMENT (too large, bad declaration).",
-            snapshot.batches_rejected,
-        ),
-        (
-            "inferscope.spans.dropped",
-            "{span}",
-            "Spans dropped because the span queue was full.",
-            snapshot.spans_dropped,
-        ),
-        (
-            "inferscope.models.overflow",
-            "{record}",
-            "Records counted under model __other__ because --max-models was reached.",
-            snapshot.models_overflow,
-        ),
-        (
-            "inferscope.models.expired",
-            "{model}",
-            "Model versions forgotten after --model-idle-expiry-seconds without traffic.",
-            snapshot.models_expired,
-        ),
-        (
-            "inferscope.declarations.evicted",
-            "{declaration}",
-            "Model declarations evicted because --max-models declarations were stored.",
-            snapshot.declarations_evicted,
-        ),
-        (
-            "inferscope.export.failures",
-            "{request}",
-            "Failed OTLP metric export requests.",
-            snapshot.export_failures,
-        ),
-    ] {
-        b.sum(
-            name,
-            unit,
-            description,
-            true,
-            vec![(b.start, Vec::new(), value as i64)],
-        );
-    }
 
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -731,7 +675,10 @@ pub struct MetricExporter {
     resource: Vec<KeyValue>,
     start: SystemTime,
     timeout: Duration,
-    healthy: bool,
+    /// The transport's description, for the log lines.
+    to: String,
+    /// Whether the last export failed, so that an outage is logged once.
+    outage: Outage,
     stats: Arc<SelfStats>,
 }
 
@@ -743,11 +690,12 @@ impl MetricExporter {
         stats: Arc<SelfStats>,
     ) -> Self {
         Self {
+            to: transport.describe(),
             transport,
             resource,
             start: SystemTime::now(),
             timeout,
-            healthy: true,
+            outage: Outage::default(),
             stats,
         }
     }
@@ -761,18 +709,14 @@ impl MetricExporter {
         );
         let result = self.transport.send(request, self.timeout).await;
         match &result {
-            Ok(()) if !self.healthy => {
-                tracing::info!(target: "inferscope::export", to = %self.transport.describe(), "metrics export recovered; totals are cumulative, nothing was lost");
-                self.healthy = true;
-            }
-            Ok(()) => {}
-            Err(e) => {
-                self.stats.export_failures.fetch_add(1, Relaxed);
-                if self.healthy {
-                    tracing::warn!(target: "inferscope::export", to = %self.transport.describe(), error = %e, "metrics export failed; still serving and counting, will retry every interval and say when it recovers");
-                    self.healthy = false;
-                }
-            }
+            Ok(()) => self.outage.recovered(&ExportRecovered { to: &self.to }),
+            Err(error) => self.outage.failed(
+                &ExportFailed {
+                    to: &self.to,
+                    error,
+                },
+                self.stats.counter(ExportFailed::COUNTER),
+            ),
         }
         result
     }

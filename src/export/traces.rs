@@ -6,6 +6,7 @@
 use super::ExportError;
 use crate::{
     config::{ExportConfig, OtlpProtocol},
+    events::{Outage, SpanExportFailed, SpanExportRecovered, Uncounted},
     models::ModelKey,
     pipeline::spans::{RecordSpan, SpanJob},
     tracecontext::TraceParent,
@@ -29,7 +30,6 @@ use opentelemetry_sdk::{
 };
 use std::{
     str::FromStr,
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::{Duration, SystemTime},
 };
 use tokio::sync::mpsc;
@@ -76,14 +76,14 @@ pub fn otlp_exporter(
 #[derive(Debug)]
 pub struct ReportingExporter<E> {
     inner: E,
-    healthy: AtomicBool,
+    outage: Outage,
 }
 
 impl<E> ReportingExporter<E> {
     pub fn new(inner: E) -> Self {
         Self {
             inner,
-            healthy: AtomicBool::new(true),
+            outage: Outage::default(),
         }
     }
 }
@@ -92,16 +92,8 @@ impl<E: SpanExporter> SpanExporter for ReportingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let result = self.inner.export(batch).await;
         match &result {
-            Ok(()) => {
-                if !self.healthy.swap(true, Relaxed) {
-                    tracing::info!(target: "inferscope::export", "span export recovered");
-                }
-            }
-            Err(e) => {
-                if self.healthy.swap(false, Relaxed) {
-                    tracing::warn!(target: "inferscope::export", error = %e, "span export failed; spans are best-effort and will be dropped until the backend answers");
-                }
-            }
+            Ok(()) => self.outage.recovered(&SpanExportRecovered),
+            Err(error) => self.outage.failed(&SpanExportFailed { error }, Uncounted),
         }
         result
     }

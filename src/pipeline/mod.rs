@@ -21,19 +21,18 @@ use crate::{
         model::{DriftSettings, DriftSnapshot},
         registry::ProfileRegistry,
     },
+    events::BatchesShed,
     models::{Declaration, DeclarationRegistry, ModelKey},
     operational::ModelOps,
     pb,
     quality::{QualitySettings, QualitySnapshot},
+    self_metrics::SelfStats,
 };
 use rand::{rngs::SmallRng, SeedableRng};
 use shard::{Control, Shard};
 use std::{
     hash::{Hash, Hasher},
-    sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 use tokio::{
@@ -41,23 +40,6 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
-
-/// Counters about the sidecar itself, shared by ingest, shards and export. Touched per batch or
-/// per rare event, never per record.
-#[derive(Debug, Default)]
-pub struct SelfStats {
-    pub streams_active: AtomicI64,
-    pub batches_shed: AtomicU64,
-    pub records_shed: AtomicU64,
-    /// Whole batches refused (over the size limit, bad declaration).
-    pub batches_rejected: AtomicU64,
-    pub spans_dropped: AtomicU64,
-    /// Model versions forgotten after `--model-idle-expiry-seconds` without traffic.
-    pub models_expired: AtomicU64,
-    /// Declarations evicted from the full declaration registry.
-    pub declarations_evicted: AtomicU64,
-    pub export_failures: AtomicU64,
-}
 
 /// One record the ingest layer rejected, for counting by the shard of its model.
 #[derive(Debug, Clone, Copy)]
@@ -213,13 +195,7 @@ impl Pipeline {
             match self.shards[*shard].work.try_reserve() {
                 Ok(permit) => permits.push(permit),
                 Err(_) => {
-                    // Logged the first time only; the counter tells the rest.
-                    if self.stats.batches_shed.fetch_add(1, Relaxed) == 0 {
-                        tracing::warn!(
-                            "a shard queue is full: batches are refused with UNAVAILABLE \
-                             (counted in inferscope.batches.shed; see --shard-queue-batches)"
-                        );
-                    }
+                    self.stats.emit(&BatchesShed);
                     return Err(Shed);
                 }
             }

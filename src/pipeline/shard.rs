@@ -7,14 +7,22 @@ use super::{
     model::{ModelState, Observed},
     spans::{RecordSpan, Sampler, SpanJob},
     table::ModelTable,
-    RejectedRecord, SelfStats, ShardSettings, ShardSnapshot, ShardWork,
+    RejectedRecord, ShardSettings, ShardSnapshot, ShardWork,
 };
 use crate::{
-    anomaly::Flag, clock::unix_nanos, drift::model::DEFAULT_REFERENCE_RECORDS, models::SlotKind,
-    pb, quality::LabelJoin, tracecontext::TraceParent, validation::model_of,
+    anomaly::Flag,
+    clock::unix_nanos,
+    drift::model::DEFAULT_REFERENCE_RECORDS,
+    events::{ModelsExpired, SpansDropped},
+    models::SlotKind,
+    pb,
+    quality::LabelJoin,
+    self_metrics::SelfStats,
+    tracecontext::TraceParent,
+    validation::model_of,
 };
 use std::{
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 use tokio::{
@@ -334,10 +342,8 @@ impl Shard {
     /// Queues a span; when the queue is full the span is dropped and counted (logged once).
     fn send_span(&self, job: SpanJob) {
         let Some(spans) = &self.spans else { return };
-        if spans.try_send(job).is_err() && self.stats.spans_dropped.fetch_add(1, Relaxed) == 0 {
-            tracing::warn!(
-                "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
-            );
+        if spans.try_send(job).is_err() {
+            self.stats.emit(&SpansDropped);
         }
     }
 
@@ -374,8 +380,7 @@ impl Shard {
             .table
             .expire_idle(expiry, Instant::now(), &self.settings.profiles);
         if expired > 0 {
-            self.stats.models_expired.fetch_add(expired as u64, Relaxed);
-            tracing::info!(expired, ?expiry, "forgot idle model versions");
+            self.stats.emit(&ModelsExpired { expired, expiry });
         }
     }
 

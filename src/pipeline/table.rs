@@ -4,6 +4,7 @@
 
 use super::{model::ModelState, ShardSettings};
 use crate::{
+    events::{InternalEvent, ModelsOverflowed},
     models::{ModelKey, SlotKind},
     quality::ModelQuality,
 };
@@ -75,15 +76,7 @@ impl ModelTable {
                 self.insert(key, settings, now, now_ms)
             }
             None => {
-                if self.overflowed == 0 {
-                    tracing::warn!(
-                        model,
-                        version,
-                        "--max-models reached: records of further model versions are counted \
-                         under __other__ (and in inferscope.models.overflow)"
-                    );
-                }
-                self.overflowed += 1;
+                ModelsOverflowed { model, version }.emit(&mut self.overflowed);
                 self.shared(SlotKind::Overflow, settings, now, now_ms)
             }
         };

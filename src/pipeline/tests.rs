@@ -2,7 +2,7 @@
 //! join's expiry, eviction, early labels and duplicates, declarations taken again after expiry.
 
 use super::*;
-use crate::quality::Unmatched;
+use crate::{quality::Unmatched, self_metrics::SelfCounter};
 
 fn records(model: &str, n: usize) -> Arc<pb::RecordBatch> {
     Arc::new(pb::RecordBatch {
@@ -63,7 +63,7 @@ async fn idle_models_expire_and_come_back_from_zero() {
     // "old" idle for 60 + 60 s > 100 s; "new" for 60 s.
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(models(&pipeline.snapshot().await), vec![("new".into(), 2)]);
-    assert_eq!(stats.models_expired.load(Relaxed), 1);
+    assert_eq!(stats.get(SelfCounter::ModelsExpired), 1);
     // A returning model starts again from zero.
     send(&pipeline, records("old", 1)).await;
     assert_eq!(

@@ -14,7 +14,10 @@ use super::{
     state::{Prediction, Truth},
     JoinStats, ModelQuality, QualitySettings, Unmatched,
 };
-use crate::pb;
+use crate::{
+    events::{InternalEvent, PendingLabelsEvicted},
+    pb,
+};
 use std::hash::{BuildHasher, Hasher};
 
 /// Most request ids remembered as resolved, per shard.
@@ -100,8 +103,9 @@ pub struct LabelJoin {
         foldhash::fast::SeedableRandomState,
         foldhash::fast::SeedableRandomState,
     ),
-    /// Whether the first capacity eviction of the pending store was logged.
-    evictions_logged: bool,
+    /// Predictions the full pending store pushed out, for logging the first (each is counted on
+    /// its model as unlabelled for capacity).
+    evicted: u64,
 }
 
 impl LabelJoin {
@@ -117,7 +121,7 @@ impl LabelJoin {
                 foldhash::fast::SeedableRandomState::random(),
                 foldhash::fast::SeedableRandomState::random(),
             ),
-            evictions_logged: false,
+            evicted: 0,
         }
     }
 
@@ -230,15 +234,10 @@ impl LabelJoin {
                 // Evicted keys are not remembered as resolved: the oldest of a full store is
                 // older than any bounded memory of recent keys could hold at that rate.
                 let (_, old) = evicted?;
-                if !self.evictions_logged {
-                    self.evictions_logged = true;
-                    tracing::warn!(
-                        capacity = self.pending.capacity(),
-                        "the pending-label store is full: the oldest predictions are dropped \
-                         unlabelled (inferscope.predictions.unlabeled{{reason=\"capacity\"}}; \
-                         see --max-pending-labels)"
-                    );
+                PendingLabelsEvicted {
+                    capacity: self.pending.capacity(),
                 }
+                .emit(&mut self.evicted);
                 Some(Departed::PredictionEvicted(old.model))
             }
             Err(_) => {

@@ -18,6 +18,7 @@ pub mod state;
 pub use label_join::{Departed, LabelJoin};
 
 use crate::{
+    events::{ClassesOverflowed, InternalEvent},
     models::Declaration,
     pb,
     stats::ExplicitHistogram,
@@ -171,15 +172,11 @@ impl ClassTable {
         if !count {
             return self.other();
         }
-        if self.overflowed == 0 {
-            tracing::warn!(
-                class = name,
-                cap = self.cap,
-                "--max-classes reached for a model: further classes are counted as __other__ \
-                 (inferscope.classes.overflow)"
-            );
+        ClassesOverflowed {
+            class: name,
+            cap: self.cap,
         }
-        self.overflowed += 1;
+        .emit(&mut self.overflowed);
         self.other()
     }
 

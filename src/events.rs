@@ -1,0 +1,484 @@
+//! Internal events: the things the sidecar tells its operator about itself, each a named struct
+//! that pairs its log line with the counter it bumps.
+//!
+//! Every bound the sidecar keeps (queues, `--max-models`, `--max-classes`, the pending-label
+//! store, per-model label caps) is hit either never or very often, so its policy is the same
+//! everywhere: log the first time, count every time. That policy is written once, in
+//! [`InternalEvent::emit`], and works on either kind of counter: a plain `u64` in the state a
+//! shard owns (no atomics on the per-record path) or a process-wide atomic of
+//! [`SelfStats`](crate::self_metrics::SelfStats) (see [`SelfEvent`]). An export backend that is
+//! down fails at every interval; [`Outage`] logs such failures once when the outage starts and
+//! once when it ends.
+//!
+//! Each event keeps the tracing target of the module that used to log it, so that
+//! `INFERSCOPE_LOG` filters written for those modules keep working.
+
+use crate::{
+    models::ModelKey,
+    self_metrics::{SelfCounter, SelfStats},
+};
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+/// When an event's log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// The first time its counter moves from zero; the counter tells the rest.
+    First,
+    /// Every time (events that are rare by nature).
+    Every,
+    /// Never: the event is only counted (the client already hears about it in its answer).
+    Never,
+}
+
+/// An event with a log line and a counter.
+pub trait InternalEvent {
+    /// When the log line is written by [`emit`](Self::emit).
+    const LOGGED: Logged = Logged::First;
+
+    /// Writes the event's log line (level, target, message, fields).
+    fn log(&self);
+
+    /// How much the event adds to its counter: 1 unless it stands for several things.
+    fn amount(&self) -> u64 {
+        1
+    }
+
+    /// Counts the event and writes its log line when [`LOGGED`](Self::LOGGED) says so.
+    #[inline]
+    fn emit(&self, counter: impl Count) {
+        let before = counter.add(self.amount());
+        let due = match Self::LOGGED {
+            Logged::First => before == 0,
+            Logged::Every => true,
+            Logged::Never => false,
+        };
+        if due {
+            self.log();
+        }
+    }
+}
+
+/// A process-wide event: counted in its own row of [`SelfStats`].
+pub trait SelfEvent: InternalEvent {
+    const COUNTER: SelfCounter;
+}
+
+impl SelfStats {
+    /// Counts a process-wide event on its counter (logging it as the event says).
+    #[inline]
+    pub fn emit<E: SelfEvent>(&self, event: &E) {
+        event.emit(self.counter(E::COUNTER));
+    }
+}
+
+/// Somewhere an event is counted.
+pub trait Count {
+    /// Adds `n`; returns the value before.
+    fn add(self, n: u64) -> u64;
+}
+
+/// A counter in state one task owns.
+impl Count for &mut u64 {
+    #[inline]
+    fn add(self, n: u64) -> u64 {
+        let before = *self;
+        *self += n;
+        before
+    }
+}
+
+/// A counter shared between tasks.
+impl Count for &AtomicU64 {
+    #[inline]
+    fn add(self, n: u64) -> u64 {
+        self.fetch_add(n, Relaxed)
+    }
+}
+
+/// No counter: for events that no metric counts (span export failures).
+#[derive(Debug, Clone, Copy)]
+pub struct Uncounted;
+
+impl Count for Uncounted {
+    fn add(self, _: u64) -> u64 {
+        0
+    }
+}
+
+/// Whether a backend is down, so that an outage is logged when it starts and when it ends, not
+/// at every failed attempt in between.
+#[derive(Debug, Default)]
+pub struct Outage {
+    down: AtomicBool,
+}
+
+impl Outage {
+    /// Counts a failed attempt; logs it if it starts an outage.
+    pub fn failed(&self, event: &impl InternalEvent, counter: impl Count) {
+        counter.add(event.amount());
+        if !self.down.swap(true, Relaxed) {
+            event.log();
+        }
+    }
+
+    /// Notes a successful attempt; logs `event` if it ends an outage.
+    pub fn recovered(&self, event: &impl InternalEvent) {
+        if self.down.swap(false, Relaxed) {
+            event.log();
+        }
+    }
+}
+
+// Process-wide events.
+
+/// A batch was refused with UNAVAILABLE because a shard queue it needed was full.
+#[derive(Debug)]
+pub struct BatchesShed;
+
+impl InternalEvent for BatchesShed {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::pipeline",
+            "a shard queue is full: batches are refused with UNAVAILABLE \
+             (counted in inferscope.batches.shed; see --shard-queue-batches)"
+        );
+    }
+}
+
+impl SelfEvent for BatchesShed {
+    const COUNTER: SelfCounter = SelfCounter::BatchesShed;
+}
+
+/// The records of a batch refused with UNAVAILABLE (logged by [`BatchesShed`]).
+#[derive(Debug)]
+pub struct RecordsShed {
+    pub records: usize,
+}
+
+impl InternalEvent for RecordsShed {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.records as u64
+    }
+}
+
+impl SelfEvent for RecordsShed {
+    const COUNTER: SelfCounter = SelfCounter::RecordsShed;
+}
+
+/// A whole batch was refused with INVALID_ARGUMENT (too large, bad declaration); the client
+/// gets the reason.
+#[derive(Debug)]
+pub struct BatchesRejected;
+
+impl InternalEvent for BatchesRejected {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+}
+
+impl SelfEvent for BatchesRejected {
+    const COUNTER: SelfCounter = SelfCounter::BatchesRejected;
+}
+
+/// A span was dropped because the span queue was full.
+#[derive(Debug)]
+pub struct SpansDropped;
+
+impl InternalEvent for SpansDropped {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::pipeline::shard",
+            "the span queue is full: spans are dropped (counted in inferscope.spans.dropped)"
+        );
+    }
+}
+
+impl SelfEvent for SpansDropped {
+    const COUNTER: SelfCounter = SelfCounter::SpansDropped;
+}
+
+/// A shard forgot model versions idle for longer than the expiry.
+#[derive(Debug)]
+pub struct ModelsExpired {
+    pub expired: usize,
+    pub expiry: Duration,
+}
+
+impl InternalEvent for ModelsExpired {
+    /// A sweep runs at most once a minute and rarely finds anything.
+    const LOGGED: Logged = Logged::Every;
+
+    fn log(&self) {
+        tracing::info!(
+            target: "inferscope::pipeline::shard",
+            expired = self.expired,
+            expiry = ?self.expiry,
+            "forgot idle model versions"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.expired as u64
+    }
+}
+
+impl SelfEvent for ModelsExpired {
+    const COUNTER: SelfCounter = SelfCounter::ModelsExpired;
+}
+
+/// A declaration was evicted from the full declaration registry to make room for a new one.
+#[derive(Debug)]
+pub struct DeclarationsEvicted<'a> {
+    pub evicted: &'a ModelKey,
+}
+
+impl InternalEvent for DeclarationsEvicted<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            evicted = ?self.evicted,
+            "--max-models declarations are stored: the oldest is evicted for each new \
+             one (counted in inferscope.declarations.evicted)"
+        );
+    }
+}
+
+impl SelfEvent for DeclarationsEvicted<'_> {
+    const COUNTER: SelfCounter = SelfCounter::DeclarationsEvicted;
+}
+
+/// A metrics export request failed; emitted through an [`Outage`].
+#[derive(Debug)]
+pub struct ExportFailed<'a> {
+    /// Where the metrics went (the transport's description).
+    pub to: &'a str,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for ExportFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::export",
+            to = %self.to,
+            error = %self.error,
+            "metrics export failed; still serving and counting, will retry every interval and \
+             say when it recovers"
+        );
+    }
+}
+
+impl SelfEvent for ExportFailed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::ExportFailures;
+}
+
+/// A metrics export succeeded after an outage; emitted through an [`Outage`], not counted.
+#[derive(Debug)]
+pub struct ExportRecovered<'a> {
+    pub to: &'a str,
+}
+
+impl InternalEvent for ExportRecovered<'_> {
+    fn log(&self) {
+        tracing::info!(
+            target: "inferscope::export",
+            to = %self.to,
+            "metrics export recovered; totals are cumulative, nothing was lost"
+        );
+    }
+}
+
+/// A span export batch failed; emitted through an [`Outage`], not counted (spans are
+/// best-effort).
+#[derive(Debug)]
+pub struct SpanExportFailed<'a> {
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for SpanExportFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::export",
+            error = %self.error,
+            "span export failed; spans are best-effort and will be dropped until the backend answers"
+        );
+    }
+}
+
+/// A span export succeeded after an outage; emitted through an [`Outage`].
+#[derive(Debug)]
+pub struct SpanExportRecovered;
+
+impl InternalEvent for SpanExportRecovered {
+    fn log(&self) {
+        tracing::info!(target: "inferscope::export", "span export recovered");
+    }
+}
+
+// Per-model events, counted in plain integers of the state a shard owns.
+
+/// A record of a model version beyond `--max-models` was counted under `__other__`.
+#[derive(Debug)]
+pub struct ModelsOverflowed<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+}
+
+impl InternalEvent for ModelsOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::pipeline::table",
+            model = self.model,
+            version = self.version,
+            "--max-models reached: records of further model versions are counted \
+             under __other__ (and in inferscope.models.overflow)"
+        );
+    }
+}
+
+/// A class occurrence beyond a model's `--max-classes` was counted as `__other__`.
+#[derive(Debug)]
+pub struct ClassesOverflowed<'a> {
+    pub class: &'a str,
+    pub cap: usize,
+}
+
+impl InternalEvent for ClassesOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::quality",
+            class = self.class,
+            cap = self.cap,
+            "--max-classes reached for a model: further classes are counted as __other__ \
+             (inferscope.classes.overflow)"
+        );
+    }
+}
+
+/// A label value (error type, GenAI operation) beyond a model's cap was counted as `_OTHER`.
+#[derive(Debug)]
+pub struct LabelValuesOverflowed<'a> {
+    pub value: &'a str,
+    pub cap: usize,
+}
+
+impl InternalEvent for LabelValuesOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::operational",
+            value = self.value,
+            cap = self.cap,
+            "a per-model label cap is reached: this and further new values are counted as _OTHER"
+        );
+    }
+}
+
+/// The full pending-label store dropped its oldest prediction, unlabelled.
+#[derive(Debug)]
+pub struct PendingLabelsEvicted {
+    pub capacity: usize,
+}
+
+impl InternalEvent for PendingLabelsEvicted {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::quality::label_join",
+            capacity = self.capacity,
+            "the pending-label store is full: the oldest predictions are dropped \
+             unlabelled (inferscope.predictions.unlabeled{{reason=\"capacity\"}}; \
+             see --max-pending-labels)"
+        );
+    }
+}
+
+/// A record raised more anomaly flags than an ack carries; the flags past the cap are counted.
+#[derive(Debug)]
+pub struct FlagsTruncated<'a> {
+    pub key: &'a ModelKey,
+    /// The flags the record raised.
+    pub flags: usize,
+    /// How many an ack carries.
+    pub cap: usize,
+}
+
+impl InternalEvent for FlagsTruncated<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::anomaly",
+            model = %self.key.model,
+            version = %self.key.version,
+            flags = self.flags,
+            cap = self.cap,
+            "a record raised more anomaly flags than an ack carries; \
+             the rest are counted (inferscope.anomaly.flags_truncated)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.flags.saturating_sub(self.cap) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its log lines instead of writing them.
+    struct Probe<'a>(&'a std::cell::Cell<u32>);
+
+    impl InternalEvent for Probe<'_> {
+        fn log(&self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn an_event_is_logged_the_first_time_and_counted_every_time() {
+        let logged = std::cell::Cell::new(0);
+        let mut owned = 0u64;
+        let shared = AtomicU64::new(0);
+        for _ in 0..3 {
+            Probe(&logged).emit(&mut owned);
+            Probe(&logged).emit(&shared);
+        }
+        assert_eq!((owned, shared.load(Relaxed)), (3, 3));
+        assert_eq!(logged.get(), 2);
+    }
+
+    #[test]
+    fn an_outage_is_logged_when_it_starts_and_when_it_ends() {
+        let logged = std::cell::Cell::new(0);
+        let outage = Outage::default();
+        let failures = AtomicU64::new(0);
+        outage.recovered(&Probe(&logged));
+        assert_eq!(logged.get(), 0);
+        for _ in 0..3 {
+            outage.failed(&Probe(&logged), &failures);
+        }
+        assert_eq!((logged.get(), failures.load(Relaxed)), (1, 3));
+        outage.recovered(&Probe(&logged));
+        outage.recovered(&Probe(&logged));
+        assert_eq!(logged.get(), 2);
+        outage.failed(&Probe(&logged), Uncounted);
+        assert_eq!(logged.get(), 3);
+    }
+
+    #[test]
+    fn truncated_flags_count_the_flags_past_the_cap() {
+        let key = ModelKey::new("m", "1");
+        let mut truncated = 0;
+        FlagsTruncated {
+            key: &key,
+            flags: 5,
+            cap: 3,
+        }
+        .emit(&mut truncated);
+        assert_eq!(truncated, 2);
+    }
+}

@@ -1,0 +1,182 @@
+//! The sidecar's metrics about itself (streams open, batches shed, spans dropped, export
+//! failures...), described once in [`SELF_METRICS`]: the counters live in [`SelfStats`], one
+//! atomic per row, bumped by the process-wide events of [`crate::events`]; export reads them all
+//! with [`SelfStats::load`] and encodes them by walking the same table. Adding a self-metric is a
+//! [`SelfCounter`] variant, its row, and the event that bumps it.
+//!
+//! Per-model counters (records under `__other__`, classes folded into `__other__`...) are not
+//! here: they are plain integers in the state a shard owns, exported with their model.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A process-wide counter: its row in [`SELF_METRICS`] and its slot in [`SelfStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfCounter {
+    StreamsActive,
+    BatchesShed,
+    RecordsShed,
+    /// Whole batches refused (over the size limit, bad declaration).
+    BatchesRejected,
+    SpansDropped,
+    /// Model versions forgotten after `--model-idle-expiry-seconds` without traffic.
+    ModelsExpired,
+    /// Declarations evicted from the full declaration registry.
+    DeclarationsEvicted,
+    ExportFailures,
+}
+
+/// The OpenTelemetry instrument a self-metric is exported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instrument {
+    /// A monotonic cumulative sum.
+    Counter,
+    /// A non-monotonic cumulative sum: goes down as well as up.
+    UpDownCounter,
+}
+
+/// How one self-metric is exported.
+#[derive(Debug)]
+pub struct SelfMetric {
+    /// The counter it reads; equal to the row's position in [`SELF_METRICS`].
+    pub counter: SelfCounter,
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+    pub instrument: Instrument,
+}
+
+/// Every process-wide self-metric, in [`SelfCounter`] order (checked at compile time below) and
+/// in the order they are exported.
+pub const SELF_METRICS: &[SelfMetric] = &[
+    SelfMetric {
+        counter: SelfCounter::StreamsActive,
+        name: "inferscope.streams.active",
+        unit: "{stream}",
+        description: "Record streams open now.",
+        instrument: Instrument::UpDownCounter,
+    },
+    SelfMetric {
+        counter: SelfCounter::BatchesShed,
+        name: "inferscope.batches.shed",
+        unit: "{batch}",
+        description: "Batches refused with UNAVAILABLE because a shard queue was full.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::RecordsShed,
+        name: "inferscope.records.shed",
+        unit: "{record}",
+        description: "Records in batches refused with UNAVAILABLE.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::BatchesRejected,
+        name: "inferscope.batches.rejected",
+        unit: "{batch}",
+        description: "Whole batches refused with INVALID_ARGUMENT (too large, bad declaration).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::SpansDropped,
+        name: "inferscope.spans.dropped",
+        unit: "{span}",
+        description: "Spans dropped because the span queue was full.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::ModelsExpired,
+        name: "inferscope.models.expired",
+        unit: "{model}",
+        description: "Model versions forgotten after --model-idle-expiry-seconds without traffic.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::DeclarationsEvicted,
+        name: "inferscope.declarations.evicted",
+        unit: "{declaration}",
+        description: "Model declarations evicted because --max-models declarations were stored.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::ExportFailures,
+        name: "inferscope.export.failures",
+        unit: "{request}",
+        description: "Failed OTLP metric export requests.",
+        instrument: Instrument::Counter,
+    },
+];
+
+/// Each row sits at its counter's index, so that a counter finds its row and its slot directly.
+const _: () = {
+    let mut i = 0;
+    while i < SELF_METRICS.len() {
+        assert!(SELF_METRICS[i].counter as usize == i);
+        i += 1;
+    }
+};
+
+/// The process-wide counters, shared by ingest, shards and export. Touched per batch or per rare
+/// event, never per record.
+#[derive(Debug, Default)]
+pub struct SelfStats {
+    /// One per [`SELF_METRICS`] row. An up-down counter goes down by wrapping subtraction and is
+    /// read back as `i64`.
+    counters: [AtomicU64; SELF_METRICS.len()],
+}
+
+impl SelfStats {
+    pub fn counter(&self, counter: SelfCounter) -> &AtomicU64 {
+        &self.counters[counter as usize]
+    }
+
+    /// The current value of one counter.
+    pub fn get(&self, counter: SelfCounter) -> i64 {
+        self.counter(counter).load(Relaxed) as i64
+    }
+
+    /// Every counter's current value.
+    pub fn load(&self) -> SelfValues {
+        SelfValues(std::array::from_fn(|i| {
+            self.counters[i].load(Relaxed) as i64
+        }))
+    }
+}
+
+/// The values of the process-wide counters at one collection, in [`SELF_METRICS`] order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelfValues([i64; SELF_METRICS.len()]);
+
+impl SelfValues {
+    /// Each self-metric with its value, in export order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static SelfMetric, i64)> + '_ {
+        SELF_METRICS.iter().zip(self.0.iter().copied())
+    }
+}
+
+impl std::ops::Index<SelfCounter> for SelfValues {
+    type Output = i64;
+
+    fn index(&self, counter: SelfCounter) -> &i64 {
+        &self.0[counter as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_up_down_counter_reads_back_signed() {
+        let stats = SelfStats::default();
+        stats
+            .counter(SelfCounter::StreamsActive)
+            .fetch_sub(1, Relaxed);
+        stats
+            .counter(SelfCounter::ExportFailures)
+            .fetch_add(3, Relaxed);
+        let values = stats.load();
+        assert_eq!(values[SelfCounter::StreamsActive], -1);
+        assert_eq!(values[SelfCounter::ExportFailures], 3);
+        assert_eq!(stats.get(SelfCounter::ExportFailures), 3);
+    }
+}
