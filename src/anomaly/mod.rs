@@ -26,7 +26,7 @@ pub use record::{AnomalyCounts, RecordDetectors};
 pub use series::SeriesWatch;
 pub use settings::{AnomalyConfig, AnomalySettings};
 
-use crate::pb;
+use crate::{events::InternalEvent, pb};
 
 /// The kinds of flag, in counter order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,17 +250,12 @@ impl ModelAnomaly {
         }
         let cap = settings::MAX_FLAGS_PER_RECORD;
         if flags.len() > cap {
-            if self.flags_truncated == 0 {
-                tracing::warn!(
-                    model = %key.model,
-                    version = %key.version,
-                    flags = flags.len(),
-                    cap,
-                    "a record raised more anomaly flags than an ack carries; \
-                     the rest are counted (inferscope.anomaly.flags_truncated)"
-                );
+            crate::events::FlagsTruncated {
+                key,
+                flags: flags.len(),
+                cap,
             }
-            self.flags_truncated += (flags.len() - cap) as u64;
+            .emit(&mut self.flags_truncated);
             flags.truncate(cap);
         }
     }

@@ -2,7 +2,10 @@
 //! zeros included); per window, the share of records flagged and the rate of each kind; per
 //! series and detector, the change detections; per series, its last point.
 
-use super::metrics::{model_attributes, model_since, with, MetricsBuilder, SidecarSnapshot};
+use super::{
+    builder::{model_attributes, model_since, with, MetricsBuilder},
+    snapshot::SidecarSnapshot,
+};
 use crate::anomaly::{
     series::{Detector, Series},
     AnomalyKind,

@@ -2,7 +2,10 @@
 //! per model and window, the drifted-feature count and the dataset drift flag. Undefined scores
 //! (no values of the feature in the window) are left out.
 
-use super::metrics::{model_attributes, model_since, with, MetricsBuilder, Point, SidecarSnapshot};
+use super::{
+    builder::{model_attributes, model_since, with, MetricsBuilder, Point},
+    snapshot::SidecarSnapshot,
+};
 
 /// (name, unit, description) of each per-feature gauge, in the order of `values` below.
 const FEATURE_GAUGES: [(&str, &str, &str); 15] = [

@@ -10,10 +10,14 @@
 //! so they go through the SDK tracer and `opentelemetry-otlp`'s span exporter.
 
 mod anomaly;
+mod builder;
 mod drift;
 pub mod metrics;
+mod operational;
 mod quality;
 pub mod resource;
+mod sidecar;
+pub mod snapshot;
 pub mod traces;
 
 /// Why an export failed.

@@ -3,8 +3,9 @@
 //! out rather than exported as 0 or 0.5.
 
 use super::{
-    metrics::{model_attributes, model_since, with, MetricsBuilder, Point},
+    builder::{model_attributes, model_since, with, Gauges, MetricsBuilder},
     resource::attribute,
+    snapshot::SidecarSnapshot,
 };
 use crate::{
     quality::{state::QualityState, QualitySnapshot, Task, Unmatched},
@@ -12,45 +13,6 @@ use crate::{
     windows::SINCE_START,
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-
-/// Gauges of one export, collected over all models then pushed one metric each.
-#[derive(Default)]
-struct Gauges {
-    points: Vec<(&'static str, &'static str, &'static str, Point<Option<f64>>)>,
-}
-
-impl Gauges {
-    fn add(
-        &mut self,
-        name: &'static str,
-        unit: &'static str,
-        description: &'static str,
-        point: Point<Option<f64>>,
-    ) {
-        self.points.push((name, unit, description, point));
-    }
-
-    fn flush(self, b: &mut MetricsBuilder) {
-        // Group by name, keeping first-seen order.
-        let mut order: Vec<(&str, &str, &str)> = Vec::new();
-        for (name, unit, description, _) in &self.points {
-            if !order.iter().any(|(n, _, _)| n == name) {
-                order.push((name, unit, description));
-            }
-        }
-        let mut points = self.points;
-        for (name, unit, description) in order {
-            let (mine, rest): (Vec<_>, Vec<_>) = points.into_iter().partition(|p| p.0 == name);
-            points = rest;
-            b.gauge_double(
-                name,
-                unit,
-                description,
-                mine.into_iter().map(|p| p.3).collect(),
-            );
-        }
-    }
-}
 
 const AVERAGES: [(Average, &str); 3] = [
     (Average::Micro, "micro"),
@@ -248,7 +210,7 @@ const AP: &str = "Average precision (PR AUC) as sklearn average_precision_score.
 const AP_BOUND: &str = "Largest possible difference between inferscope.quality.average_precision and the exact value (0 when computed exactly).";
 
 /// Adds the quality and join instruments of every model.
-pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &super::metrics::SidecarSnapshot) {
+pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
     let mut gauges = Gauges::default();
     let mut joined = Vec::new();
     let mut unmatched = Vec::new();

@@ -1,0 +1,69 @@
+//! What one export reads: every shard's snapshot merged, with the process-wide counters.
+
+use crate::{
+    anomaly::AnomalySnapshot,
+    drift::model::DriftSnapshot,
+    models::ModelKey,
+    operational::ModelOps,
+    pipeline::{Pipeline, ShardSnapshot},
+    quality::QualitySnapshot,
+    self_metrics::SelfValues,
+};
+use std::collections::BTreeMap;
+
+/// Everything exported at one collection, merged across shards.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarSnapshot {
+    pub models: BTreeMap<ModelKey, ModelOps>,
+    /// Quality by model version (shards own disjoint models; the overflow model has none).
+    pub quality: BTreeMap<ModelKey, QualitySnapshot>,
+    /// Drift by model version, for those with a reference profile.
+    pub drift: BTreeMap<ModelKey, DriftSnapshot>,
+    /// Anomaly rates, change detections and series points by model version.
+    pub anomaly: BTreeMap<ModelKey, AnomalySnapshot>,
+    pub models_overflow: u64,
+    /// Predictions waiting for delayed labels in all shards, and the total capacity.
+    pub pending_labels: usize,
+    pub pending_capacity: usize,
+    /// The process-wide counters of [`crate::self_metrics::SELF_METRICS`], indexed by
+    /// [`crate::self_metrics::SelfCounter`].
+    pub self_metrics: SelfValues,
+    pub queue_depths: Vec<usize>,
+    pub queue_capacity: usize,
+}
+
+impl SidecarSnapshot {
+    /// Merges shard snapshots (model keys are disjoint across shards except the overflow key)
+    /// with the process-wide counters.
+    pub fn assemble(shards: Vec<ShardSnapshot>, pipeline: &Pipeline) -> Self {
+        let mut snapshot = SidecarSnapshot {
+            self_metrics: pipeline.stats.load(),
+            queue_depths: pipeline.queue_depths(),
+            queue_capacity: pipeline.queue_capacity(),
+            ..Default::default()
+        };
+        for shard in shards {
+            snapshot.models_overflow += shard.models_overflow;
+            snapshot.pending_labels += shard.pending;
+            snapshot.pending_capacity += shard.pending_capacity;
+            snapshot.quality.extend(shard.quality);
+            snapshot.drift.extend(shard.drift);
+            snapshot.anomaly.extend(shard.anomaly);
+            for (key, ops) in shard.models {
+                match snapshot.models.get_mut(&key) {
+                    Some(existing) => existing.merge(&ops),
+                    None => {
+                        snapshot.models.insert(key, ops);
+                    }
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// Collects a fresh snapshot from the running shards.
+    pub async fn collect(pipeline: &Pipeline) -> Self {
+        let shards = pipeline.snapshot().await;
+        Self::assemble(shards, pipeline)
+    }
+}
