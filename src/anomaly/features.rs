@@ -174,34 +174,54 @@ impl FeatureDetectors {
         }
     }
 
-    /// The checks for drift's pass over one record, adding to `flags`.
+    /// The checks for drift's pass over one record, adding to `flags`. What every value needs
+    /// is borrowed once here, not looked up per value.
     pub fn observer<'a>(&'a mut self, flags: &'a mut Vec<Flag>) -> Checking<'a> {
+        let hst = self.hst.as_mut().map(|h| HstRun {
+            input: &mut h.input,
+            trees: &mut h.trees,
+            rule: &mut h.rule,
+        });
         Checking {
-            detectors: self,
+            checks: &self.checks,
+            profile: self.profile.as_deref(),
+            margin: self.settings.out_of_range_margin,
+            unseen: self.settings.unseen_category,
+            hst,
             flags,
         }
     }
 }
 
+/// The Half-Space Trees' parts, borrowed for one record.
+struct HstRun<'a> {
+    input: &'a mut [f64],
+    trees: &'a mut HalfSpaceTrees,
+    rule: &'a mut MassRule,
+}
+
 /// The feature checks of one record in progress.
 pub struct Checking<'a> {
-    detectors: &'a mut FeatureDetectors,
+    checks: &'a [FeatureCheck],
+    profile: Option<&'a Profile>,
+    /// The model's out-of-range margin (negative: off) and unseen-category switch.
+    margin: f64,
+    unseen: bool,
+    hst: Option<HstRun<'a>>,
     flags: &'a mut Vec<Flag>,
 }
 
 impl Checking<'_> {
+    /// The flag subject of profile feature `feature`.
     fn name(&self, feature: usize) -> &str {
-        self.detectors
-            .profile
-            .as_ref()
-            .map_or("", |p| p.features[feature].name())
+        self.profile.map_or("", |p| p.features[feature].name())
     }
 }
 
 impl FeatureObserver for Checking<'_> {
     #[inline]
     fn begin(&mut self) {
-        if let Some(h) = &mut self.detectors.hst {
+        if let Some(h) = &mut self.hst {
             h.input.fill(f64::NAN);
         }
     }
@@ -215,17 +235,16 @@ impl FeatureObserver for Checking<'_> {
             hst_origin,
             hst_scale,
             dim,
-        }) = self.detectors.checks.get(feature)
+        }) = self.checks.get(feature)
         else {
             return;
         };
-        if let (Some(d), Some(h)) = (dim, self.detectors.hst.as_mut()) {
+        if let (Some(d), Some(h)) = (dim, self.hst.as_mut()) {
             h.input[*d] = (value - hst_origin) * hst_scale;
         }
-        let margin = self.detectors.settings.out_of_range_margin;
-        if outside && value.is_finite() && margin >= 0.0 {
+        if outside && value.is_finite() && self.margin >= 0.0 {
             let distance = range_distance(value, *min, *max);
-            if distance > margin {
+            if distance > self.margin {
                 let flag = AnomalyKind::OutOfReferenceRange.flag(self.name(feature), distance);
                 self.flags.push(flag);
             }
@@ -238,10 +257,8 @@ impl FeatureObserver for Checking<'_> {
 
     #[inline]
     fn categorical(&mut self, feature: usize, known: bool) {
-        if let Some(FeatureCheck::Categorical { complete: true }) =
-            self.detectors.checks.get(feature)
-        {
-            if !known && self.detectors.settings.unseen_category {
+        if !known && self.unseen {
+            if let Some(FeatureCheck::Categorical { complete: true }) = self.checks.get(feature) {
                 let flag = AnomalyKind::UnseenCategory.flag(self.name(feature), 1.0);
                 self.flags.push(flag);
             }
@@ -250,17 +267,17 @@ impl FeatureObserver for Checking<'_> {
 
     #[inline]
     fn end(&mut self) {
-        let Some(h) = &mut self.detectors.hst else {
+        let Some(h) = &mut self.hst else {
             return;
         };
         // Non-finite values were flagged already; for the trees they are missing.
-        for x in &mut h.input {
+        for x in h.input.iter_mut() {
             if x.is_infinite() {
                 *x = f64::NAN;
             }
         }
         let scoring = h.trees.is_scoring();
-        let score = h.trees.score_learn(&h.input);
+        let score = h.trees.score_learn(h.input);
         if let Some(s) = h.rule.check(score, scoring) {
             self.flags
                 .push(AnomalyKind::MultivariateOutlier.flag("half_space_trees", s));

@@ -56,6 +56,8 @@ pub(super) struct Shard {
     epoch: Instant,
     /// When the work item being processed arrived (one clock read per batch, not per record).
     now: Instant,
+    /// `now` in milliseconds since `epoch`, the clock of windows and the join store.
+    now_ms: u64,
     /// The profile registry generation the models' drift states were last synced with.
     profiles_seen: u64,
     settings: ShardSettings,
@@ -77,6 +79,7 @@ impl Shard {
             join: LabelJoin::new(&settings.quality),
             epoch: now,
             now,
+            now_ms: 0,
             profiles_seen: 0,
             settings,
             spans,
@@ -100,7 +103,7 @@ impl Shard {
             tokio::select! {
                 biased;
                 _ = sweep.tick() => {
-                    self.now = Instant::now();
+                    self.read_clock();
                     self.expire_idle();
                     self.expire_joins();
                 }
@@ -136,9 +139,15 @@ impl Shard {
         self.snapshot()
     }
 
+    /// Reads the clock once for the work item at hand.
+    fn read_clock(&mut self) {
+        self.now = Instant::now();
+        self.now_ms = self.now.duration_since(self.epoch).as_millis() as u64;
+    }
+
     /// Milliseconds since the shard started, on the clock of `now`.
     fn now_ms(&self) -> u64 {
-        self.now.duration_since(self.epoch).as_millis() as u64
+        self.now_ms
     }
 
     /// The position of a model version's state (see [`ModelTable::model`]).
@@ -161,7 +170,7 @@ impl Shard {
     }
 
     fn process(&mut self, item: ShardWork) {
-        self.now = Instant::now();
+        self.read_clock();
         self.expire_joins();
         match item {
             ShardWork::Records {
@@ -387,7 +396,7 @@ impl Shard {
     /// Closes an interval of every model's change detectors; drift changes and detections
     /// become WARN lines and spans (each in a trace of its own, never sampled out).
     fn close_interval(&mut self) {
-        self.now = Instant::now();
+        self.read_clock();
         self.sync_profiles();
         self.expire_joins();
         let now_ms = self.now_ms();
@@ -429,7 +438,7 @@ impl Shard {
 
     /// The shard's state for export.
     fn snapshot(&mut self) -> ShardSnapshot {
-        self.now = Instant::now();
+        self.read_clock();
         // Idle models see a replaced or removed profile too.
         self.sync_profiles();
         self.expire_joins();
