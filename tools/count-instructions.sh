@@ -2,7 +2,8 @@
 # Instructions per record on the shard path (tools/shard-cost), this checkout against another
 # commit, counted by callgrind: deterministic, so it compares commits on a noisy machine where
 # timings cannot (BENCHMARKS.md). Usage: tools/count-instructions.sh BASE_REV [BATCHES]
-# Env: FEATURES=before-series-interval for a base commit older than ShardSettings::series_interval.
+# Env: FEATURES=before-series-interval for a base commit older than ShardSettings::series_interval;
+# NO_DRIFT=1 measures without a reference profile (no drift, no profile-based checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: tools/count-instructions.sh BASE_REV [BATCHES]}

@@ -17,7 +17,11 @@ async fn main() {
         sampling: inferscope::config::Sampling { ratio: 0.0, parent_based: false },
         quality: Default::default(),
         declarations: None,
-        drift: Default::default(),
+        // NO_DRIFT=1: no reference profile (no drift, no profile-based checks).
+        drift: inferscope::drift::model::DriftSettings {
+            reference_records: if std::env::var_os("NO_DRIFT").is_some() { 0 } else { 2000 },
+            ..Default::default()
+        },
         profiles: Arc::new(inferscope::drift::registry::ProfileRegistry::new()),
         anomaly: Default::default(),
         #[cfg(not(feature = "before-series-interval"))]
