@@ -425,6 +425,85 @@ impl InternalEvent for FlagsTruncated<'_> {
     }
 }
 
+/// A record stream ended with an error status because a message could not be read.
+#[derive(Debug)]
+pub struct StreamFailed<'a> {
+    pub status: &'a tonic::Status,
+}
+
+impl InternalEvent for StreamFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            code = ?self.status.code(),
+            message = self.status.message(),
+            "a record stream sent a message that cannot be read and was ended with an error \
+             status (counted in inferscope.streams.failed)"
+        );
+    }
+}
+
+impl SelfEvent for StreamFailed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::StreamsFailed;
+}
+
+/// Shutdown cut the streams still open after their grace.
+#[derive(Debug)]
+pub struct StreamsCut {
+    pub streams: u64,
+    pub after: Duration,
+}
+
+impl InternalEvent for StreamsCut {
+    /// Once per process: shutdown happens once.
+    const LOGGED: Logged = Logged::Every;
+
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::server",
+            streams = self.streams,
+            after = ?self.after,
+            "record streams did not end in time (a client not reading its acks?): cut, so that \
+             the drain and the final export keep the rest of the shutdown budget"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.streams
+    }
+}
+
+impl SelfEvent for StreamsCut {
+    const COUNTER: SelfCounter = SelfCounter::StreamsCut;
+}
+
+/// Flags were left out of an ack that would not fit in one gRPC message.
+#[derive(Debug)]
+pub struct AckFlagsDropped {
+    pub flags: u64,
+    pub limit: usize,
+}
+
+impl InternalEvent for AckFlagsDropped {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            flags = self.flags,
+            limit = self.limit,
+            "an ack would exceed the message limit: anomaly flags of its last records are left \
+             out (BatchAck.flags_dropped; counted in inferscope.ack.flags_dropped)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.flags
+    }
+}
+
+impl SelfEvent for AckFlagsDropped {
+    const COUNTER: SelfCounter = SelfCounter::AckFlagsDropped;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

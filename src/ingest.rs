@@ -2,7 +2,7 @@
 //! answers with acks. This is the one place where errors become `tonic::Status`.
 
 use crate::{
-    events::{BatchesRejected, DeclarationsEvicted, RecordsShed},
+    events::{AckFlagsDropped, BatchesRejected, DeclarationsEvicted, RecordsShed, StreamFailed},
     models::{Declaration, DeclarationRegistry, ModelKey},
     pb::{self, ingest_service_server::IngestService},
     pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
@@ -53,6 +53,8 @@ pub struct Ingest {
     limits: Arc<Limits>,
     null_sink: bool,
     max_inflight: usize,
+    /// Largest encoded ack: the gRPC message limit.
+    ack_limit: usize,
     shutdown: CancellationToken,
 }
 
@@ -62,6 +64,9 @@ pub struct PendingAck {
     accepted: u32,
     rejects: Vec<pb::RecordReject>,
     waits: Vec<oneshot::Receiver<Vec<pb::RecordFlags>>>,
+    /// Largest encoded ack (see [`fit_ack`]).
+    limit: usize,
+    stats: Option<Arc<SelfStats>>,
 }
 
 impl PendingAck {
@@ -75,13 +80,55 @@ impl PendingAck {
             }
         }
         flags.sort_by_key(|f| f.index);
-        pb::BatchAck {
+        let mut ack = pb::BatchAck {
             sequence: self.sequence,
             accepted: self.accepted,
             rejects: self.rejects,
             flags,
+            flags_dropped: 0,
+        };
+        let dropped = fit_ack(&mut ack, self.limit);
+        if dropped > 0 {
+            if let Some(stats) = &self.stats {
+                stats.emit(&AckFlagsDropped {
+                    flags: dropped,
+                    limit: self.limit,
+                });
+            }
+        }
+        ack
+    }
+}
+
+/// Room an ack leaves under the message limit for the gRPC frame and the response's own fields.
+const ACK_MARGIN_BYTES: usize = 1024;
+
+/// Makes `ack` fit in `limit` encoded bytes, so that the client always gets it: a batch was
+/// counted when it was dispatched, and an ack that cannot be sent would make a retrying client
+/// count it twice. Flags go first, from the last flagged record back (`flags_dropped` says how
+/// many); then, if the rejects alone are too large, their messages (index, field and reason
+/// stay). Returns the flags dropped.
+fn fit_ack(ack: &mut pb::BatchAck, limit: usize) -> u64 {
+    use prost::Message;
+    let limit = limit.saturating_sub(ACK_MARGIN_BYTES);
+    let mut size = ack.encoded_len();
+    if size <= limit {
+        return 0;
+    }
+    let mut dropped = 0u64;
+    while size > limit {
+        let Some(last) = ack.flags.pop() else { break };
+        size -= prost::length_delimiter_len(last.encoded_len()) + 1 + last.encoded_len();
+        dropped += last.anomalies.len() as u64;
+    }
+    // The counter field grows the ack by a few bytes: checked again below.
+    ack.flags_dropped = dropped.min(u32::MAX as u64) as u32;
+    if ack.encoded_len() > limit {
+        for reject in &mut ack.rejects {
+            reject.message.clear();
         }
     }
+    dropped
 }
 
 fn reject_of(index: usize, e: FieldError) -> (pb::RecordReject, RejectedRecord) {
@@ -198,6 +245,7 @@ impl Ingest {
         limits: Limits,
         null_sink: bool,
         max_inflight: usize,
+        ack_limit: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -206,6 +254,7 @@ impl Ingest {
             limits: Arc::new(limits),
             null_sink,
             max_inflight,
+            ack_limit,
             shutdown,
         }
     }
@@ -262,6 +311,8 @@ impl Ingest {
                 accepted: n as u32,
                 rejects: Vec::new(),
                 waits: Vec::new(),
+                limit: self.ack_limit,
+                stats: None,
             });
         }
         if n > self.limits.max_batch_records {
@@ -312,6 +363,8 @@ impl Ingest {
             accepted,
             rejects,
             waits,
+            limit: self.ack_limit,
+            stats: Some(self.pipeline.stats.clone()),
         })
     }
 
@@ -378,6 +431,28 @@ impl Drop for ActiveStream {
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::BatchAck, Status>> + Send>>;
 
+/// The status a stream ends with when one of its messages cannot be read: RESOURCE_EXHAUSTED
+/// for a message over the limit (tonic reports it as OUT_OF_RANGE), INVALID_ARGUMENT for one
+/// that does not decode. `None` when the client went away (nobody is left to tell).
+fn unreadable(status: Status) -> Option<Status> {
+    use tonic::Code;
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => Some(Status::resource_exhausted(format!(
+            "a message of this stream is over the limit (--max-message-bytes); the stream is \
+             ended after the acks of the batches before it: {}",
+            status.message()
+        ))),
+        Code::Internal | Code::InvalidArgument | Code::DataLoss => {
+            Some(Status::invalid_argument(format!(
+                "a message of this stream cannot be decoded; the stream is ended after the acks \
+                 of the batches before it: {}",
+                status.message()
+            )))
+        }
+        _ => None,
+    }
+}
+
 #[tonic::async_trait]
 impl IngestService for Ingest {
     type StreamRecordsStream = AckStream;
@@ -399,25 +474,36 @@ impl IngestService for Ingest {
                 let next = tokio::select! {
                     biased;
                     _ = ingest.shutdown.cancelled() => {
-                        let _ = acks.send(Err(IngestError::ShuttingDown.into())).await;
+                        // A client that is not reading its acks will not read this either:
+                        // never wait for room to say it.
+                        let _ = acks.try_send(Err(IngestError::ShuttingDown.into()));
                         break;
                     }
                     next = inbound.message() => next,
                 };
-                match next {
-                    Ok(Some(batch)) => {
-                        let result = ingest.accept_batch(batch).map_err(Status::from);
-                        let failed = result.is_err();
-                        if acks.send(result).await.is_err() || failed {
-                            break;
-                        }
-                    }
+                let result = match next {
+                    Ok(Some(batch)) => ingest.accept_batch(batch).map_err(Status::from),
                     Ok(None) => break,
-                    Err(status) => {
-                        // A framing or decoding error ends this stream only.
-                        tracing::debug!(%status, "record stream ended by a transport error");
-                        break;
-                    }
+                    // A message that cannot be read ends this stream only, with a status that
+                    // says why, after the acks of the batches before it.
+                    Err(status) => match unreadable(status) {
+                        Some(status) => {
+                            ingest
+                                .pipeline
+                                .stats
+                                .emit(&StreamFailed { status: &status });
+                            Err(status)
+                        }
+                        None => break,
+                    },
+                };
+                let failed = result.is_err();
+                let sent = tokio::select! {
+                    sent = acks.send(result) => sent.is_ok(),
+                    _ = ingest.shutdown.cancelled() => false,
+                };
+                if !sent || failed {
+                    break;
                 }
             }
         });

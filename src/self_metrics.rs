@@ -23,6 +23,12 @@ pub enum SelfCounter {
     /// Declarations evicted from the full declaration registry.
     DeclarationsEvicted,
     ExportFailures,
+    /// Record streams ended with an error status by a message that could not be read.
+    StreamsFailed,
+    /// Record streams still open when the shutdown's grace for streams ran out.
+    StreamsCut,
+    /// Anomaly flags left out of an ack so that it fits in a gRPC message.
+    AckFlagsDropped,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -102,6 +108,27 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.export.failures",
         unit: "{request}",
         description: "Failed OTLP metric export requests.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::StreamsFailed,
+        name: "inferscope.streams.failed",
+        unit: "{stream}",
+        description: "Record streams ended with an error status by a message that could not be read (over --max-message-bytes, undecodable).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::StreamsCut,
+        name: "inferscope.streams.cut",
+        unit: "{stream}",
+        description: "Record streams still open when the shutdown's grace for streams (half the budget) ran out.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::AckFlagsDropped,
+        name: "inferscope.ack.flags_dropped",
+        unit: "{flag}",
+        description: "Anomaly flags left out of acks so that an ack fits in one gRPC message (they are counted in inferscope.anomalies).",
         instrument: Instrument::Counter,
     },
 ];

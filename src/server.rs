@@ -7,6 +7,7 @@
 
 use crate::{
     config::Config,
+    events::StreamsCut,
     export::{
         metrics::{MetricExporter, MetricTransport, SidecarSnapshot},
         resource, traces, ExportError,
@@ -15,6 +16,7 @@ use crate::{
     models::DeclarationRegistry,
     pb::{self, ingest_service_server::IngestServiceServer},
     pipeline::{Pipeline, ShardSettings},
+    self_metrics::SelfCounter,
     self_metrics::SelfStats,
 };
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
@@ -163,6 +165,7 @@ impl Sidecar {
             config.limits.clone(),
             config.null_sink,
             config.max_inflight_batches,
+            config.max_message_bytes,
             shutdown.clone(),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -212,7 +215,22 @@ impl Sidecar {
                     .set_not_serving::<IngestServiceServer<Ingest>>()
                     .await;
                 let drain = async {
-                    let served = server.await.unwrap_or(Ok(()));
+                    // Open streams get half the budget to end (they are told to); a stream whose
+                    // client stopped reading acks would hold the rest, so the server is then cut
+                    // and the drain and final export keep the other half.
+                    let mut server = server;
+                    let served = match tokio::time::timeout(budget / 2, &mut server).await {
+                        Ok(served) => served.unwrap_or(Ok(())),
+                        Err(_) => {
+                            server.abort();
+                            let open = pipeline.stats.get(SelfCounter::StreamsActive);
+                            pipeline.stats.emit(&StreamsCut {
+                                streams: open.max(0) as u64,
+                                after: budget / 2,
+                            });
+                            Ok(())
+                        }
+                    };
                     let finals = pipeline.drain().await;
                     exporter_stop.cancel();
                     if let Some(exporter) = exporter {

@@ -274,7 +274,12 @@ impl MetricExporter {
             tokio::select! {
                 _ = ticker.tick() => {
                     let snapshot = SidecarSnapshot::collect(&pipeline).await;
-                    let _ = self.export(&snapshot).await;
+                    // An export to a slow backend is given up at shutdown: the final export
+                    // carries the same cumulative totals.
+                    tokio::select! {
+                        _ = self.export(&snapshot) => {}
+                        _ = stop.cancelled() => break,
+                    }
                 }
                 _ = stop.cancelled() => break,
             }

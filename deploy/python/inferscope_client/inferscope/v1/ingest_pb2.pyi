@@ -186,16 +186,18 @@ class Attribute(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class BatchAck(_message.Message):
-    __slots__ = ("sequence", "accepted", "rejects", "flags")
+    __slots__ = ("sequence", "accepted", "rejects", "flags", "flags_dropped")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTS_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     accepted: int
     rejects: _containers.RepeatedCompositeFieldContainer[RecordReject]
     flags: _containers.RepeatedCompositeFieldContainer[RecordFlags]
-    def __init__(self, sequence: _Optional[int] = ..., accepted: _Optional[int] = ..., rejects: _Optional[_Iterable[_Union[RecordReject, _Mapping]]] = ..., flags: _Optional[_Iterable[_Union[RecordFlags, _Mapping]]] = ...) -> None: ...
+    flags_dropped: int
+    def __init__(self, sequence: _Optional[int] = ..., accepted: _Optional[int] = ..., rejects: _Optional[_Iterable[_Union[RecordReject, _Mapping]]] = ..., flags: _Optional[_Iterable[_Union[RecordFlags, _Mapping]]] = ..., flags_dropped: _Optional[int] = ...) -> None: ...
 
 class RecordReject(_message.Message):
     __slots__ = ("index", "field", "reason", "message")

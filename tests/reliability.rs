@@ -1,0 +1,179 @@
+//! The sidecar under clients that misbehave: a message that cannot be read ends its stream with
+//! an error status, an ack always fits in one gRPC message, and a client that stops reading its
+//! acks cannot keep a shutdown from exporting.
+
+mod common;
+
+use common::{batch, value};
+use inferscope::pb;
+use prost::Message;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+/// `n` records whose `features` numeric features are all missing (NaN): each raises one
+/// `missing_feature` flag per feature, named by the declaration's long feature names.
+fn flagged(sequence: u64, n: usize, features: usize) -> pb::RecordBatch {
+    let name = |i: usize| format!("{i:03}_{}", "a_rather_long_feature_name_".repeat(7));
+    let records = (0..n)
+        .map(|i| pb::InferenceRecord {
+            request_id: format!("{sequence}-{i}"),
+            latency_seconds: Some(0.01),
+            numeric_features: vec![f64::NAN; features],
+            ..Default::default()
+        })
+        .collect();
+    pb::RecordBatch {
+        declarations: vec![pb::ModelDeclaration {
+            model: "m".into(),
+            version: "1".into(),
+            features: (0..features)
+                .map(|i| pb::FeatureSpec {
+                    name: name(i),
+                    kind: pb::FeatureKind::Numeric as i32,
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..batch(sequence, "m", records)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_ends_its_stream_with_an_error_status() {
+    let mut config = common::config();
+    config.max_message_bytes = 64 * 1024;
+    let s = common::start(config).await;
+    let mut client = s.client().await;
+    let small = batch(1, "m", vec![common::record("a", 0.1)]);
+    let big = batch(
+        2,
+        "m",
+        (0..4000)
+            .map(|i| common::record(&format!("request-{i:08}"), 0.1))
+            .collect(),
+    );
+    assert!(big.encoded_len() > 64 * 1024);
+    let after = batch(3, "m", vec![common::record("b", 0.1)]);
+    let mut acks = client
+        .stream_records(tokio_stream::iter(vec![small, big, after]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acks.next().await.unwrap().unwrap().sequence, 1);
+    let status = acks
+        .next()
+        .await
+        .expect("the stream ends with a status, not silently")
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-message-bytes"),
+        "{}",
+        status.message()
+    );
+    assert!(acks.next().await.is_none());
+    let (metrics, _) = s.stop().await;
+    assert_eq!(value(&metrics, "inferscope.streams.failed", &[]), 1);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_always_fits_in_one_message() {
+    let limit = 256 * 1024;
+    let mut config = common::config();
+    config.max_message_bytes = limit;
+    let s = common::start(config).await;
+    let mut client = s.client().await;
+    // 1000 records × 8 flags with 200-byte subjects: about 1.8 MB of flags.
+    let ack = client
+        .submit_records(flagged(1, 1000, 8))
+        .await
+        .expect("the ack arrives")
+        .into_inner();
+    assert!(ack.encoded_len() <= limit, "{} bytes", ack.encoded_len());
+    assert_eq!(ack.accepted, 1000);
+    assert!(ack.flags_dropped > 0);
+    let kept: usize = ack.flags.iter().map(|f| f.anomalies.len()).sum();
+    assert_eq!(kept + ack.flags_dropped as usize, 8000);
+    // The first records keep theirs: the flags of the last flagged records go.
+    assert_eq!(ack.flags[0].index, 0);
+    assert!(ack.flags.windows(2).all(|w| w[1].index == w[0].index + 1));
+    let (metrics, _) = s.stop().await;
+    assert_eq!(
+        value(&metrics, "inferscope.ack.flags_dropped", &[]),
+        ack.flags_dropped as i64
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.anomalies",
+            &[("model.name", "m"), ("kind", "missing_feature")]
+        ),
+        8000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_client_not_reading_acks_still_exports_exactly() {
+    let budget = Duration::from_secs(4);
+    let mut config = common::config();
+    config.shutdown_budget = budget;
+    let s = common::start(config).await;
+    let mut client = s.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // The response stream is opened and never read.
+    let _acks = client
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for sequence in 1..=200 {
+            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Until the sidecar stops taking batches: its acks fill every buffer on the way.
+    let mut counted = -1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = s
+            .sidecar
+            .snapshot()
+            .await
+            .models
+            .values()
+            .map(|o| o.records())
+            .sum::<u64>() as i64;
+        if now == counted && now > 0 {
+            break;
+        }
+        counted = now;
+        assert!(Instant::now() < deadline, "the stream never stalled");
+    }
+    assert!(!sender.is_finished(), "the client is blocked, not done");
+    let started = Instant::now();
+    let (metrics, _) = s.stop().await;
+    assert!(
+        started.elapsed() < budget,
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        counted
+    );
+    sender.abort();
+}
