@@ -1,8 +1,8 @@
-//! The W3C Trace Context `traceparent` a record may carry (Trace Context level 1, §3.2), parsed
-//! into one value type wherever it is needed: validation parses it to accept or reject the
-//! record; the shard parses it (55 bytes, only for records that carry one and only when spans
-//! are on) for the sampling decision and hands the parsed value to export, which makes the
-//! record's span a child of it. Written here rather than taken from the OpenTelemetry SDK because the SDK's
+//! The W3C Trace Context `traceparent` a record may carry (Trace Context level 1, §3.2), read in
+//! this module only: validation parses it to accept or reject the record; the sampling decision
+//! reads the one field it needs from the validated text ([`sampled_flag`], [`trace_id_low`]);
+//! a record that gets a span parses it into a [`TraceParent`], which export makes the span's
+//! parent. Written here rather than taken from the OpenTelemetry SDK because the SDK's
 //! propagator does not say why a header is invalid, which the reject must.
 
 /// Why a `traceparent` is not valid.
@@ -75,6 +75,23 @@ impl TraceParent {
     }
 }
 
+/// The `sampled` flag of a `traceparent` that validation accepted (two hex digits read, not the
+/// whole header: this runs for every record that carries one).
+pub fn sampled_flag(validated: &str) -> bool {
+    validated
+        .get(53..55)
+        .and_then(|f| u8::from_str_radix(f, 16).ok())
+        .is_some_and(|f| f & 1 == 1)
+}
+
+/// The low 64 bits of the trace id of a `traceparent` that validation accepted.
+pub fn trace_id_low(validated: &str) -> u64 {
+    validated
+        .get(19..35)
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +104,9 @@ mod tests {
         assert_eq!(tp.span_id, 0x00f067aa0ba902b7);
         assert!(tp.sampled());
         assert_eq!(tp.trace_id_low(), 0xa3ce929d0e0e4736);
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(sampled_flag(text));
+        assert!(!sampled_flag(&text.replace("-01", "-00")));
+        assert_eq!(trace_id_low(text), tp.trace_id_low());
     }
 }

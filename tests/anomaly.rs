@@ -97,8 +97,8 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
     sidecar.sidecar.close_interval().await;
     // The last error-rate point is the burst's (exported as inferscope.anomaly.series until an
     // interval without records clears it, as the final one at stop does).
-    let peeked = sidecar.sidecar.snapshot().await;
-    let points = &peeked.anomaly[&inferscope::models::ModelKey::new("loud", "1")].points;
+    let snapshot = sidecar.sidecar.snapshot().await;
+    let points = &snapshot.anomaly[&inferscope::models::ModelKey::new("loud", "1")].points;
     assert!(
         points.contains(&(inferscope::anomaly::series::Series::ErrorRate, 0.5)),
         "{points:?}"

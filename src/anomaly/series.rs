@@ -1,5 +1,5 @@
 //! Change detection on a model's metric series ("dynamic thresholds"): at every interval close
-//! (one per metric export) each series gets one point computed over the interval since the
+//! (one per `--metric-export-interval`, on the shard's own timer) each series gets one point computed over the interval since the
 //! previous close — error rate, latency p95, accuracy (classification) or MAE (regression), the
 //! largest drift score of the shortest window, and the anomaly rate — and up to four detectors
 //! watch it: Page-Hinkley and ADWIN (river's, [`crate::stats::change`]), a two-sided CUSUM and an
@@ -233,7 +233,7 @@ impl Watched {
     }
 }
 
-/// Cumulative counts a snapshot reads, from which the interval points are differences.
+/// Cumulative counts an interval close reads, from which the interval points are differences.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
     pub records: u64,
@@ -245,7 +245,7 @@ pub struct Totals {
     pub abs_error: f64,
 }
 
-/// What a snapshot knows beyond the totals.
+/// What an interval close knows beyond the totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Extras {
     /// The interval's latency p95 and its number of latencies.

@@ -4,8 +4,8 @@
 //! (ARCHITECTURE.md, Data flow), so shards aggregate counts and histograms. The SDK (0.33) can read
 //! pre-aggregated *counters* through observable instruments, but it has no way to take a
 //! pre-aggregated *histogram*: there is no MetricProducer (opentelemetry-rust issue #2505) and its
-//! data-point types cannot be built outside the crate (PR #3489 is open). So `metrics` encodes the
-//! snapshots straight into the OTLP protobuf types of `opentelemetry-proto` (the crate
+//! data-point types cannot be built outside the crate (PR #3489 is open). So the encoders (one per
+//! analysis, into the one `builder`) write the snapshots straight into the OTLP protobuf types of `opentelemetry-proto` (the crate
 //! `opentelemetry-otlp` itself uses) and sends them over gRPC or HTTP. Spans are few (sampled),
 //! so they go through the SDK tracer and `opentelemetry-otlp`'s span exporter.
 

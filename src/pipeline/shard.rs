@@ -336,14 +336,14 @@ impl Shard {
         if self.spans.is_none() {
             return;
         }
+        // Flagged records always get a span, with one event per flag.
+        if flags.is_empty() && !self.sampler.sampled(record) {
+            return;
+        }
         // Validated by ingest: a present traceparent parses.
         let parent = (!record.traceparent.is_empty())
             .then(|| TraceParent::parse(&record.traceparent).ok())
             .flatten();
-        // Flagged records always get a span, with one event per flag.
-        if flags.is_empty() && !self.sampler.sampled(record, parent.as_ref()) {
-            return;
-        }
         let span = RecordSpan::of(record, model, version, parent, received, flags);
         self.send_span(SpanJob::Record(span));
     }

@@ -7,7 +7,7 @@ use crate::{
     drift::model::DriftChange,
     models::ModelKey,
     pb,
-    tracecontext::TraceParent,
+    tracecontext::{self, TraceParent},
 };
 use rand::{rngs::SmallRng, Rng};
 use std::time::{Duration, SystemTime};
@@ -99,7 +99,8 @@ impl Sampler {
         Self { settings, rng }
     }
 
-    pub fn sampled(&mut self, record: &pb::InferenceRecord, parent: Option<&TraceParent>) -> bool {
+    /// Whether a record (validated, so a `traceparent` it carries is well formed) gets a span.
+    pub fn sampled(&mut self, record: &pb::InferenceRecord) -> bool {
         if !record.error_type.is_empty() {
             return true;
         }
@@ -107,14 +108,16 @@ impl Sampler {
             ratio,
             parent_based,
         } = self.settings;
-        if let Some(parent) = parent {
+        let parent = &record.traceparent;
+        if !parent.is_empty() {
             if parent_based {
-                return parent.sampled();
+                return tracecontext::sampled_flag(parent);
             }
             if ratio >= 1.0 {
                 return true;
             }
-            return (parent.trace_id_low() >> 1) < (ratio * (1u64 << 63) as f64) as u64;
+            let low = tracecontext::trace_id_low(parent);
+            return (low >> 1) < (ratio * (1u64 << 63) as f64) as u64;
         }
         ratio >= 1.0 || (ratio > 0.0 && self.rng.random::<f64>() < ratio)
     }
