@@ -41,6 +41,11 @@ pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time from SIGTERM to exit: drain, final export. Kubernetes' default grace period is 30 s.
 pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+/// Connection age after which a client is asked to reconnect: idle and silent connections
+/// (which answer keepalive pings, or never speak) end within the hour instead of never.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// Time a connection past its age gets to finish its streams before it is closed.
+pub const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 /// Batches one stream may have in flight (dispatched, not yet acked).
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 16;
 /// How often the profiles directory is looked at for added, changed or removed profiles.
@@ -125,6 +130,14 @@ settings! {
         /// Largest gRPC message in bytes [default: 16777216].
         #[arg(long, env = "INFERSCOPE_MAX_MESSAGE_BYTES")]
         pub max_message_bytes: Option<usize>,
+        /// Connections open at once; one more is closed at once and counted [default: 256].
+        #[arg(long, env = "INFERSCOPE_MAX_CONNECTIONS")]
+        pub max_connections: Option<usize>,
+        /// Seconds after which a connection is asked to close (its client reconnects), so that
+        /// idle and silent connections do not stay forever; it gets 30 s more to finish
+        /// [default: 3600].
+        #[arg(long, env = "INFERSCOPE_MAX_CONNECTION_AGE_SECONDS")]
+        pub max_connection_age_seconds: Option<f64>,
         /// (model, version) pairs tracked before new ones fold into `__other__` [default: 64].
         #[arg(long, env = "INFERSCOPE_MAX_MODELS")]
         pub max_models: Option<usize>,
@@ -285,6 +298,12 @@ pub struct Config {
     pub shard_queue_batches: usize,
     pub max_message_bytes: usize,
     pub max_inflight_batches: usize,
+    /// Connections open at once (`crate::listener`).
+    pub max_connections: usize,
+    /// After this a connection is asked to close; `connection_age_grace` later it is closed.
+    pub max_connection_age: Duration,
+    /// [`CONNECTION_AGE_GRACE`], or the age itself when that is shorter.
+    pub connection_age_grace: Duration,
     pub max_models: usize,
     pub model_idle_expiry: Duration,
     pub max_error_types: usize,
@@ -415,6 +434,17 @@ impl Config {
                 "use at least 1024 bytes",
             ));
         }
+        let max_connections = bad.check(positive(
+            "--max-connections",
+            given
+                .max_connections
+                .unwrap_or(crate::listener::DEFAULT_MAX_CONNECTIONS),
+        ));
+        let max_connection_age = bad.check(seconds(
+            "--max-connection-age-seconds",
+            given.max_connection_age_seconds,
+            DEFAULT_MAX_CONNECTION_AGE,
+        ));
         let max_models = bad.check(positive(
             "--max-models",
             given.max_models.unwrap_or(DEFAULT_MAX_MODELS),
@@ -542,6 +572,9 @@ impl Config {
             shard_queue_batches,
             max_message_bytes,
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            max_connections,
+            max_connection_age,
+            connection_age_grace: CONNECTION_AGE_GRACE.min(max_connection_age),
             max_models,
             model_idle_expiry,
             max_error_types,

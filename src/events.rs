@@ -504,6 +504,48 @@ impl SelfEvent for AckFlagsDropped {
     const COUNTER: SelfCounter = SelfCounter::AckFlagsDropped;
 }
 
+/// A connection was closed at once: `--max-connections` were open.
+#[derive(Debug)]
+pub struct ConnectionsRefused {
+    pub limit: usize,
+}
+
+impl InternalEvent for ConnectionsRefused {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::listener",
+            limit = self.limit,
+            "--max-connections connections are open: further ones are closed at once \
+             (counted in inferscope.connections.refused)"
+        );
+    }
+}
+
+impl SelfEvent for ConnectionsRefused {
+    const COUNTER: SelfCounter = SelfCounter::ConnectionsRefused;
+}
+
+/// Accepting a connection failed (descriptors exhausted, most often).
+#[derive(Debug)]
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl InternalEvent for AcceptFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::listener",
+            error = %self.error,
+            "accepting a connection failed (out of file descriptors?); retrying after a pause \
+             (counted in inferscope.connections.accept_failures)"
+        );
+    }
+}
+
+impl SelfEvent for AcceptFailed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::AcceptFailures;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

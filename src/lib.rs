@@ -34,6 +34,7 @@ pub mod drift;
 pub mod events;
 pub mod export;
 pub mod ingest;
+pub mod listener;
 pub mod models;
 pub mod operational;
 pub mod pipeline;

@@ -29,6 +29,10 @@ pub enum SelfCounter {
     StreamsCut,
     /// Anomaly flags left out of an ack so that it fits in a gRPC message.
     AckFlagsDropped,
+    /// Connections closed at once because `--max-connections` were open.
+    ConnectionsRefused,
+    /// Failed accepts (descriptors exhausted).
+    AcceptFailures,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -129,6 +133,20 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.ack.flags_dropped",
         unit: "{flag}",
         description: "Anomaly flags left out of acks so that an ack fits in one gRPC message (they are counted in inferscope.anomalies).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::ConnectionsRefused,
+        name: "inferscope.connections.refused",
+        unit: "{connection}",
+        description: "Connections closed at once because --max-connections were open.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::AcceptFailures,
+        name: "inferscope.connections.accept_failures",
+        unit: "{error}",
+        description: "Failed accepts of new connections (descriptors exhausted); retried after a pause of up to 1 s.",
         instrument: Instrument::Counter,
     },
 ];

@@ -22,7 +22,6 @@ use crate::{
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -102,6 +101,11 @@ fn server_builder(config: &Config) -> Server {
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         // Bound the streams one connection may open; each one may hold `max_inflight` batches.
         .max_concurrent_streams(Some(config.max_inflight_batches.max(64) as u32))
+        // Ask every connection to reconnect after an age, and close it a grace later: an idle
+        // connection that answers pings, or a silent one that never finished its handshake,
+        // does not stay forever (the connection count is bounded in `crate::listener`).
+        .max_connection_age(config.max_connection_age)
+        .max_connection_age_grace(config.connection_age_grace)
 }
 
 impl Sidecar {
@@ -184,9 +188,10 @@ impl Sidecar {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(ingest_service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    server_stop.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(
+                    crate::listener::incoming(listener, config.max_connections, stats.clone()),
+                    async move { server_stop.cancelled().await },
+                ),
         );
 
         let exporter_stop = CancellationToken::new();

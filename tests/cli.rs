@@ -150,3 +150,62 @@ fn categorical_codes_keep_their_text() {
     assert_eq!(values, ["02134", "10001"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// CPU seconds a process has used (user + system, from `/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_waits_instead_of_spinning() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -n 64; exec {BIN} serve --listen {addr} --shards 1 --no-metrics --no-traces"),
+        ])
+        .env("INFERSCOPE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health(&addr) {
+        assert!(Instant::now() < deadline, "serve never answered health");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // More connections than descriptors: the rest wait in the backlog, and accept fails.
+    let connections: Vec<_> = (0..120)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(server.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(server.id()) - before;
+    assert!(
+        used < 0.5,
+        "{used} CPU seconds in 2 s: the accept loop spins"
+    );
+    drop(connections);
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = server.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        logs.matches("accepting a connection failed").count(),
+        1,
+        "logged once: {logs}"
+    );
+}

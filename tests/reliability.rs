@@ -177,3 +177,70 @@ async fn shutdown_with_a_client_not_reading_acks_still_exports_exactly() {
     );
     sender.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_and_counted() {
+    let mut config = common::config();
+    config.max_connections = 1;
+    let s = common::start(config).await;
+    let mut first = s.client().await;
+    first
+        .submit_records(batch(1, "m", vec![common::record("a", 0.1)]))
+        .await
+        .unwrap();
+    let second = async {
+        let mut client = pb::ingest_service_client::IngestServiceClient::connect(format!(
+            "http://{}",
+            s.sidecar.local_addr
+        ))
+        .await?;
+        client
+            .submit_records(batch(2, "m", vec![common::record("b", 0.1)]))
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    assert!(second.await.is_err(), "a second connection is refused");
+    // The first one is unaffected.
+    first
+        .submit_records(batch(3, "m", vec![common::record("c", 0.1)]))
+        .await
+        .unwrap();
+    let (metrics, _) = s.stop().await;
+    assert!(value(&metrics, "inferscope.connections.refused", &[]) >= 1);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "m")]
+        ),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_its_age() {
+    use tokio::io::AsyncReadExt;
+    let mut config = common::config();
+    config.max_connection_age = Duration::from_secs(1);
+    config.connection_age_grace = Duration::from_secs(1);
+    let s = common::start(config).await;
+    // Connects and never says a word.
+    let mut silent = tokio::net::TcpStream::connect(s.sidecar.local_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // the server's settings frame
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the silent connection is still open after 10 s"
+    );
+    s.stop().await;
+}
