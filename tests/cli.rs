@@ -168,7 +168,7 @@ fn out_of_descriptors_the_accept_loop_waits_instead_of_spinning() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new("bash")
+    let server = Command::new("bash")
         .args([
             "-c",
             &format!("ulimit -n 64; exec {BIN} serve --listen {addr} --shards 1 --no-metrics --no-traces"),
