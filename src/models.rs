@@ -77,6 +77,9 @@ pub struct Declaration {
     pub categorical_features: Vec<String>,
     /// `gen_ai.provider.name` for generation models.
     pub gen_ai_provider: Option<String>,
+    /// Whether class names outside `class_names` are accepted (as classes of their own) rather
+    /// than rejected as `UNDECLARED_CLASS`; only matters when `class_names` is not empty.
+    pub allow_undeclared_classes: bool,
 }
 
 impl Declaration {
@@ -97,7 +100,18 @@ impl Declaration {
             categorical_features: by_kind(pb::FeatureKind::Categorical),
             gen_ai_provider: (!decl.gen_ai_provider.is_empty())
                 .then(|| decl.gen_ai_provider.clone()),
+            allow_undeclared_classes: decl.allow_undeclared_classes,
         }
+    }
+
+    /// Whether a class name must be rejected: the declaration lists classes, does not allow
+    /// others, and `name` is not among them. A linear scan: declared class lists are short (a
+    /// few names; `--max-classes` gives 32 their own series) and a scan of a few strings costs
+    /// less than hashing one.
+    pub fn rejects_class(&self, name: &str) -> bool {
+        !self.allow_undeclared_classes
+            && !self.class_names.is_empty()
+            && !self.class_names.iter().any(|n| n == name)
     }
 }
 
@@ -177,6 +191,7 @@ mod tests {
             numeric_features: Vec::new(),
             categorical_features: Vec::new(),
             gen_ai_provider: None,
+            allow_undeclared_classes: false,
         }
     }
 

@@ -4,12 +4,28 @@
 //!
 //! What is *not* a rejection: NaN or infinite feature values (a missing or broken feature is the
 //! model server's data, later flagged as a data-quality anomaly, never a reason to lose the record).
+//!
+//! Values that are summed into exported metrics (latencies, token counts) must also lie in a
+//! documented range: one absurd but finite value (1.7e308 s) would otherwise turn a cumulative
+//! sum into +Inf for the life of the process.
 
 use crate::{models::Declaration, pb, tracecontext::TraceParent};
 use pb::RejectReason;
 
 /// Records one batch may carry; larger batches are refused whole with INVALID_ARGUMENT.
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
+
+/// Largest accepted `latency_seconds` and `generation.time_to_first_token_seconds`: one day.
+/// No single inference request runs that long (a batch job reports per request), the latency
+/// histograms end at 60 s and 81.92 s anyway, and a day keeps the cumulative sums finite and
+/// meaningful: even 2^64 records at the limit sum to 1.6e24 s, far from overflowing an f64.
+pub const MAX_LATENCY_SECONDS: f64 = 86_400.0;
+
+/// Largest accepted `generation.input_tokens` and `generation.output_tokens`: 2^31. Two hundred
+/// times the longest context windows offered today (about 10 million tokens), so no real request
+/// comes near it, while a wrapped-around or uninitialised counter (a value near 2^64) does not
+/// reach the token sums. The token histograms' last bound is 2^26.
+pub const MAX_TOKENS: u64 = 1 << 31;
 
 /// Bounds on what one record may carry.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +150,7 @@ fn check_finite(field: &'static str, value: f64) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A duration in seconds: finite, >= 0 and at most [`MAX_LATENCY_SECONDS`].
 fn check_seconds(field: &'static str, value: f64) -> Result<(), FieldError> {
     check_finite(field, value)?;
     if value < 0.0 {
@@ -143,7 +160,59 @@ fn check_seconds(field: &'static str, value: f64) -> Result<(), FieldError> {
             format!("{value} is negative"),
         ));
     }
+    if value > MAX_LATENCY_SECONDS {
+        return Err(reject(
+            field,
+            RejectReason::InvalidValue,
+            format!("{value} s is more than the limit of {MAX_LATENCY_SECONDS} s (one day)"),
+        ));
+    }
     Ok(())
+}
+
+/// A token count: at most [`MAX_TOKENS`].
+fn check_tokens(field: &'static str, value: u64) -> Result<(), FieldError> {
+    if value > MAX_TOKENS {
+        return Err(reject(
+            field,
+            RejectReason::InvalidValue,
+            format!("{value} tokens, more than the limit of {MAX_TOKENS} (2^31)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A probability: in [0, 1] (NaN is not).
+fn check_probability(field: &'static str, p: f64) -> Result<(), FieldError> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(reject(
+            field,
+            RejectReason::InvalidValue,
+            format!("{p} is not a probability in [0, 1]"),
+        ));
+    }
+    Ok(())
+}
+
+/// A class name given by name: rejected when the declaration lists its classes, does not allow
+/// others, and lacks this one ([`Declaration::rejects_class`]).
+fn check_declared_class(
+    field: &'static str,
+    name: &str,
+    declaration: Option<&Declaration>,
+) -> Result<(), FieldError> {
+    match declaration {
+        Some(d) if d.rejects_class(name) => Err(reject(
+            field,
+            RejectReason::UndeclaredClass,
+            format!(
+                "class {name:?} is not one of the model's declared class_names {:?} \
+                 (declare it, or set allow_undeclared_classes in the declaration)",
+                d.class_names
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_class_index(
@@ -188,7 +257,8 @@ fn check_label(
                     "empty class name",
                 ));
             }
-            check_name("label.class_name", name, limits)
+            check_name("label.class_name", name, limits)?;
+            check_declared_class("label.class_name", name, declaration)
         }
         Some(pb::label::Value::ClassIndex(i)) => {
             check_class_index("label.class_index", *i, declaration)
@@ -231,6 +301,8 @@ pub fn check_record(
         Some(Prediction::Classification(c)) => check_classification(c, declaration, limits)?,
         Some(Prediction::Regression(r)) => check_finite("regression.value", r.value)?,
         Some(Prediction::Generation(g)) => {
+            check_tokens("generation.input_tokens", g.input_tokens)?;
+            check_tokens("generation.output_tokens", g.output_tokens)?;
             if let Some(ttft) = g.time_to_first_token_seconds {
                 check_seconds("generation.time_to_first_token_seconds", ttft)?;
             }
@@ -359,11 +431,18 @@ fn check_classification(
     limits: &Limits,
 ) -> Result<(), FieldError> {
     check_name("classification.predicted_class", &c.predicted_class, limits)?;
+    if !c.predicted_class.is_empty() {
+        check_declared_class(
+            "classification.predicted_class",
+            &c.predicted_class,
+            declaration,
+        )?;
+    }
     if let Some(i) = c.predicted_class_index {
         check_class_index("classification.predicted_class_index", i, declaration)?;
     }
     if let Some(score) = c.score {
-        check_finite("classification.score", score)?;
+        check_probability("classification.score", score)?;
     }
     if c.class_probabilities.len() > limits.max_classes {
         return Err(reject(
@@ -377,13 +456,7 @@ fn check_classification(
         ));
     }
     for &p in &c.class_probabilities {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(reject(
-                "classification.class_probabilities",
-                RejectReason::InvalidValue,
-                format!("{p} is not a probability in [0, 1]"),
-            ));
-        }
+        check_probability("classification.class_probabilities", p)?;
     }
     if let Some(d) = declaration {
         let n = c.class_probabilities.len();
@@ -440,6 +513,7 @@ pub fn check_declaration(decl: &pb::ModelDeclaration, limits: &Limits) -> Result
             format!("{:?} is not one of class_names", decl.positive_class),
         ));
     }
+    check_task_classes(decl)?;
     if decl.features.len() > limits.max_features {
         return Err(reject(
             "features",
@@ -482,6 +556,52 @@ pub fn check_declaration(decl: &pb::ModelDeclaration, limits: &Limits) -> Result
     check_attribute_value("gen_ai_provider", &decl.gen_ai_provider, limits)
 }
 
+/// The class list must fit the task (scikit-learn's `type_of_target` vocabulary):
+/// - binary classification: exactly two class names (the negative and the positive class);
+/// - multiclass: at least two. Two are allowed: a two-output softmax model is a multiclass model
+///   with two classes, and its one-vs-rest metrics are then the binary ones of each class;
+/// - regression and generation: none (a class would never be scored);
+/// - unspecified: none, or at least two (the quality analysis then infers binary or multiclass
+///   from the count); one class name is never a classifier.
+///
+/// `positive_class` only makes sense where the task is binary: binary classification, or an
+/// unspecified task with two class names.
+fn check_task_classes(decl: &pb::ModelDeclaration) -> Result<(), FieldError> {
+    use pb::TaskType;
+    let n = decl.class_names.len();
+    let task = decl.task();
+    let wrong_count = |needs: &str| {
+        Err(reject(
+            "class_names",
+            RejectReason::InvalidValue,
+            format!(
+                "{n} class names for task {}; it needs {needs}",
+                task.as_str_name()
+            ),
+        ))
+    };
+    match task {
+        TaskType::BinaryClassification if n != 2 => return wrong_count("exactly two"),
+        TaskType::MulticlassClassification if n < 2 => return wrong_count("at least two"),
+        TaskType::Regression | TaskType::Generation if n != 0 => return wrong_count("none"),
+        TaskType::Unspecified if n == 1 => return wrong_count("none, or at least two"),
+        _ => {}
+    }
+    let binary =
+        task == TaskType::BinaryClassification || (task == TaskType::Unspecified && n == 2);
+    if !decl.positive_class.is_empty() && !binary {
+        return Err(reject(
+            "positive_class",
+            RejectReason::InvalidValue,
+            format!(
+                "a positive class is only for binary classification, not task {}",
+                task.as_str_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates one delayed label.
 pub fn check_ground_truth(
     truth: &pb::GroundTruth,
@@ -516,11 +636,12 @@ pub fn reason_name(reason: RejectReason) -> &'static str {
         RejectReason::SchemaMismatch => "schema_mismatch",
         RejectReason::UnknownClass => "unknown_class",
         RejectReason::InvalidTraceparent => "invalid_traceparent",
+        RejectReason::UndeclaredClass => "undeclared_class",
     }
 }
 
 /// Every reason, in enum order, for fixed-size counters indexed by `reason as usize`.
-pub const REJECT_REASONS: [RejectReason; 8] = [
+pub const REJECT_REASONS: [RejectReason; 9] = [
     RejectReason::Unspecified,
     RejectReason::MissingField,
     RejectReason::InvalidValue,
@@ -529,6 +650,7 @@ pub const REJECT_REASONS: [RejectReason; 8] = [
     RejectReason::SchemaMismatch,
     RejectReason::UnknownClass,
     RejectReason::InvalidTraceparent,
+    RejectReason::UndeclaredClass,
 ];
 
 #[cfg(test)]
@@ -552,6 +674,7 @@ mod tests {
             numeric_features: vec!["x".into(), "y".into()],
             categorical_features: vec!["country".into()],
             gen_ai_provider: None,
+            allow_undeclared_classes: false,
         }
     }
 
@@ -711,6 +834,213 @@ mod tests {
                 "{r:?}"
             );
         }
+    }
+
+    fn classification(c: pb::Classification) -> pb::InferenceRecord {
+        pb::InferenceRecord {
+            prediction: Some(pb::inference_record::Prediction::Classification(c)),
+            ..record()
+        }
+    }
+
+    fn generation(g: pb::Generation) -> pb::InferenceRecord {
+        pb::InferenceRecord {
+            prediction: Some(pb::inference_record::Prediction::Generation(g)),
+            ..record()
+        }
+    }
+
+    #[test]
+    fn absurd_but_finite_values_are_rejected() {
+        let limits = Limits::default();
+        let invalid = |r: &pb::InferenceRecord| {
+            let (field, reason) = field_of(check_record(r, "m", "1", None, &limits));
+            assert_eq!(reason, RejectReason::InvalidValue, "{field}");
+            field
+        };
+        for latency in [1.7e308, MAX_LATENCY_SECONDS * 1.01] {
+            let r = pb::InferenceRecord {
+                latency_seconds: Some(latency),
+                ..record()
+            };
+            assert_eq!(invalid(&r), "latency_seconds");
+        }
+        let ttft = generation(pb::Generation {
+            time_to_first_token_seconds: Some(1e300),
+            ..Default::default()
+        });
+        assert_eq!(invalid(&ttft), "generation.time_to_first_token_seconds");
+        let input = generation(pb::Generation {
+            input_tokens: MAX_TOKENS + 1,
+            ..Default::default()
+        });
+        assert_eq!(invalid(&input), "generation.input_tokens");
+        let output = generation(pb::Generation {
+            output_tokens: u64::MAX,
+            ..Default::default()
+        });
+        assert_eq!(invalid(&output), "generation.output_tokens");
+        for score in [5.0, -3.0, 1.0 + 1e-9, f64::NAN] {
+            let r = classification(pb::Classification {
+                score: Some(score),
+                ..Default::default()
+            });
+            assert_eq!(invalid(&r), "classification.score", "{score}");
+        }
+
+        // The limits themselves are accepted.
+        let at_limits = [
+            pb::InferenceRecord {
+                latency_seconds: Some(MAX_LATENCY_SECONDS),
+                ..record()
+            },
+            generation(pb::Generation {
+                input_tokens: MAX_TOKENS,
+                output_tokens: MAX_TOKENS,
+                time_to_first_token_seconds: Some(MAX_LATENCY_SECONDS),
+                ..Default::default()
+            }),
+            classification(pb::Classification {
+                score: Some(0.0),
+                ..Default::default()
+            }),
+            classification(pb::Classification {
+                score: Some(1.0),
+                ..Default::default()
+            }),
+        ];
+        for r in &at_limits {
+            check_record(r, "m", "1", None, &limits).unwrap();
+        }
+    }
+
+    #[test]
+    fn declarations_must_fit_their_task() {
+        use pb::TaskType::*;
+        let limits = Limits::default();
+        let declare = |task: pb::TaskType, classes: &[&str], positive: &str| pb::ModelDeclaration {
+            model: "m".into(),
+            task: task as i32,
+            class_names: classes.iter().map(|c| (*c).to_owned()).collect(),
+            positive_class: positive.into(),
+            ..Default::default()
+        };
+        for (task, classes, positive) in [
+            (BinaryClassification, &["no", "yes"][..], "yes"),
+            (BinaryClassification, &["no", "yes"], ""),
+            (MulticlassClassification, &["a", "b", "c"], ""),
+            (MulticlassClassification, &["a", "b"], ""),
+            (Regression, &[], ""),
+            (Generation, &[], ""),
+            (Unspecified, &[], ""),
+            (Unspecified, &["no", "yes"], "yes"),
+            (Unspecified, &["a", "b", "c"], ""),
+        ] {
+            check_declaration(&declare(task, classes, positive), &limits)
+                .unwrap_or_else(|e| panic!("{task:?} {classes:?} {positive:?}: {e}"));
+        }
+        for (task, classes, positive, field) in [
+            (
+                BinaryClassification,
+                &["a", "b", "c"][..],
+                "",
+                "class_names",
+            ),
+            (BinaryClassification, &["yes"], "yes", "class_names"),
+            (BinaryClassification, &[], "", "class_names"),
+            (MulticlassClassification, &["a"], "", "class_names"),
+            (MulticlassClassification, &[], "", "class_names"),
+            (Regression, &["a", "b"], "", "class_names"),
+            (Generation, &["a", "b"], "", "class_names"),
+            (Unspecified, &["a"], "", "class_names"),
+            (
+                MulticlassClassification,
+                &["a", "b", "c"],
+                "a",
+                "positive_class",
+            ),
+            (Unspecified, &["a", "b", "c"], "a", "positive_class"),
+            (Regression, &[], "yes", "positive_class"),
+        ] {
+            let e = check_declaration(&declare(task, classes, positive), &limits)
+                .expect_err(&format!("{task:?} {classes:?} {positive:?}"));
+            assert_eq!(e.field, field, "{task:?} {classes:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn undeclared_class_names_are_rejected_unless_allowed() {
+        let limits = Limits::default();
+        let strict = declared();
+        let lenient = Declaration {
+            allow_undeclared_classes: true,
+            ..declared()
+        };
+        let predicted = |name: &str| {
+            classification(pb::Classification {
+                predicted_class: name.into(),
+                ..Default::default()
+            })
+        };
+        let labelled = |name: &str| pb::InferenceRecord {
+            label: Some(pb::Label {
+                value: Some(pb::label::Value::ClassName(name.into())),
+            }),
+            ..record()
+        };
+        let delayed = |name: &str| pb::GroundTruth {
+            request_id: "r".into(),
+            label: Some(pb::Label {
+                value: Some(pb::label::Value::ClassName(name.into())),
+            }),
+            ..Default::default()
+        };
+        let undeclared = RejectReason::UndeclaredClass;
+        assert_eq!(
+            field_of(check_record(
+                &predicted("d"),
+                "m",
+                "1",
+                Some(&strict),
+                &limits
+            )),
+            ("classification.predicted_class", undeclared)
+        );
+        assert_eq!(
+            field_of(check_record(
+                &labelled("A"),
+                "m",
+                "1",
+                Some(&strict),
+                &limits
+            )),
+            ("label.class_name", undeclared)
+        );
+        assert_eq!(
+            field_of(check_ground_truth(
+                &delayed("d"),
+                "m",
+                "1",
+                Some(&strict),
+                &limits
+            )),
+            ("label.class_name", undeclared)
+        );
+        // Declared names pass; so does anything for a model that allows it, declares no
+        // classes, or is not declared.
+        let no_classes = Declaration {
+            class_names: Vec::new(),
+            task: pb::TaskType::Unspecified,
+            ..declared()
+        };
+        for d in [Some(&lenient), Some(&no_classes), None] {
+            check_record(&predicted("d"), "m", "1", d, &limits).unwrap();
+            check_record(&labelled("d"), "m", "1", d, &limits).unwrap();
+            check_ground_truth(&delayed("d"), "m", "1", d, &limits).unwrap();
+        }
+        check_record(&predicted("c"), "m", "1", Some(&strict), &limits).unwrap();
+        check_record(&labelled("a"), "m", "1", Some(&strict), &limits).unwrap();
+        check_ground_truth(&delayed("b"), "m", "1", Some(&strict), &limits).unwrap();
     }
 
     #[test]

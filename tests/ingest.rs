@@ -570,3 +570,222 @@ async fn reflection_lists_the_ingest_service() {
     assert!(names.contains(&"inferscope.v1.IngestService"), "{names:?}");
     s.stop().await;
 }
+
+fn classification(c: pb::Classification) -> Option<pb::inference_record::Prediction> {
+    Some(pb::inference_record::Prediction::Classification(c))
+}
+
+fn class_label(name: &str) -> Option<pb::Label> {
+    Some(pb::Label {
+        value: Some(pb::label::Value::ClassName(name.into())),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_but_finite_values_are_rejected_and_the_latency_sum_stays_finite() {
+    let s = common::start(common::config()).await;
+    let mut client = s.client().await;
+    let scored = |id: &str, score: f64| pb::InferenceRecord {
+        prediction: classification(pb::Classification {
+            score: Some(score),
+            ..Default::default()
+        }),
+        ..record(id, 0.5)
+    };
+    let records = vec![
+        record("ok", 0.5),
+        record("absurd", 1.7e308),
+        scored("five", 5.0),
+        scored("minus-three", -3.0),
+        pb::InferenceRecord {
+            prediction: Some(pb::inference_record::Prediction::Generation(
+                pb::Generation {
+                    input_tokens: u64::MAX,
+                    ..Default::default()
+                },
+            )),
+            ..record("tokens", 0.5)
+        },
+    ];
+    let ack = client
+        .submit_records(batch(1, "m", records))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 1);
+    let rejects: Vec<(u32, &str, i32)> = ack
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_str(), r.reason))
+        .collect();
+    let invalid = RejectReason::InvalidValue as i32;
+    assert_eq!(
+        rejects,
+        vec![
+            (1, "latency_seconds", invalid),
+            (2, "classification.score", invalid),
+            (3, "classification.score", invalid),
+            (4, "generation.input_tokens", invalid),
+        ]
+    );
+    let (metrics, _) = s.stop().await;
+    let m = [("model.name", "m"), ("model.version", "1")];
+    let latency = histograms(&metrics, "inferscope.inference.duration", &m);
+    assert_eq!(latency.len(), 1);
+    assert_eq!((latency[0].count, latency[0].sum), (1, Some(0.5)));
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &[("model.name", "m"), ("reason", "invalid_value")]
+        ),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_declaration_with_three_class_names_is_refused() {
+    let s = common::start(common::config()).await;
+    let mut client = s.client().await;
+    let mut b = batch(1, "clf", vec![record("r", 0.1)]);
+    b.declarations = vec![pb::ModelDeclaration {
+        model: "clf".into(),
+        version: "1".into(),
+        task: pb::TaskType::BinaryClassification as i32,
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
+    }];
+    let status = client.submit_records(b).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("declarations[0].class_names"),
+        "{}",
+        status.message()
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_names_a_declaration_lacks_are_rejected_unless_the_model_allows_them() {
+    let s = common::start(common::config()).await;
+    let mut client = s.client().await;
+    let declare = |model: &str, allow: bool| pb::ModelDeclaration {
+        model: model.into(),
+        version: "1".into(),
+        task: pb::TaskType::BinaryClassification as i32,
+        class_names: vec!["legit".into(), "fraud".into()],
+        positive_class: "fraud".into(),
+        allow_undeclared_classes: allow,
+        ..Default::default()
+    };
+    let predicted = |id: &str, class: &str, label: Option<&str>| pb::InferenceRecord {
+        prediction: classification(pb::Classification {
+            predicted_class: class.into(),
+            ..Default::default()
+        }),
+        label: label.and_then(class_label),
+        ..record(id, 0.1)
+    };
+    let records = || {
+        vec![
+            predicted("a", "fraud", None),
+            predicted("b", "fruad", None),
+            predicted("c", "legit", Some("legti")),
+            predicted("d", "legit", None),
+        ]
+    };
+    for (model, allow, accepted) in [("strict", false, 2), ("lenient", true, 4)] {
+        let mut b = batch(1, model, records());
+        b.declarations = vec![declare(model, allow)];
+        let ack = client.submit_records(b).await.unwrap().into_inner();
+        assert_eq!(ack.accepted, accepted, "{model}");
+        let rejects: Vec<(u32, &str, i32)> = ack
+            .rejects
+            .iter()
+            .map(|r| (r.index, r.field.as_str(), r.reason))
+            .collect();
+        let undeclared = RejectReason::UndeclaredClass as i32;
+        let expected = if allow {
+            vec![]
+        } else {
+            vec![
+                (1, "classification.predicted_class", undeclared),
+                (2, "label.class_name", undeclared),
+            ]
+        };
+        assert_eq!(rejects, expected, "{model}");
+
+        // A delayed label with a class the declaration lacks, known at ingest.
+        let labels = pb::LabelBatch {
+            sequence: 2,
+            model: model.into(),
+            version: "1".into(),
+            labels: [("a", "fraud"), ("d", "legitt")]
+                .iter()
+                .map(|&(id, class)| pb::GroundTruth {
+                    request_id: id.into(),
+                    label: class_label(class),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let ack = client.submit_labels(labels).await.unwrap().into_inner();
+        let rejects: Vec<(u32, &str, i32)> = ack
+            .rejects
+            .iter()
+            .map(|r| (r.index, r.field.as_str(), r.reason))
+            .collect();
+        let expected = if allow {
+            vec![]
+        } else {
+            vec![(1, "label.class_name", undeclared)]
+        };
+        assert_eq!(rejects, expected, "{model}");
+    }
+    let (metrics, _) = s.stop().await;
+    let reason = |model, r| [("model.name", model), ("reason", r)];
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &reason("strict", "undeclared_class")
+        ),
+        2
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.labels.rejected",
+            &reason("strict", "undeclared_class")
+        ),
+        1
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &reason("lenient", "undeclared_class")
+        ),
+        0
+    );
+    // The typos never became classes of the strict model; the lenient one counts them.
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.quality.predictions",
+            &[("model.name", "lenient"), ("class", "fruad")]
+        ),
+        1
+    );
+    let strict = [("model.name", "strict")];
+    for class in ["fruad", "legti", "legitt"] {
+        let mut at = strict.to_vec();
+        at.push(("class", class));
+        assert_eq!(
+            value(&metrics, "inferscope.quality.predictions", &at)
+                + value(&metrics, "inferscope.quality.labels", &at),
+            0,
+            "{class}"
+        );
+    }
+}

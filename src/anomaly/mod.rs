@@ -127,6 +127,37 @@ pub fn range_distance(value: f64, min: f64, max: f64) -> f64 {
     }
 }
 
+/// Cuts `flags` down to `cap` so that every kind the record raised is kept before any kind is
+/// kept twice: the first flag of each kind (in raise order, up to `cap` kinds), then the other
+/// flags in raise order while room is left. The kept flags stay in raise order. Without it a
+/// record's per-feature flags (one per feature, raised first) would fill the cap and crowd out
+/// its record-level ones, such as the Half-Space Trees' `multivariate_outlier`.
+fn keep_every_kind_first(flags: &mut Vec<Flag>, cap: usize) {
+    if flags.len() <= cap {
+        return;
+    }
+    let mut seen = [false; AnomalyKind::ALL.len()];
+    let kinds = flags
+        .iter()
+        .filter(|f| !std::mem::replace(&mut seen[f.kind as usize], true))
+        .count();
+    let mut firsts_left = kinds.min(cap);
+    let mut repeats_left = cap - firsts_left;
+    let mut seen = [false; AnomalyKind::ALL.len()];
+    flags.retain(|f| {
+        let first = !std::mem::replace(&mut seen[f.kind as usize], true);
+        if first && firsts_left > 0 {
+            firsts_left -= 1;
+            true
+        } else if !first && repeats_left > 0 {
+            repeats_left -= 1;
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// What export needs of a model's anomalies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalySnapshot {
@@ -233,7 +264,7 @@ impl ModelAnomaly {
     /// Ends one accepted record: counts it with its flags (empty when it raised none) into the
     /// windows and the cumulative counters, then keeps at most
     /// [`settings::MAX_FLAGS_PER_RECORD`] flags for the ack and the span (the rest counted, the
-    /// first time logged).
+    /// first time logged; [`keep_every_kind_first`] chooses which).
     #[inline]
     pub fn close_record(&mut self, flags: &mut Vec<Flag>, key: &crate::models::ModelKey) {
         let live = self.windows.live();
@@ -256,7 +287,7 @@ impl ModelAnomaly {
                 cap,
             }
             .emit(&mut self.flags_truncated);
-            flags.truncate(cap);
+            keep_every_kind_first(flags, cap);
         }
     }
 
@@ -271,5 +302,86 @@ impl ModelAnomaly {
             active: self.series.active,
             points: self.series.last_points().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{models::ModelKey, windows::WindowSpec};
+    use std::{sync::Arc, time::Duration};
+
+    fn state() -> ModelAnomaly {
+        let windows = [WindowSpec {
+            name: "5m".into(),
+            length: Duration::from_secs(300),
+            buckets: 10,
+        }];
+        ModelAnomaly::new(Arc::new(AnomalySettings::default()), &windows, 0)
+    }
+
+    fn kinds(flags: &[Flag]) -> Vec<(AnomalyKind, &str)> {
+        flags.iter().map(|f| (f.kind, f.subject.as_str())).collect()
+    }
+
+    #[test]
+    fn a_record_level_flag_survives_many_feature_flags() {
+        let mut anomaly = state();
+        // Twelve features out of range and outliers, raised first, then the Half-Space Trees'
+        // flag and a latency outlier.
+        let mut flags = Vec::new();
+        for f in 0..12 {
+            let name = format!("f{f}");
+            flags.push(AnomalyKind::OutOfReferenceRange.flag(&name, 2.0));
+            flags.push(AnomalyKind::FeatureOutlier.flag(&name, 9.0));
+        }
+        flags.push(AnomalyKind::MultivariateOutlier.flag("", 0.9));
+        flags.push(AnomalyKind::LatencyOutlier.flag("latency_seconds", 5.0));
+        let raised = flags.len();
+        anomaly.close_record(&mut flags, &ModelKey::new("m", "1"));
+
+        use AnomalyKind::*;
+        // Each kind once, then the repeats in raise order; all in raise order.
+        assert_eq!(
+            kinds(&flags),
+            vec![
+                (OutOfReferenceRange, "f0"),
+                (FeatureOutlier, "f0"),
+                (OutOfReferenceRange, "f1"),
+                (FeatureOutlier, "f1"),
+                (OutOfReferenceRange, "f2"),
+                (FeatureOutlier, "f2"),
+                (MultivariateOutlier, ""),
+                (LatencyOutlier, "latency_seconds"),
+            ]
+        );
+        // The counters still see every flag.
+        let snapshot = anomaly.snapshot(0);
+        assert_eq!(snapshot.by_kind[OutOfReferenceRange as usize], 12);
+        assert_eq!(snapshot.by_kind[FeatureOutlier as usize], 12);
+        assert_eq!(snapshot.by_kind[MultivariateOutlier as usize], 1);
+        assert_eq!(snapshot.flags_truncated, (raised - 8) as u64);
+    }
+
+    #[test]
+    fn more_kinds_than_the_cap_keep_the_first_kinds_raised() {
+        let mut flags: Vec<Flag> = AnomalyKind::ALL
+            .iter()
+            .flat_map(|&k| [k.flag("a", 1.0), k.flag("b", 1.0)])
+            .collect();
+        keep_every_kind_first(&mut flags, 8);
+        let expected: Vec<_> = AnomalyKind::ALL[..8].iter().map(|&k| (k, "a")).collect();
+        assert_eq!(kinds(&flags), expected);
+    }
+
+    #[test]
+    fn flags_within_the_cap_are_left_alone() {
+        let mut flags = vec![
+            AnomalyKind::FeatureOutlier.flag("x", 6.0),
+            AnomalyKind::FeatureOutlier.flag("y", 7.0),
+        ];
+        let before = flags.clone();
+        keep_every_kind_first(&mut flags, 8);
+        assert_eq!(flags, before);
     }
 }

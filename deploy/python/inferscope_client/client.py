@@ -292,12 +292,15 @@ class InferscopeClient:
         numeric_features: Sequence[str] = (),
         categorical_features: Sequence[str] = (),
         gen_ai_provider: str = "",
+        allow_undeclared_classes: bool = False,
     ) -> Any:
         """Declares a model version's schema once; it goes out with the next batch (and again on
         every new stream). ``task``: "binary", "multiclass", "regression", "generation" or a
         ``TaskType`` value. Positional ``numeric_features`` / ``categorical_features`` in records
-        then follow the order given here. Returns the ``ModelDeclaration``; never raises for an
-        unknown task name (it is sent as unspecified and logged)."""
+        then follow the order given here. With ``class_names``, the sidecar rejects records and
+        labels that name another class unless ``allow_undeclared_classes`` is set. Returns the
+        ``ModelDeclaration``; never raises for an unknown task name (it is sent as unspecified and
+        logged)."""
         if isinstance(task, str):
             task_value = _TASKS.get(task.lower())
             if task_value is None:
@@ -312,6 +315,7 @@ class InferscopeClient:
             class_names=[str(c) for c in class_names],
             positive_class=positive_class,
             gen_ai_provider=gen_ai_provider,
+            allow_undeclared_classes=allow_undeclared_classes,
         )
         for name in numeric_features:
             decl.features.add(name=str(name), kind=pb.FEATURE_KIND_NUMERIC)

@@ -30,6 +30,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_SCHEMA_MISMATCH: _ClassVar[RejectReason]
     REJECT_REASON_UNKNOWN_CLASS: _ClassVar[RejectReason]
     REJECT_REASON_INVALID_TRACEPARENT: _ClassVar[RejectReason]
+    REJECT_REASON_UNDECLARED_CLASS: _ClassVar[RejectReason]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_BINARY_CLASSIFICATION: TaskType
 TASK_TYPE_MULTICLASS_CLASSIFICATION: TaskType
@@ -46,6 +47,7 @@ REJECT_REASON_TOO_MANY: RejectReason
 REJECT_REASON_SCHEMA_MISMATCH: RejectReason
 REJECT_REASON_UNKNOWN_CLASS: RejectReason
 REJECT_REASON_INVALID_TRACEPARENT: RejectReason
+REJECT_REASON_UNDECLARED_CLASS: RejectReason
 
 class RecordBatch(_message.Message):
     __slots__ = ("sequence", "model", "version", "declarations", "records")
@@ -62,7 +64,7 @@ class RecordBatch(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., declarations: _Optional[_Iterable[_Union[ModelDeclaration, _Mapping]]] = ..., records: _Optional[_Iterable[_Union[InferenceRecord, _Mapping]]] = ...) -> None: ...
 
 class ModelDeclaration(_message.Message):
-    __slots__ = ("model", "version", "task", "class_names", "positive_class", "features", "gen_ai_provider")
+    __slots__ = ("model", "version", "task", "class_names", "positive_class", "features", "gen_ai_provider", "allow_undeclared_classes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +72,7 @@ class ModelDeclaration(_message.Message):
     POSITIVE_CLASS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     GEN_AI_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNDECLARED_CLASSES_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     task: TaskType
@@ -77,7 +80,8 @@ class ModelDeclaration(_message.Message):
     positive_class: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureSpec]
     gen_ai_provider: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., class_names: _Optional[_Iterable[str]] = ..., positive_class: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., gen_ai_provider: _Optional[str] = ...) -> None: ...
+    allow_undeclared_classes: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., class_names: _Optional[_Iterable[str]] = ..., positive_class: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., gen_ai_provider: _Optional[str] = ..., allow_undeclared_classes: bool = ...) -> None: ...
 
 class FeatureSpec(_message.Message):
     __slots__ = ("name", "kind")
