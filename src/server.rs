@@ -14,7 +14,7 @@ use crate::{
     ingest::Ingest,
     models::DeclarationRegistry,
     pb::{self, ingest_service_server::IngestServiceServer},
-    pipeline::{Pipeline, ShardSettings},
+    pipeline::{ModelBudget, Pipeline, ShardSettings},
     self_metrics::SelfStats,
 };
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
@@ -138,7 +138,7 @@ impl Sidecar {
             config.shards,
             config.shard_queue_batches,
             ShardSettings {
-                max_models_per_shard: config.max_models.div_ceil(config.shards),
+                max_models: ModelBudget::new(config.max_models),
                 model_idle_expiry: config.model_idle_expiry,
                 max_error_types: config.max_error_types,
                 sampling: config.sampling,
