@@ -8,6 +8,7 @@
 //! The OTLP settings are the standard `OTEL_*` variables (OpenTelemetry SDK environment
 //! specification), so a sidecar configured like any other OpenTelemetry component just works.
 
+pub use crate::security::{AuthToken, PemFile, ServerTls};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::{
@@ -242,6 +243,44 @@ settings! {
         /// Do not export traces.
         #[arg(long, env = "INFERSCOPE_NO_TRACES")]
         pub no_traces: bool,
+        /// OTLP endpoint for metrics, used as-is (a full URL: for http/protobuf with its path,
+        /// e.g. http://collector:4318/v1/metrics); wins over --otlp-endpoint
+        /// [env: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+        pub otlp_metrics_endpoint: Option<String>,
+        /// OTLP endpoint for traces, used as-is; wins over --otlp-endpoint
+        /// [env: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+        pub otlp_traces_endpoint: Option<String>,
+        /// PEM bundle of the CA certificates that verify the OTLP backend's TLS certificate
+        /// (https:// endpoints; without it the system's roots) [env: OTEL_EXPORTER_OTLP_CERTIFICATE].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+        pub otlp_certificate: Option<PathBuf>,
+        /// As --otlp-certificate, for metrics only [env: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE")]
+        pub otlp_metrics_certificate: Option<PathBuf>,
+        /// As --otlp-certificate, for traces only [env: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE].
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")]
+        pub otlp_traces_certificate: Option<PathBuf>,
+        /// PEM certificate chain ingest serves TLS with (with --tls-key; without both, ingest is
+        /// plaintext).
+        #[arg(long, env = "INFERSCOPE_TLS_CERT")]
+        pub tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, env = "INFERSCOPE_TLS_KEY")]
+        pub tls_key: Option<PathBuf>,
+        /// PEM bundle of the CA certificates that sign client certificates: every client must
+        /// present one (mutual TLS). Needs --tls-cert.
+        #[arg(long, env = "INFERSCOPE_TLS_CLIENT_CA")]
+        pub tls_client_ca: Option<PathBuf>,
+        /// File holding a bearer token: every ingest call must carry `authorization: Bearer
+        /// <token>` or is answered UNAUTHENTICATED (health and reflection stay open).
+        #[arg(long, env = "INFERSCOPE_AUTH_TOKEN_FILE")]
+        pub auth_token_file: Option<PathBuf>,
+        /// Log format: text (plain when not written to a terminal) or json, one object a line
+        /// [default: text].
+        #[arg(long, env = "INFERSCOPE_LOG_FORMAT")]
+        pub log_format: Option<LogFormat>,
         /// Anomaly detectors: defaults and per-model sections (file only).
         #[arg(skip)]
         pub anomaly: Option<crate::anomaly::settings::AnomalyFile>,
@@ -256,6 +295,17 @@ pub enum OtlpProtocol {
     #[value(name = "http/protobuf")]
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when written to a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Which successful records get a span (error records always do).
@@ -279,15 +329,57 @@ impl Default for Sampling {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportConfig {
+    /// The generic endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), without a trailing `/`: the base
+    /// that [`signal_endpoint`](Self::signal_endpoint) appends the signal's path to.
     pub endpoint: String,
     pub protocol: OtlpProtocol,
     /// Whether the endpoint came from configuration (false: the built-in local default).
     pub endpoint_configured: bool,
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`: used as-is, wins over `endpoint`.
+    pub metrics_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: used as-is, wins over `endpoint`.
+    pub traces_endpoint: Option<String>,
+    /// CA bundle that verifies the metrics backend (`OTEL_EXPORTER_OTLP_[METRICS_]CERTIFICATE`).
+    pub metrics_ca: Option<PemFile>,
+    /// CA bundle that verifies the traces backend (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
+    pub traces_ca: Option<PemFile>,
     pub headers: Vec<(String, String)>,
     pub metric_interval: Duration,
     pub timeout: Duration,
     pub metrics: bool,
     pub traces: bool,
+}
+
+/// An OTLP signal, for its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Metrics,
+    Traces,
+}
+
+impl ExportConfig {
+    /// Where `signal` goes, as the OpenTelemetry specification resolves it: the signal's own
+    /// endpoint as-is when set; otherwise the generic one, with `/v1/metrics` or `/v1/traces`
+    /// appended for OTLP/HTTP (gRPC addresses services, not paths).
+    pub fn signal_endpoint(&self, signal: Signal) -> String {
+        let (own, path) = match signal {
+            Signal::Metrics => (&self.metrics_endpoint, "/v1/metrics"),
+            Signal::Traces => (&self.traces_endpoint, "/v1/traces"),
+        };
+        match (own, self.protocol) {
+            (Some(own), _) => own.clone(),
+            (None, OtlpProtocol::Grpc) => self.endpoint.clone(),
+            (None, OtlpProtocol::HttpProtobuf) => format!("{}{path}", self.endpoint),
+        }
+    }
+
+    /// The CA bundle that verifies `signal`'s backend, if one is configured.
+    pub fn signal_ca(&self, signal: Signal) -> Option<&PemFile> {
+        match signal {
+            Signal::Metrics => self.metrics_ca.as_ref(),
+            Signal::Traces => self.traces_ca.as_ref(),
+        }
+    }
 }
 
 /// Validated settings of one sidecar.
@@ -321,6 +413,11 @@ pub struct Config {
     pub limits: crate::validation::Limits,
     pub sampling: Sampling,
     pub export: ExportConfig,
+    /// TLS (and mTLS) of the ingest server; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
+    /// The bearer token every ingest call must carry; `None` asks for none.
+    pub auth_token: Option<AuthToken>,
+    pub log_format: LogFormat,
 }
 
 /// A setting that cannot be used, with the setting's name and what to do instead.
@@ -340,6 +437,13 @@ pub enum ConfigError {
     },
     #[error("config file: {0}")]
     Anomaly(#[from] crate::anomaly::settings::AnomalySettingError),
+    #[error("cannot read {setting}={}: {source}", .path.display())]
+    File {
+        setting: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid setting {setting}={value}: {fix}")]
     Invalid {
         setting: &'static str,
@@ -554,6 +658,36 @@ impl Config {
                     .unwrap_or(DEFAULT_EXPORT_TIMEOUT.as_millis() as u64),
             )),
         );
+        let metrics_endpoint = bad.check(signal_endpoint(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (--otlp-metrics-endpoint)",
+            given.otlp_metrics_endpoint,
+        ));
+        let traces_endpoint = bad.check(signal_endpoint(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (--otlp-traces-endpoint)",
+            given.otlp_traces_endpoint,
+        ));
+        let ca = bad.check(optional_pem(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE (--otlp-certificate)",
+            given.otlp_certificate,
+        ));
+        let metrics_ca = bad
+            .check(optional_pem(
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE (--otlp-metrics-certificate)",
+                given.otlp_metrics_certificate,
+            ))
+            .or_else(|| ca.clone());
+        let traces_ca = bad
+            .check(optional_pem(
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE (--otlp-traces-certificate)",
+                given.otlp_traces_certificate,
+            ))
+            .or(ca);
+        let tls = bad.check(server_tls(
+            given.tls_cert,
+            given.tls_key,
+            given.tls_client_ca,
+        ));
+        let auth_token = bad.check(AuthToken::read(given.auth_token_file));
         let ratio = bad.check(sampler_ratio(given.traces_sampler_arg));
         let sampling = bad.check(parse_sampler(given.traces_sampler.as_deref(), ratio));
 
@@ -595,12 +729,19 @@ impl Config {
                 endpoint,
                 protocol,
                 endpoint_configured,
+                metrics_endpoint,
+                traces_endpoint,
+                metrics_ca,
+                traces_ca,
                 headers,
                 metric_interval,
                 timeout,
                 metrics: !given.no_metrics,
                 traces: !given.no_traces,
             },
+            tls,
+            auth_token,
+            log_format: given.log_format.unwrap_or_default(),
         })
     }
 }
@@ -706,6 +847,64 @@ fn otlp_endpoint(configured: Option<&str>, protocol: OtlpProtocol) -> Result<Str
             OtlpProtocol::Grpc => DEFAULT_OTLP_GRPC_ENDPOINT.into(),
             OtlpProtocol::HttpProtobuf => DEFAULT_OTLP_HTTP_ENDPOINT.into(),
         }),
+    }
+}
+
+/// A signal's own endpoint (used as-is, so only its scheme is checked).
+fn signal_endpoint(
+    setting: &'static str,
+    configured: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match configured.filter(|e| !e.is_empty()) {
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => Ok(Some(e)),
+        Some(e) => Err(invalid(
+            setting,
+            e,
+            "give a full URL with its scheme, e.g. http://localhost:4318/v1/metrics",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The PEM file a setting names, read now so that a wrong path fails at start-up.
+fn optional_pem(
+    setting: &'static str,
+    path: Option<PathBuf>,
+) -> Result<Option<PemFile>, ConfigError> {
+    path.map(|path| PemFile::read(setting, path)).transpose()
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-client-ca`: all or nothing of a server identity, and
+/// client verification only on top of it.
+fn server_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<ServerTls>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls {
+            cert: PemFile::read("INFERSCOPE_TLS_CERT (--tls-cert)", cert)?,
+            key: PemFile::read("INFERSCOPE_TLS_KEY (--tls-key)", key)?,
+            client_ca: optional_pem("INFERSCOPE_TLS_CLIENT_CA (--tls-client-ca)", client_ca)?,
+        })),
+        (Some(cert), None) => Err(invalid(
+            "INFERSCOPE_TLS_CERT (--tls-cert)",
+            cert.display(),
+            "give the certificate's private key too (--tls-key)",
+        )),
+        (None, Some(key)) => Err(invalid(
+            "INFERSCOPE_TLS_KEY (--tls-key)",
+            key.display(),
+            "give the certificate too (--tls-cert)",
+        )),
+        (None, None) => match client_ca {
+            Some(ca) => Err(invalid(
+                "INFERSCOPE_TLS_CLIENT_CA (--tls-client-ca)",
+                ca.display(),
+                "client certificates need TLS: give --tls-cert and --tls-key too",
+            )),
+            None => Ok(None),
+        },
     }
 }
 
@@ -853,6 +1052,13 @@ mod tests {
                 },
                 "OTEL_EXPORTER_OTLP_HEADERS",
             ),
+            (
+                ConfigArgs {
+                    otlp_traces_endpoint: Some("tempo:4318/v1/traces".into()),
+                    ..Default::default()
+                },
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
         ];
         for (args, setting) in cases {
             let message = Config::resolve(args).unwrap_err().to_string();
@@ -879,6 +1085,92 @@ mod tests {
         ] {
             assert!(message.contains(setting), "{message} should name {setting}");
         }
+    }
+
+    fn export(args: ConfigArgs) -> ExportConfig {
+        Config::resolve(args).unwrap().export
+    }
+
+    #[test]
+    fn the_generic_endpoint_gets_each_signals_path_over_http() {
+        let e = export(ConfigArgs {
+            otlp_endpoint: Some("https://collector:4318/".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            e.signal_endpoint(Signal::Metrics),
+            "https://collector:4318/v1/metrics"
+        );
+        assert_eq!(
+            e.signal_endpoint(Signal::Traces),
+            "https://collector:4318/v1/traces"
+        );
+        // Nothing configured: the local collector, each signal on its own path.
+        let e = export(ConfigArgs::default());
+        assert_eq!(
+            e.signal_endpoint(Signal::Traces),
+            "http://localhost:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn a_signal_endpoint_wins_over_the_generic_one_and_is_used_as_is() {
+        let e = export(ConfigArgs {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            otlp_traces_endpoint: Some("http://tempo:4318/custom/traces".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            e.signal_endpoint(Signal::Traces),
+            "http://tempo:4318/custom/traces"
+        );
+        assert_eq!(
+            e.signal_endpoint(Signal::Metrics),
+            "http://collector:4318/v1/metrics"
+        );
+        // Without the generic one too.
+        let e = export(ConfigArgs {
+            otlp_metrics_endpoint: Some("http://vm:8428/opentelemetry/v1/metrics".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            e.signal_endpoint(Signal::Metrics),
+            "http://vm:8428/opentelemetry/v1/metrics"
+        );
+        assert_eq!(
+            e.signal_endpoint(Signal::Traces),
+            "http://localhost:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn grpc_endpoints_get_no_path() {
+        let e = export(ConfigArgs {
+            otlp_protocol: Some(OtlpProtocol::Grpc),
+            otlp_endpoint: Some("http://collector:4317".into()),
+            otlp_metrics_endpoint: Some("https://metrics:4317".into()),
+            ..Default::default()
+        });
+        assert_eq!(e.signal_endpoint(Signal::Traces), "http://collector:4317");
+        assert_eq!(e.signal_endpoint(Signal::Metrics), "https://metrics:4317");
+    }
+
+    #[test]
+    fn a_signal_certificate_wins_over_the_generic_one() {
+        let dir = std::env::temp_dir().join(format!("inferscope-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (all, traces) = (dir.join("all.pem"), dir.join("traces.pem"));
+        for path in [&all, &traces] {
+            std::fs::write(path, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        }
+        let e = export(ConfigArgs {
+            otlp_certificate: Some(all.clone()),
+            otlp_traces_certificate: Some(traces.clone()),
+            ..Default::default()
+        });
+        assert_eq!(e.signal_ca(Signal::Metrics).unwrap().path, all);
+        assert_eq!(e.signal_ca(Signal::Traces).unwrap().path, traces);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - [`export`]: snapshots to OTLP metrics; sampled records to spans.
 //! - [`events`] and [`self_metrics`]: what the sidecar logs and counts about itself (bounds hit,
 //!   batches shed, export failures), each event pairing its log line with its counter.
+//! - [`security`]: TLS, mutual TLS and the bearer token of ingest.
 //! - [`server`]: assembles the above and shuts it down in order.
 //! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
 
@@ -39,6 +40,7 @@ pub mod models;
 pub mod operational;
 pub mod pipeline;
 pub mod quality;
+pub mod security;
 pub mod self_metrics;
 pub mod server;
 pub mod stats;

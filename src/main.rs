@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use inferscope::{
-    config::{Config, ConfigArgs},
+    config::{Config, ConfigArgs, LogFormat},
     demo,
     server::{self, Sinks},
 };
@@ -52,17 +52,34 @@ enum Command {
     /// Ask a running sidecar whether it is serving (gRPC health check); exit 0 if it is, 1 if
     /// not. For container health checks and Kubernetes exec probes: the sidecar listens on
     /// loopback, which kubelet's own gRPC probes cannot reach.
-    Health {
-        /// Address of the sidecar [default: the --listen default, 127.0.0.1:7717].
-        #[arg(long, env = "INFERSCOPE_LISTEN")]
-        addr: Option<std::net::SocketAddr>,
-        /// Service to ask about; empty asks about the server as a whole.
-        #[arg(long, default_value = "inferscope.v1.IngestService")]
-        service: String,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 2.0)]
-        timeout: f64,
-    },
+    Health(HealthArgs),
+}
+
+/// `inferscope health` arguments. Health is not behind the bearer token; with TLS on ingest the
+/// probe connects over TLS (and with mTLS presents a client certificate).
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// Address of the sidecar [default: the --listen default, 127.0.0.1:7717].
+    #[arg(long, env = "INFERSCOPE_LISTEN")]
+    addr: Option<std::net::SocketAddr>,
+    /// Service to ask about; empty asks about the server as a whole.
+    #[arg(long, default_value = "inferscope.v1.IngestService")]
+    service: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
+    /// PEM CA bundle that verifies the sidecar's certificate: connect over TLS.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Name the sidecar's certificate is checked against [default: localhost].
+    #[arg(long, default_value = "localhost")]
+    tls_domain: String,
+    /// PEM client certificate to present (mTLS), with --tls-client-key.
+    #[arg(long, requires = "tls_client_key")]
+    tls_client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, requires = "tls_client_cert")]
+    tls_client_key: Option<std::path::PathBuf>,
 }
 
 /// `inferscope profile` arguments.
@@ -99,32 +116,33 @@ struct ProfileArgs {
     sample: usize,
 }
 
-fn init_logging() {
+/// Logs to stdout: text, coloured only on a terminal (under Kubernetes stdout is a pipe and
+/// colour codes would end up in the log store), or one JSON object a line.
+fn init_logging(format: LogFormat) {
     // The SDK's own export errors are reported once by inferscope instead of at every batch.
     let default = "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,h2=off,hyper=off,tower=off";
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERSCOPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // A health probe prints one line and no logs.
-    if !matches!(cli.command, Command::Health { .. } | Command::Profile(_)) {
-        init_logging();
-    }
+    // A health probe prints one line and no logs; `serve` and `demo` set logging up once their
+    // configuration (which has the log format) is resolved.
     match cli.command {
-        Command::Health {
-            addr,
-            service,
-            timeout,
-        } => {
+        Command::Health(args) => {
             // One line for the probe's log, whatever RUST_BACKTRACE says.
-            if let Err(e) = health(addr, service, timeout).await {
+            if let Err(e) = health(args).await {
                 eprintln!("{e:#}");
                 std::process::exit(1);
             }
@@ -136,7 +154,9 @@ async fn main() -> anyhow::Result<()> {
             duration,
             rate,
         } => {
-            let exporting = config.otlp_endpoint.is_some();
+            let exporting = config.otlp_endpoint.is_some()
+                || config.otlp_metrics_endpoint.is_some()
+                || config.otlp_traces_endpoint.is_some();
             let mut config = config;
             // A one-minute window by default, so that a short demo shows quality moving.
             if config.windows.is_none() {
@@ -148,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
                 config.metric_export_interval = Some(demo::INTERVAL.as_millis() as u64);
             }
             let mut config = Config::resolve(config)?;
+            init_logging(config.log_format);
             demo::shorten_warmups(&mut config);
             let sinks = if exporting {
                 Sinks::from_config(&config)?
@@ -218,25 +239,43 @@ fn profile_command(args: ProfileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn health(
-    addr: Option<std::net::SocketAddr>,
-    service: String,
-    timeout: f64,
-) -> anyhow::Result<()> {
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
+    let HealthArgs {
+        addr,
+        service,
+        timeout,
+        tls_ca,
+        tls_domain,
+        tls_client_cert,
+        tls_client_key,
+    } = args;
     let addr = addr.unwrap_or_else(|| {
         inferscope::config::DEFAULT_LISTEN
             .parse()
             .expect("valid default")
     });
     let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let endpoint = match &tls_ca {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(ca) => {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca)?))
+                .domain_name(tls_domain);
+            if let (Some(cert), Some(key)) = (&tls_client_cert, &tls_client_key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?
+        }
+    };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(timeout)
-            .connect()
-            .await?;
+        let channel = endpoint.connect_timeout(timeout).connect().await?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.clone(),
@@ -257,6 +296,7 @@ async fn health(
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     let config = Config::resolve(args)?;
+    init_logging(config.log_format);
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (--listen / INFERSCOPE_LISTEN)",
@@ -264,15 +304,22 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
         )
     })?;
     let sinks = Sinks::from_config(&config)?;
+    use inferscope::config::Signal;
     tracing::info!(
         listen = %config.listen,
-        otlp = %config.export.endpoint,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        token = config.auth_token.is_some(),
+        metrics = %config.export.signal_endpoint(Signal::Metrics),
+        traces = %config.export.signal_endpoint(Signal::Traces),
         protocol = ?config.export.protocol,
         shards = config.shards,
         "starting inferscope {}",
         env!("CARGO_PKG_VERSION")
     );
-    if !config.export.endpoint_configured {
+    let signal_endpoints =
+        config.export.metrics_endpoint.is_some() || config.export.traces_endpoint.is_some();
+    if !config.export.endpoint_configured && !signal_endpoints {
         tracing::info!(
             "OTEL_EXPORTER_OTLP_ENDPOINT is not set: exporting to the local default {}",
             config.export.endpoint

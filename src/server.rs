@@ -15,7 +15,8 @@ use crate::{
     ingest::Ingest,
     models::DeclarationRegistry,
     pb::{self, ingest_service_server::IngestServiceServer},
-    pipeline::{Pipeline, ShardSettings},
+    pipeline::{ModelBudget, Pipeline, ShardSettings},
+    security::BearerAuth,
     self_metrics::SelfCounter,
     self_metrics::SelfStats,
 };
@@ -70,6 +71,8 @@ pub enum ServeError {
     Listener(#[source] std::io::Error),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
+    #[error("cannot set up TLS from --tls-cert / --tls-key / --tls-client-ca: {0}")]
+    Tls(#[source] tonic::transport::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -88,8 +91,8 @@ const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 
 /// The gRPC server's transport settings, each with why it is set.
-fn server_builder(config: &Config) -> Server {
-    Server::builder()
+fn server_builder(config: &Config) -> Result<Server, ServeError> {
+    let builder = Server::builder()
         // Records are small and latency-sensitive; don't batch them in Nagle's buffer.
         .tcp_nodelay(true)
         // Detect a vanished model server (pod restarts) and free its stream state.
@@ -105,7 +108,27 @@ fn server_builder(config: &Config) -> Server {
         // connection that answers pings, or a silent one that never finished its handshake,
         // does not stay forever (the connection count is bounded in `crate::listener`).
         .max_connection_age(config.max_connection_age)
-        .max_connection_age_grace(config.connection_age_grace)
+        .max_connection_age_grace(config.connection_age_grace);
+    // TLS wraps every connection, so health and reflection are behind it too.
+    match &config.tls {
+        Some(tls) => builder
+            .tls_config(tls.server_config())
+            .map_err(ServeError::Tls),
+        None => Ok(builder),
+    }
+}
+
+/// Warns when ingest is reachable beyond this host in plaintext: records (and a bearer token)
+/// would cross the network readable by anyone on the path.
+fn warn_if_exposed(addr: SocketAddr, config: &Config) {
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %addr,
+            token = config.auth_token.is_some(),
+            "listening beyond loopback without TLS: records (and any bearer token) cross the \
+             network in plaintext; set --tls-cert and --tls-key, or listen on 127.0.0.1"
+        );
+    }
 }
 
 impl Sidecar {
@@ -116,6 +139,8 @@ impl Sidecar {
         sinks: Sinks,
     ) -> Result<Self, ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
+        warn_if_exposed(local_addr, &config);
+        let mut builder = server_builder(&config)?;
         let stats = Arc::new(SelfStats::default());
         let shutdown = CancellationToken::new();
 
@@ -144,7 +169,7 @@ impl Sidecar {
             config.shards,
             config.shard_queue_batches,
             ShardSettings {
-                max_models_per_shard: config.max_models.div_ceil(config.shards),
+                max_models: ModelBudget::new(config.max_models),
                 model_idle_expiry: config.model_idle_expiry,
                 max_error_types: config.max_error_types,
                 sampling: config.sampling,
@@ -181,10 +206,15 @@ impl Sidecar {
         let ingest_service = IngestServiceServer::new(ingest)
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
+        // The token guards ingest only: health and reflection stay open for probes.
+        let ingest_service = tonic::service::interceptor::InterceptedService::new(
+            ingest_service,
+            BearerAuth::new(config.auth_token.clone()),
+        );
 
         let server_stop = shutdown.clone();
         let server = tokio::spawn(
-            server_builder(&config)
+            builder
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(ingest_service)

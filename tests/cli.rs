@@ -1,6 +1,8 @@
 //! The `inferscope` binary as a user runs it: bad configuration fails naming the setting, `serve`
 //! answers `health`, and SIGTERM ends it with exit code 0.
 
+mod common;
+
 use std::{
     net::TcpListener,
     process::{Command, Stdio},
@@ -148,6 +150,135 @@ fn categorical_codes_keep_their_text() {
     };
     let values: Vec<&str> = zip.categories.iter().map(|c| c.value.as_str()).collect();
     assert_eq!(values, ["02134", "10001"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `serve` on `listen` with output to pipes (as under Kubernetes) until it answers health
+/// on `probe`, stops it with SIGTERM and returns everything it wrote.
+fn serve_output(listen: &str, probe: &str, extra: &[&str]) -> String {
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", listen, "--no-metrics", "--no-traces"])
+        .args(extra)
+        .env_remove("INFERSCOPE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health(probe) {
+        if server.try_wait().unwrap().is_some() {
+            let out = server.wait_with_output().unwrap();
+            panic!("serve exited: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(Instant::now() < deadline, "serve never answered health");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = server.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let logs = serve_output(&addr, &addr, &[]);
+    assert!(logs.contains("inferscope serving"), "{logs}");
+    assert!(!logs.contains("\x1b["), "{logs:?}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let logs = serve_output(&addr, &addr, &["--log-format", "json"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 3, "{logs}");
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    assert!(logs.contains("inferscope serving"), "{logs}");
+}
+
+#[test]
+fn listening_beyond_loopback_without_tls_warns() {
+    let port = free_port();
+    let logs = serve_output(
+        &format!("0.0.0.0:{port}"),
+        &format!("127.0.0.1:{port}"),
+        &[],
+    );
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("without TLS"))
+        .unwrap_or_else(|| panic!("no warning in {logs}"));
+    assert!(warning.contains("0.0.0.0"), "{warning}");
+
+    // On loopback (the default) there is nothing to warn about.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let logs = serve_output(&addr, &addr, &[]);
+    assert!(!logs.contains("without TLS"), "{logs}");
+}
+
+/// `inferscope health` keeps working for probes when ingest has TLS and a token: it speaks TLS
+/// with `--tls-ca`, and health is not behind the token.
+#[test]
+fn health_probes_work_with_tls_and_a_token() {
+    let dir = common::tls::temp_dir("cli-tls");
+    let ca = common::tls::TestCa::new(&dir, "server");
+    let server = ca.server();
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut sidecar = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--no-metrics", "--no-traces"])
+        .arg("--tls-cert")
+        .arg(&server.cert)
+        .arg("--tls-key")
+        .arg(&server.key)
+        .env("INFERSCOPE_AUTH_TOKEN_FILE", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tls_health = || {
+        Command::new(BIN)
+            .args(["health", "--addr", &addr, "--timeout", "1", "--tls-ca"])
+            .arg(&ca.cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tls_health() {
+        assert!(
+            Instant::now() < deadline,
+            "serve never answered health over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!health(&addr), "a plaintext probe is refused");
+    let killed = Command::new("kill")
+        .args(["-TERM", &sidecar.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(sidecar.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -178,3 +178,74 @@ async fn grpc_export_survives_an_outage_without_losing_counts_and_logs_it_once()
         "{logs}"
     );
 }
+
+/// Runs a sidecar exporting metrics over OTLP/gRPC as `args` configure it, sends one record and
+/// stops it (the final export is the one that counts).
+async fn export_one_record(args: inferscope::config::ConfigArgs) {
+    let resolved = inferscope::config::Config::resolve(args).unwrap();
+    let mut config = common::config();
+    config.export = inferscope::config::ExportConfig {
+        metric_interval: Duration::from_secs(3600),
+        ..resolved.export
+    };
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&config.export).unwrap()),
+        ..Sinks::none()
+    };
+    let sidecar = Sidecar::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        config,
+        sinks,
+    )
+    .await
+    .unwrap();
+    let mut client = inferscope::pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+    client
+        .submit_records(batch(1, "m", vec![record("r", 0.1)]))
+        .await
+        .unwrap();
+    sidecar.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_over_tls_verifies_the_backend_with_the_configured_ca() {
+    let dir = common::tls::temp_dir("export-tls");
+    let ca = common::tls::TestCa::new(&dir, "backend");
+    let server = ca.server();
+    let receiver = FaultyReceiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&server.cert_pem, &server.key_pem),
+            ))
+            .unwrap()
+            .add_service(MetricsServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let args = |certificate: Option<std::path::PathBuf>| inferscope::config::ConfigArgs {
+        otlp_endpoint: Some(endpoint.clone()),
+        otlp_protocol: Some(OtlpProtocol::Grpc),
+        otlp_certificate: certificate,
+        ..Default::default()
+    };
+
+    // Without the CA the backend's certificate is not trusted: nothing arrives.
+    export_one_record(args(None)).await;
+    assert_eq!(receiver.attempts.load(SeqCst), 0);
+
+    export_one_record(args(Some(ca.cert.clone()))).await;
+    let received = receiver.received.lock().unwrap();
+    let (last, _) = received.last().expect("an export over TLS");
+    assert_eq!(
+        value(last, "inferscope.records.received", &[("model.name", "m")]),
+        1
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

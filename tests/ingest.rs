@@ -789,3 +789,43 @@ async fn class_names_a_declaration_lacks_are_rejected_unless_the_model_allows_th
         );
     }
 }
+
+/// `--max-models` bounds the whole process, not each shard: with 2 shards and a cap of 64, all
+/// 64 versions get their own state however they hash across the shards, and the 65th overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_models_is_a_process_wide_bound_across_shards() {
+    let mut config = common::config();
+    config.shards = 2;
+    config.max_models = 64;
+    let s = common::start(config).await;
+    let mut client = s.client().await;
+    for v in 0..65u64 {
+        let mut b = batch(v, "m", vec![record(&v.to_string(), 0.1)]);
+        b.version = format!("v{v}");
+        client.submit_records(b).await.unwrap();
+    }
+    let snapshot = s.sidecar.snapshot().await;
+    let own = snapshot.models.keys().filter(|k| k.is_own()).count();
+    assert_eq!(own, 64);
+    assert_eq!(snapshot.models_overflow, 1);
+    let (metrics, _) = s.stop().await;
+    let tracked = (0..64)
+        .filter(|v| {
+            let version = format!("v{v}");
+            value(
+                &metrics,
+                "inferscope.records.received",
+                &[("model.name", "m"), ("model.version", version.as_str())],
+            ) == 1
+        })
+        .count();
+    assert_eq!(tracked, 64);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.received",
+            &[("model.name", "__other__")]
+        ),
+        1
+    );
+}

@@ -10,7 +10,7 @@ pub use super::snapshot::SidecarSnapshot;
 use super::{builder::MetricsBuilder, ExportError};
 use crate::clock::unix_nanos;
 use crate::{
-    config::{ExportConfig, OtlpProtocol},
+    config::{ExportConfig, OtlpProtocol, Signal},
     events::{ExportFailed, ExportRecovered, Outage, SelfEvent},
     pipeline::Pipeline,
     self_metrics::SelfStats,
@@ -89,39 +89,21 @@ impl MetricTransport {
     /// found at the first export, not at start-up.
     pub fn from_config(config: &ExportConfig) -> Result<Self, ExportError> {
         let headers = config.headers.clone();
+        let endpoint = config.signal_endpoint(Signal::Metrics);
+        let ca = config.signal_ca(Signal::Metrics);
         match config.protocol {
             OtlpProtocol::Grpc => {
-                let endpoint = Channel::from_shared(config.endpoint.clone()).map_err(|e| {
-                    ExportError::Endpoint {
-                        endpoint: config.endpoint.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let channel = endpoint.connect_timeout(config.timeout).connect_lazy();
+                let channel = super::grpc_channel(&endpoint, ca, config.timeout)?;
                 Ok(Self::Grpc {
                     client: MetricsServiceClient::new(channel),
                     headers,
                 })
             }
-            OtlpProtocol::HttpProtobuf => {
-                // The signal-specific variable is a full URL; the generic one gets the path.
-                let url = std::env::var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-                    .ok()
-                    .filter(|u| !u.is_empty() && !config.endpoint_configured)
-                    .unwrap_or_else(|| format!("{}/v1/metrics", config.endpoint));
-                let client = reqwest::Client::builder()
-                    .timeout(config.timeout)
-                    .build()
-                    .map_err(|e| ExportError::Endpoint {
-                        endpoint: url.clone(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(Self::Http {
-                    client,
-                    url,
-                    headers,
-                })
-            }
+            OtlpProtocol::HttpProtobuf => Ok(Self::Http {
+                client: super::http_client(&endpoint, ca, config.timeout)?,
+                url: endpoint,
+                headers,
+            }),
         }
     }
 
@@ -173,7 +155,7 @@ impl MetricTransport {
                 let response = req
                     .send()
                     .await
-                    .map_err(|e| ExportError::Request(error_chain(&e)))?;
+                    .map_err(|e| ExportError::Request(super::error_chain(&e)))?;
                 if response.status().is_success() {
                     Ok(())
                 } else {
@@ -194,17 +176,6 @@ impl MetricTransport {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Sends snapshots, remembering whether the backend was reachable last time so that an outage

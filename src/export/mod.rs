@@ -46,3 +46,64 @@ fn add_grpc_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &[(St
         }
     }
 }
+
+/// A lazily connecting gRPC channel to `endpoint`. An `https://` endpoint gets TLS (rustls),
+/// verified by `ca` when `OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE` names one, else by the
+/// system's roots.
+fn grpc_channel(
+    endpoint: &str,
+    ca: Option<&crate::config::PemFile>,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, ExportError> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let invalid = |e: tonic::transport::Error| ExportError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason: error_chain(&e),
+    };
+    let mut channel = Channel::from_shared(endpoint.to_owned())
+        .map_err(|e| ExportError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(timeout);
+    if endpoint.starts_with("https://") {
+        let tls = match ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        channel = channel.tls_config(tls).map_err(invalid)?;
+    }
+    Ok(channel.connect_lazy())
+}
+
+/// An HTTP client for OTLP/HTTP. `https://` URLs are verified by `ca` alone when it is given
+/// (the specification's "certificate to use when verifying a server's TLS credentials"), else
+/// by the platform's verifier.
+fn http_client(
+    url: &str,
+    ca: Option<&crate::config::PemFile>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, ExportError> {
+    let invalid = |e: reqwest::Error| ExportError::Endpoint {
+        endpoint: url.to_owned(),
+        reason: error_chain(&e),
+    };
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(ca) = ca {
+        let roots = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(invalid)?;
+        builder = builder.tls_certs_only(roots);
+    }
+    builder.build().map_err(invalid)
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

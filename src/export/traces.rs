@@ -5,7 +5,7 @@
 
 use super::ExportError;
 use crate::{
-    config::{ExportConfig, OtlpProtocol},
+    config::{ExportConfig, OtlpProtocol, Signal},
     events::{Outage, SpanExportFailed, SpanExportRecovered, Uncounted},
     models::ModelKey,
     pipeline::spans::{RecordSpan, SpanJob},
@@ -45,29 +45,28 @@ pub const CHANGE_SPAN_NAME: &str = "inferscope.change";
 pub fn otlp_exporter(
     config: &ExportConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+    let endpoint = config.signal_endpoint(Signal::Traces);
+    let ca = config.signal_ca(Signal::Traces);
+    // The channel and the HTTP client are built here, with the TLS settings the configuration
+    // asks for, so that both signals connect the same way.
     let built = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut metadata = tonic::metadata::MetadataMap::new();
             super::add_grpc_metadata(&mut metadata, &config.headers);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(config.endpoint.clone())
+                .with_channel(super::grpc_channel(&endpoint, ca, config.timeout)?)
                 .with_timeout(config.timeout)
                 .with_metadata(metadata)
                 .build()
         }
-        OtlpProtocol::HttpProtobuf => {
-            let url = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .ok()
-                .filter(|u| !u.is_empty() && !config.endpoint_configured)
-                .unwrap_or_else(|| format!("{}/v1/traces", config.endpoint));
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(url)
-                .with_timeout(config.timeout)
-                .with_headers(config.headers.iter().cloned().collect())
-                .build()
-        }
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(super::http_client(&endpoint, ca, config.timeout)?)
+            .with_endpoint(endpoint)
+            .with_timeout(config.timeout)
+            .with_headers(config.headers.iter().cloned().collect())
+            .build(),
     };
     built.map_err(|e| ExportError::SpanExporter(e.to_string()))
 }

@@ -32,7 +32,10 @@ use rand::{rngs::SmallRng, SeedableRng};
 use shard::{Control, Shard};
 use std::{
     hash::{Hash, Hasher},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire},
+        Arc,
+    },
     time::{Duration, SystemTime},
 };
 use tokio::{
@@ -121,7 +124,8 @@ pub struct Pipeline {
 /// Settings a shard worker needs.
 #[derive(Debug, Clone)]
 pub struct ShardSettings {
-    pub max_models_per_shard: usize,
+    /// `--max-models`, shared by every shard's clone of these settings.
+    pub max_models: ModelBudget,
     /// A model version with no records or labels for this long is forgotten.
     pub model_idle_expiry: Duration,
     pub max_error_types: usize,
@@ -138,6 +142,44 @@ pub struct ShardSettings {
     /// How often each shard closes an interval of its models' change-detector series (the
     /// metric export interval, so that one exported point is one interval).
     pub series_interval: Duration,
+}
+
+/// `--max-models` for the whole process: the model states of client versions (not the shared
+/// `__other__` and `__invalid__` slots) that all shards hold together. A shard takes a slot when
+/// it creates a state and gives it back when the state expires, so versions that hash unevenly
+/// across shards still get every slot. One atomic, touched only when a version appears or
+/// expires, never per record.
+#[derive(Debug, Clone)]
+pub struct ModelBudget {
+    max: usize,
+    /// Own states held across all shards.
+    tracked: Arc<AtomicUsize>,
+}
+
+impl ModelBudget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            tracked: Arc::default(),
+        }
+    }
+
+    /// Takes a slot for a new state, if one is free.
+    pub fn take(&self) -> bool {
+        self.tracked
+            .fetch_update(AcqRel, Acquire, |n| (n < self.max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back the slots of `n` expired states.
+    pub fn give_back(&self, n: usize) {
+        self.tracked.fetch_sub(n, AcqRel);
+    }
+
+    /// Own states held now, across all shards.
+    pub fn tracked(&self) -> usize {
+        self.tracked.load(Acquire)
+    }
 }
 
 impl Pipeline {

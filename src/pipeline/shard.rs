@@ -387,7 +387,7 @@ impl Shard {
         let expiry = self.settings.model_idle_expiry;
         let expired = self
             .table
-            .expire_idle(expiry, Instant::now(), &self.settings.profiles);
+            .expire_idle(expiry, Instant::now(), &self.settings);
         if expired > 0 {
             self.stats.emit(&ModelsExpired { expired, expiry });
         }

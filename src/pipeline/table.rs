@@ -1,6 +1,7 @@
 //! The model versions a shard owns: their states, found by key (with a one-entry cache, since
 //! consecutive records nearly always share a model) and by label-join id, bounded by
-//! `--max-models` (further versions share the overflow slot) and by the idle expiry.
+//! `--max-models` across all shards (further versions share the overflow slot; see
+//! [`ModelBudget`](super::ModelBudget)) and by the idle expiry.
 
 use super::{model::ModelState, ShardSettings};
 use crate::{
@@ -72,9 +73,7 @@ impl ModelTable {
         let key = ModelKey::new(model, version);
         let i = match self.by_key.get(&key) {
             Some(&i) => i,
-            None if self.by_key.len() < settings.max_models_per_shard => {
-                self.insert(key, settings, now, now_ms)
-            }
+            None if settings.max_models.take() => self.insert(key, settings, now, now_ms),
             None => {
                 ModelsOverflowed { model, version }.emit(&mut self.overflowed);
                 self.shared(SlotKind::Overflow, settings, now, now_ms)
@@ -138,11 +137,16 @@ impl ModelTable {
         &mut self,
         expiry: std::time::Duration,
         now: Instant,
-        profiles: &crate::drift::registry::ProfileRegistry,
+        settings: &ShardSettings,
     ) -> usize {
         let before = self.states.len();
+        let profiles = &settings.profiles;
+        let mut own_expired = 0;
         self.states.retain(|state| {
             let keep = now.duration_since(state.last_seen) < expiry || state.pending_labels() > 0;
+            if !keep && state.key.is_own() {
+                own_expired += 1;
+            }
             if !keep {
                 let captured = state.profile().filter(|p| {
                     p.source.starts_with("live:")
@@ -156,6 +160,7 @@ impl ModelTable {
             }
             keep
         });
+        settings.max_models.give_back(own_expired);
         let expired = before - self.states.len();
         if expired > 0 {
             self.by_key = self

@@ -41,7 +41,7 @@ fn models(snapshots: &[ShardSnapshot]) -> Vec<(String, u64)> {
 #[tokio::test(start_paused = true)]
 async fn idle_models_expire_and_come_back_from_zero() {
     let settings = ShardSettings {
-        max_models_per_shard: 4,
+        max_models: ModelBudget::new(4),
         model_idle_expiry: Duration::from_secs(100),
         max_error_types: 4,
         sampling: Sampling {
@@ -75,7 +75,7 @@ async fn idle_models_expire_and_come_back_from_zero() {
 #[tokio::test(start_paused = true)]
 async fn expiry_frees_model_slots_under_the_cap() {
     let settings = ShardSettings {
-        max_models_per_shard: 1,
+        max_models: ModelBudget::new(1),
         model_idle_expiry: Duration::from_secs(10),
         max_error_types: 4,
         sampling: Sampling {
@@ -101,7 +101,7 @@ async fn expiry_frees_model_slots_under_the_cap() {
 
 fn quality_settings() -> ShardSettings {
     ShardSettings {
-        max_models_per_shard: 4,
+        max_models: ModelBudget::new(4),
         model_idle_expiry: Duration::from_secs(3600),
         max_error_types: 4,
         sampling: Sampling {
@@ -357,7 +357,7 @@ async fn a_captured_profile_leaves_the_registry_with_its_expired_model() {
 #[tokio::test(start_paused = true)]
 async fn a_model_named_like_the_overflow_slot_keeps_a_state_of_its_own() {
     let mut settings = quality_settings();
-    settings.max_models_per_shard = 1;
+    settings.max_models = ModelBudget::new(1);
     let pipeline = Pipeline::start(1, 8, settings, None, Arc::new(SelfStats::default()));
     // The client's own model, named as the overflow slot is exported.
     let mut batch = (*multiclass(&["d"])).clone();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod tls;
 
 use inferscope::{
     config::{Config, ExportConfig, Sampling},
