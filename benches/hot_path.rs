@@ -35,6 +35,11 @@ fn hot_path(c: &mut Criterion) {
             }
         })
     });
+    // The ingest memory budget's share of a batch: its encoded size, once per batch.
+    group.bench_function("batch_encoded_len", |b| {
+        use prost::Message;
+        b.iter(|| black_box(&load).encoded_len())
+    });
     group.bench_function("operational_update", |b| {
         b.iter_batched_ref(
             || ModelOps::new(32),

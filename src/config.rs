@@ -42,6 +42,13 @@ pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time from SIGTERM to exit: drain, final export. Kubernetes' default grace period is 30 s.
 pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
+/// Ingest memory budget: 64 MiB of batches and acks as encoded (the process holds a few times
+/// that while they are in flight), four batches of the largest size; the model server's
+/// sidecar limit in deploy/ is 256 MiB.
+pub const DEFAULT_MAX_INGEST_BYTES: usize = 64 * 1024 * 1024;
+/// A stream whose client has not read an ack for 30 s is ended: a healthy client reads acks
+/// within milliseconds, and a deadlocked one must not hold its batches for good.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection age after which a client is asked to reconnect: idle and silent connections
 /// (which answer keepalive pings, or never speak) end within the hour instead of never.
 pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
@@ -131,6 +138,13 @@ settings! {
         /// Largest gRPC message in bytes [default: 16777216].
         #[arg(long, env = "INFERSCOPE_MAX_MESSAGE_BYTES")]
         pub max_message_bytes: Option<usize>,
+        /// Bytes of batches (as encoded on the wire) and acks in flight across every stream and
+        /// call; a batch that does not fit is refused with RESOURCE_EXHAUSTED [default: 67108864].
+        #[arg(long, env = "INFERSCOPE_MAX_INGEST_BYTES")]
+        pub max_ingest_bytes: Option<usize>,
+        /// Seconds a stream may leave an ack unread before it is ended [default: 30].
+        #[arg(long, env = "INFERSCOPE_ACK_TIMEOUT_SECONDS")]
+        pub ack_timeout_seconds: Option<f64>,
         /// Connections open at once; one more is closed at once and counted [default: 256].
         #[arg(long, env = "INFERSCOPE_MAX_CONNECTIONS")]
         pub max_connections: Option<usize>,
@@ -390,6 +404,10 @@ pub struct Config {
     pub shard_queue_batches: usize,
     pub max_message_bytes: usize,
     pub max_inflight_batches: usize,
+    /// Bytes of batches and acks in flight (`crate::ingest::MemoryBudget`).
+    pub max_ingest_bytes: usize,
+    /// How long a stream may leave an ack unread before it is ended.
+    pub ack_timeout: Duration,
     /// Connections open at once (`crate::listener`).
     pub max_connections: usize,
     /// After this a connection is asked to close; `connection_age_grace` later it is closed.
@@ -538,6 +556,19 @@ impl Config {
                 "use at least 1024 bytes",
             ));
         }
+        let max_ingest_bytes = given.max_ingest_bytes.unwrap_or(DEFAULT_MAX_INGEST_BYTES);
+        if max_ingest_bytes < max_message_bytes {
+            bad.report(invalid(
+                "--max-ingest-bytes",
+                max_ingest_bytes,
+                "use at least --max-message-bytes, or no batch of the largest size could be taken",
+            ));
+        }
+        let ack_timeout = bad.check(seconds(
+            "--ack-timeout-seconds",
+            given.ack_timeout_seconds,
+            DEFAULT_ACK_TIMEOUT,
+        ));
         let max_connections = bad.check(positive(
             "--max-connections",
             given
@@ -706,6 +737,8 @@ impl Config {
             shard_queue_batches,
             max_message_bytes,
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            max_ingest_bytes,
+            ack_timeout,
             max_connections,
             max_connection_age,
             connection_age_grace: CONNECTION_AGE_GRACE.min(max_connection_age),

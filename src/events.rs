@@ -546,6 +546,48 @@ impl SelfEvent for AcceptFailed<'_> {
     const COUNTER: SelfCounter = SelfCounter::AcceptFailures;
 }
 
+/// A batch did not fit in the ingest memory budget.
+#[derive(Debug)]
+pub struct IngestBudgetFull {
+    pub limit: usize,
+}
+
+impl InternalEvent for IngestBudgetFull {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            limit = self.limit,
+            "the ingest memory budget is full: batches are refused with RESOURCE_EXHAUSTED \
+             (counted in inferscope.batches.over_budget; see --max-ingest-bytes)"
+        );
+    }
+}
+
+impl SelfEvent for IngestBudgetFull {
+    const COUNTER: SelfCounter = SelfCounter::BatchesOverBudget;
+}
+
+/// A stream's client left an ack unread for too long: its batches are no longer read.
+#[derive(Debug)]
+pub struct AcksUnread {
+    pub after: Duration,
+}
+
+impl InternalEvent for AcksUnread {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            after = ?self.after,
+            "a record stream's client did not read its acks: the stream is ended \
+             (counted in inferscope.streams.unread; see --ack-timeout-seconds)"
+        );
+    }
+}
+
+impl SelfEvent for AcksUnread {
+    const COUNTER: SelfCounter = SelfCounter::StreamsUnread;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,21 +2,24 @@
 //! answers with acks. This is the one place where errors become `tonic::Status`.
 
 use crate::{
-    events::{AckFlagsDropped, BatchesRejected, DeclarationsEvicted, RecordsShed, StreamFailed},
+    config::Config,
+    events::{
+        AckFlagsDropped, AcksUnread, BatchesRejected, DeclarationsEvicted, IngestBudgetFull,
+        RecordsShed, StreamFailed,
+    },
     models::{Declaration, DeclarationRegistry, ModelKey},
     pb::{self, ingest_service_server::IngestService},
     pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
     self_metrics::{SelfCounter, SelfStats},
     validation::{self, BatchError, FieldError, Limits},
 };
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use std::{
     pin::Pin,
     sync::{atomic::Ordering::Relaxed, Arc},
     time::SystemTime,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,6 +32,12 @@ pub enum IngestError {
     Shed(#[from] Shed),
     #[error("inferscope is shutting down; reconnect to another instance or retry")]
     ShuttingDown,
+    #[error(
+        "inferscope's ingest memory budget (--max-ingest-bytes) is full: batches and acks in \
+         flight, some of them perhaps on a stream whose client is not reading its acks; retry \
+         with backoff"
+    )]
+    OverBudget,
     /// A field of a request other than a batch.
     #[error(transparent)]
     Field(#[from] crate::validation::FieldError),
@@ -41,6 +50,7 @@ impl From<IngestError> for Status {
                 Status::invalid_argument(e.to_string())
             }
             IngestError::Shed(_) | IngestError::ShuttingDown => Status::unavailable(e.to_string()),
+            IngestError::OverBudget => Status::resource_exhausted(e.to_string()),
         }
     }
 }
@@ -55,7 +65,76 @@ pub struct Ingest {
     max_inflight: usize,
     /// Largest encoded ack: the gRPC message limit.
     ack_limit: usize,
+    /// How long a stream may wait for room for its next ack (its client not reading) before it
+    /// is ended.
+    ack_timeout: std::time::Duration,
+    /// Bytes of batches and acks in flight, across every stream and call.
+    budget: Arc<MemoryBudget>,
     shutdown: CancellationToken,
+}
+
+/// The ingest memory budget (`--max-ingest-bytes`): the encoded size of every batch from when
+/// it is taken until its ack is handed to the transport. Decoded batches and built acks take
+/// a few times their encoded size; the budget bounds them all together, whatever the number of
+/// streams and connections.
+pub struct MemoryBudget {
+    used: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    /// `bytes` of the budget whether or not they fit: for what is already built (an ack).
+    fn force(self: &Arc<Self>, bytes: usize) -> Reservation {
+        self.used.fetch_add(bytes, Relaxed);
+        Reservation {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    /// `bytes` of the budget, held until the returned reservation is dropped; `None` when they
+    /// do not fit.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let mut used = self.used.load(Relaxed);
+        loop {
+            let next = used.checked_add(bytes).filter(|&n| n <= self.limit)?;
+            match self
+                .used
+                .compare_exchange_weak(used, next, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    })
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// Part of the memory budget, given back when dropped.
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 /// A dispatched batch whose ack is complete once every shard it went to has answered.
@@ -67,6 +146,8 @@ pub struct PendingAck {
     /// Largest encoded ack (see [`fit_ack`]).
     limit: usize,
     stats: Option<Arc<SelfStats>>,
+    /// The batch's part of the memory budget, until its ack is handed to the transport.
+    _reservation: Reservation,
 }
 
 impl PendingAck {
@@ -242,21 +323,25 @@ impl Ingest {
     pub fn new(
         pipeline: Arc<Pipeline>,
         declarations: Arc<DeclarationRegistry>,
-        limits: Limits,
-        null_sink: bool,
-        max_inflight: usize,
-        ack_limit: usize,
+        config: &Config,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            budget: Arc::new(MemoryBudget::new(config.max_ingest_bytes)),
             pipeline,
             declarations,
-            limits: Arc::new(limits),
-            null_sink,
-            max_inflight,
-            ack_limit,
+            limits: Arc::new(config.limits.clone()),
+            null_sink: config.null_sink,
+            max_inflight: config.max_inflight_batches,
+            ack_limit: config.max_message_bytes,
+            ack_timeout: config.ack_timeout,
             shutdown,
         }
+    }
+
+    /// Bytes of batches and acks in flight now, and the budget (for export).
+    pub fn memory(&self) -> (usize, usize) {
+        (self.budget.used(), self.budget.limit)
     }
 
     /// Stores the batch's declarations; returns them for the shards that own their models.
@@ -305,6 +390,7 @@ impl Ingest {
     /// Validates and dispatches one batch.
     pub fn accept_batch(&self, batch: pb::RecordBatch) -> Result<PendingAck, IngestError> {
         let n = batch.records.len();
+        let reservation = self.reserve(&batch, n)?;
         if self.null_sink {
             return Ok(PendingAck {
                 sequence: batch.sequence,
@@ -313,6 +399,7 @@ impl Ingest {
                 waits: Vec::new(),
                 limit: self.ack_limit,
                 stats: None,
+                _reservation: reservation,
             });
         }
         if n > self.limits.max_batch_records {
@@ -365,12 +452,29 @@ impl Ingest {
             waits,
             limit: self.ack_limit,
             stats: Some(self.pipeline.stats.clone()),
+            _reservation: reservation,
+        })
+    }
+
+    /// The memory budget's share for a batch of `items`: its encoded size.
+    fn reserve(
+        &self,
+        batch: &impl prost::Message,
+        items: usize,
+    ) -> Result<Reservation, IngestError> {
+        self.budget.reserve(batch.encoded_len()).ok_or_else(|| {
+            self.pipeline.stats.emit(&IngestBudgetFull {
+                limit: self.budget.limit,
+            });
+            self.pipeline.stats.emit(&RecordsShed { records: items });
+            IngestError::OverBudget
         })
     }
 
     /// Validates and dispatches delayed labels.
     pub async fn accept_labels(&self, batch: pb::LabelBatch) -> Result<pb::LabelAck, IngestError> {
         let n = batch.labels.len();
+        let _reservation = self.reserve(&batch, 0)?;
         if n > self.limits.max_batch_records {
             self.pipeline.stats.emit(&BatchesRejected);
             return Err(BatchError::TooLarge {
@@ -468,6 +572,8 @@ impl IngestService for Ingest {
         let (acks, pending) = mpsc::channel::<Result<PendingAck, Status>>(self.max_inflight);
         let ingest = self.clone();
         let active = ActiveStream::open(self.pipeline.stats.clone());
+        let unread = CancellationToken::new();
+        let ended = unread.clone();
         tokio::spawn(async move {
             let _active = active;
             loop {
@@ -501,16 +607,56 @@ impl IngestService for Ingest {
                 let sent = tokio::select! {
                     sent = acks.send(result) => sent.is_ok(),
                     _ = ingest.shutdown.cancelled() => false,
+                    // The client has not read an ack for this long: stop reading its batches.
+                    // What it holds stays within the memory budget; the stream is ended with
+                    // RESOURCE_EXHAUSTED as soon as the transport takes anything from it, and
+                    // its connection closes at --max-connection-age-seconds at the latest.
+                    _ = tokio::time::sleep(ingest.ack_timeout) => {
+                        ingest.pipeline.stats.emit(&AcksUnread { after: ingest.ack_timeout });
+                        unread.cancel();
+                        false
+                    }
                 };
                 if !sent || failed {
                     break;
                 }
             }
         });
-        let out = ReceiverStream::new(pending).then(|item| async move {
-            match item {
-                Ok(ack) => Ok(ack.resolve().await),
-                Err(status) => Err(status),
+        let timeout = self.ack_timeout;
+        let budget = self.budget.clone();
+        // The state: the acks to come, and the budget share of the last ack handed over. The
+        // transport asks for the next ack only once it has room (HTTP/2 flow control and its
+        // send buffer), so an ack counts against the budget until then.
+        let out = futures_util::stream::unfold(Some((pending, None)), move |state| {
+            let ended = ended.clone();
+            let budget = budget.clone();
+            async move {
+                let (mut pending, last): (_, Option<Reservation>) = state?;
+                drop(last);
+                let item = tokio::select! {
+                    biased;
+                    _ = ended.cancelled() => {
+                        // The acks waiting here are dropped with the receiver, and with them
+                        // their share of the memory budget.
+                        let status = Status::resource_exhausted(format!(
+                            "this stream's client did not read an ack for {timeout:?}; the \
+                             stream is ended (acks of earlier batches may be lost: do not \
+                             resend batches sent more than {timeout:?} ago blindly)"
+                        ));
+                        return Some((Err(status), None));
+                    }
+                    item = pending.recv() => item?,
+                };
+                let (item, held) = match item {
+                    Ok(ack) => {
+                        use prost::Message;
+                        let ack = ack.resolve().await;
+                        let held = budget.force(ack.encoded_len());
+                        (Ok(ack), Some(held))
+                    }
+                    Err(status) => (Err(status), None),
+                };
+                Some((item, Some((pending, held))))
             }
         });
         Ok(Response::new(Box::pin(out)))

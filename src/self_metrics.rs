@@ -33,6 +33,10 @@ pub enum SelfCounter {
     ConnectionsRefused,
     /// Failed accepts (descriptors exhausted).
     AcceptFailures,
+    /// Batches refused because the ingest memory budget was full.
+    BatchesOverBudget,
+    /// Streams ended because their client did not read an ack in time.
+    StreamsUnread,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -147,6 +151,20 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.connections.accept_failures",
         unit: "{error}",
         description: "Failed accepts of new connections (descriptors exhausted); retried after a pause of up to 1 s.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::BatchesOverBudget,
+        name: "inferscope.batches.over_budget",
+        unit: "{batch}",
+        description: "Batches refused with RESOURCE_EXHAUSTED because the ingest memory budget (--max-ingest-bytes) was full.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::StreamsUnread,
+        name: "inferscope.streams.unread",
+        unit: "{stream}",
+        description: "Record streams ended because their client left an ack unread for --ack-timeout-seconds.",
         instrument: Instrument::Counter,
     },
 ];

@@ -188,15 +188,7 @@ impl Sidecar {
             stats.clone(),
         ));
 
-        let ingest = Ingest::new(
-            pipeline.clone(),
-            declarations,
-            config.limits.clone(),
-            config.null_sink,
-            config.max_inflight_batches,
-            config.max_message_bytes,
-            shutdown.clone(),
-        );
+        let ingest = Ingest::new(pipeline.clone(), declarations, &config, shutdown.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()

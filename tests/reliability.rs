@@ -244,3 +244,94 @@ async fn a_silent_connection_is_closed_after_its_age() {
     );
     s.stop().await;
 }
+
+/// Records counted so far, once they stop growing (the stream no longer read).
+async fn stalled(s: &common::TestSidecar) -> u64 {
+    let mut counted = u64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = s
+            .sidecar
+            .snapshot()
+            .await
+            .models
+            .values()
+            .map(|o| o.records())
+            .sum::<u64>();
+        if now == counted && now > 0 {
+            return now;
+        }
+        counted = now;
+        assert!(Instant::now() < deadline, "the stream never stalled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_not_reading_acks_holds_no_more_than_the_memory_budget() {
+    let budget = 1 << 20;
+    let mut config = common::config();
+    config.max_message_bytes = budget;
+    config.max_ingest_bytes = budget;
+    let s = common::start(config).await;
+    let mut stuck = s.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // About 100 kB a batch; the acks are never read.
+    let _acks = stuck
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let batch_bytes = flagged(0, 1000, 8).encoded_len();
+    let sender = tokio::spawn(async move {
+        for sequence in 1..=100 {
+            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let counted = stalled(&s).await;
+    // Without the budget the stream holds 16 batches in flight and more in the transport.
+    let fit = (budget / batch_bytes) as u64;
+    assert!(
+        counted <= fit * 1000,
+        "{counted} records taken, {fit} batches fit the budget"
+    );
+    sender.abort();
+    let (metrics, _) = s.stop().await;
+    assert!(value(&metrics, "inferscope.batches.over_budget", &[]) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_does_not_read_its_acks_is_ended() {
+    let mut config = common::config();
+    config.ack_timeout = Duration::from_secs(1);
+    let s = common::start(config).await;
+    let mut stuck = s.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let _acks = stuck
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for sequence in 1..=200 {
+            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = s.sidecar.snapshot().await;
+        if snapshot.self_metrics[inferscope::self_metrics::SelfCounter::StreamsUnread] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unread stream was never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sender.abort();
+    let (metrics, _) = s.stop().await;
+    assert_eq!(value(&metrics, "inferscope.streams.unread", &[]), 1);
+}
