@@ -59,7 +59,7 @@ fn drift(c: &mut Criterion) {
             m.set_profile(profile.clone(), 0);
             let mut checks = FeatureDetectors::new(anomaly.clone());
             checks.declare(&declaration);
-            checks.set_profile(profile.clone(), &key);
+            checks.set_profile(profile.clone(), &key, m.max_features());
             (m, checks)
         };
         group.throughput(Throughput::Elements(load.records.len() as u64));

@@ -204,6 +204,12 @@ settings! {
         /// turns live capture off [default: 2000].
         #[arg(long, env = "INFERSCOPE_REFERENCE_RECORDS")]
         pub reference_records: Option<usize>,
+        /// Feature names tracked per model version (for drift and feature anomalies; the
+        /// prediction comes on top): a live capture takes the first ones it meets, a loaded
+        /// profile its first ones; further names are counted and logged, not tracked
+        /// [default: 256].
+        #[arg(long, env = "INFERSCOPE_MAX_FEATURES_PER_MODEL")]
+        pub max_features_per_model: Option<usize>,
         /// Windows with at most this many values of a feature get exact KS and Wasserstein (against
         /// a complete reference sample) [default: 1000].
         #[arg(long, env = "INFERSCOPE_EXACT_DRIFT_MAX_VALUES")]
@@ -656,6 +662,12 @@ impl Config {
                 given.dataset_drift_share,
                 crate::drift::model::DEFAULT_DATASET_DRIFT_SHARE,
             )),
+            max_features: bad.check(positive(
+                "--max-features-per-model",
+                given
+                    .max_features_per_model
+                    .unwrap_or(crate::drift::model::DEFAULT_MAX_FEATURES_PER_MODEL),
+            )),
         };
         let profiles_dir = bad.check(existing_dir("--profiles-dir", given.profiles_dir));
         let profiles_poll = bad.check(seconds(
@@ -1092,11 +1104,28 @@ mod tests {
                 },
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
+            (
+                ConfigArgs {
+                    max_features_per_model: Some(0),
+                    ..Default::default()
+                },
+                "--max-features-per-model",
+            ),
         ];
         for (args, setting) in cases {
             let message = Config::resolve(args).unwrap_err().to_string();
             assert!(message.contains(setting), "{message} should name {setting}");
         }
+    }
+
+    #[test]
+    fn the_feature_bound_is_a_setting_of_the_file_too() {
+        assert_eq!(
+            Config::default().drift.max_features,
+            crate::drift::model::DEFAULT_MAX_FEATURES_PER_MODEL
+        );
+        let file: ConfigArgs = toml::from_str("max_features_per_model = 16").unwrap();
+        assert_eq!(Config::resolve(file).unwrap().drift.max_features, 16);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! that pairs its log line with the counter it bumps.
 //!
 //! Every bound the sidecar keeps (queues, `--max-models`, `--max-classes`, the pending-label
-//! store, per-model label caps) is hit either never or very often, so its policy is the same
+//! store, per-model label caps, `--max-features-per-model`) is hit either never or very often, so its policy is the same
 //! everywhere: log the first time, count every time. That policy is written once, in
 //! [`InternalEvent::emit`], and works on either kind of counter: a plain `u64` in the state a
 //! shard owns (no atomics on the per-record path) or a process-wide atomic of
@@ -358,6 +358,39 @@ impl InternalEvent for ClassesOverflowed<'_> {
             "--max-classes reached for a model: further classes are counted as __other__ \
              (inferscope.classes.overflow)"
         );
+    }
+}
+
+/// Feature names of a model version past its `--max-features-per-model` were not tracked: a
+/// new name a live capture met (each occurrence), or the features of a loaded profile past the
+/// bound (all of them at once).
+#[derive(Debug)]
+pub struct FeaturesOverflowed<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    /// The (first) name not tracked.
+    pub feature: &'a str,
+    pub cap: usize,
+    /// Names not tracked.
+    pub names: u64,
+}
+
+impl InternalEvent for FeaturesOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::drift",
+            model = self.model,
+            version = self.version,
+            feature = self.feature,
+            cap = self.cap,
+            "--max-features-per-model reached: further feature names of this model version \
+             are not tracked for drift or feature anomalies \
+             (counted in inferscope.drift.features_overflow)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.names
     }
 }
 

@@ -255,3 +255,122 @@ async fn odd_values_come_back_flagged_in_the_ack() {
         .iter()
         .all(|s| s.events.iter().any(|e| e.name == "inferscope.anomaly")));
 }
+
+/// The distinct `feature` attributes of `name`'s points for model `model`.
+fn features_of(
+    export: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    name: &str,
+    model: &str,
+) -> std::collections::BTreeSet<String> {
+    use opentelemetry_proto::tonic::{common::v1::any_value::Value, metrics::v1::metric::Data};
+    let Some(Data::Gauge(gauge)) = common::metric(export, name).and_then(|m| m.data.as_ref())
+    else {
+        return Default::default();
+    };
+    let text = |point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint, key: &str| {
+        point
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    gauge
+        .data_points
+        .iter()
+        .filter(|p| text(p, "model.name").as_deref() == Some(model))
+        .filter_map(|p| text(p, "feature"))
+        .collect()
+}
+
+/// The feature-name bomb (issue 14, problem 3): records that bring new feature names without
+/// end make each model track at most `--max-features-per-model` of them (the first its capture
+/// meets), and every occurrence of a name past the bound is counted, from the model's start.
+#[tokio::test]
+async fn feature_names_past_the_bound_are_counted_not_tracked() {
+    const BOUND: usize = 16;
+    const MODELS: usize = 4;
+    // As many as the capture takes: every name below reaches it.
+    const RECORDS: usize = 50;
+    // Names every record repeats, and names new in each record (2000 per model).
+    const SHARED: usize = 10;
+    const NEW: usize = 40;
+    let mut config = common::config();
+    config.drift.reference_records = RECORDS;
+    config.drift.max_features = BOUND;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+
+    let names = |r: usize| {
+        (0..SHARED)
+            .map(|j| format!("shared_{j}"))
+            .chain((0..NEW).map(move |j| format!("new_{r}_{j}")))
+    };
+    // The capture takes names in the order it meets them until it has BOUND.
+    let mut tracked = std::collections::BTreeSet::new();
+    let mut past_the_bound = 0;
+    for name in (0..RECORDS).flat_map(names) {
+        if !tracked.contains(&name) {
+            if tracked.len() < BOUND {
+                tracked.insert(name);
+            } else {
+                past_the_bound += 1;
+            }
+        }
+    }
+    let record = |r: usize, names: Vec<String>| pb::InferenceRecord {
+        named_features: names
+            .into_iter()
+            .map(|name| pb::NamedFeature {
+                name,
+                value: Some(pb::named_feature::Value::Number(r as f64)),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut sequence = 0;
+    let mut submit = async |model: &str, records: Vec<pb::InferenceRecord>| {
+        sequence += 1;
+        let batch = common::batch(sequence, model, records);
+        let ack = client.submit_records(batch).await.unwrap().into_inner();
+        assert!(ack.rejects.is_empty(), "{:?}", ack.rejects);
+    };
+    for m in 0..MODELS {
+        let records = (0..RECORDS)
+            .map(|r| record(r, names(r).collect()))
+            .collect();
+        submit(&format!("bomb-{m}"), records).await;
+    }
+    // A model far from the bound, still capturing, counts zero.
+    submit("small", vec![record(0, vec!["a".into(), "b".into()])]).await;
+
+    let (export, _) = sidecar.stop().await;
+    for m in 0..MODELS {
+        let model = format!("bomb-{m}");
+        let features = features_of(&export, "inferscope.drift.sample_size", &model);
+        assert_eq!(features, tracked, "{model}: {} features", features.len());
+        assert_eq!(
+            common::point(
+                &export,
+                "inferscope.drift.features_overflow",
+                &[("model.name", &model), ("model.version", "1")]
+            ),
+            Some(past_the_bound as f64),
+            "{model}"
+        );
+    }
+    assert_eq!(
+        past_the_bound,
+        RECORDS * (SHARED + NEW) - SHARED * RECORDS - (BOUND - SHARED)
+    );
+    assert_eq!(
+        common::point(
+            &export,
+            "inferscope.drift.features_overflow",
+            &[("model.name", "small"), ("model.version", "1")]
+        ),
+        Some(0.0)
+    );
+}

@@ -10,7 +10,7 @@
 use super::{range_distance, robust::RobustScale, AnomalyKind, AnomalySettings, Flag};
 use crate::{
     drift::{
-        model::{FeatureObserver, MAX_DRIFT_FEATURES},
+        model::{tracked_features, FeatureObserver},
         profile::{FeatureProfile, Profile, PREDICTION},
     },
     models::{Declaration, ModelKey},
@@ -76,10 +76,11 @@ impl FeatureDetectors {
         self.numeric_names = declaration.numeric_features.clone();
     }
 
-    /// Compiles the checks of `profile` (the features drift tracks, in the same order); the
-    /// trees start afresh. `key` seeds them, so that replicas of a sidecar flag alike.
-    pub fn set_profile(&mut self, profile: Arc<Profile>, key: &ModelKey) {
-        let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
+    /// Compiles the checks of `profile` (the features drift tracks, at most `max_features` and
+    /// the prediction, in the same order); the trees start afresh. `key` seeds them, so that
+    /// replicas of a sidecar flag alike.
+    pub fn set_profile(&mut self, profile: Arc<Profile>, key: &ModelKey, max_features: usize) {
+        let features = tracked_features(&profile, max_features);
         let mut dims = 0;
         self.checks = features
             .iter()
@@ -353,7 +354,7 @@ mod tests {
         }));
         drift.declare(declaration.clone());
         checks.declare(&declaration);
-        checks.set_profile(profile.clone(), &key);
+        checks.set_profile(profile.clone(), &key, drift.max_features());
         drift.set_profile(profile, 0);
         let mut flags = Vec::new();
         let mut flagged_ordinary = 0;

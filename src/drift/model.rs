@@ -11,6 +11,7 @@ use super::{
     state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
 use crate::{
+    events::{FeaturesOverflowed, InternalEvent},
     models::Declaration,
     pb,
     stats::{drift, Estimate},
@@ -32,8 +33,17 @@ pub const DEFAULT_REFERENCE_RECORDS: usize = 2_000;
 /// Default `--exact-drift-max-values`: windows with at most this many values of a feature (and a
 /// complete reference sample) get exact KS and Wasserstein.
 pub const DEFAULT_EXACT_DRIFT_VALUES: usize = 1_000;
-/// Features of a profile that are tracked; more are ignored (and logged).
-pub const MAX_DRIFT_FEATURES: usize = 1_024;
+/// Default `--max-features-per-model`: feature names a model version tracks (its prediction
+/// comes on top). Every tracked name costs memory and series, and the client chooses the names,
+/// so the bound is what one model version can cost at most. A live capture holds up to
+/// `--reference-records` values per column: 256 × 2000 × 8 bytes ≈ 4 MB while it captures
+/// (categorical columns hold counts instead); the windows then hold about 13 MB (README, "Cost").
+/// Each feature exports up to 15 gauges per window: 256 × 15 × (2 default windows + `all`) =
+/// 11 520 series. At the former fixed 1024 that was 16 MB and 46 080 series per model, and the
+/// names were taken from whatever a client sent. Tabular models rarely have more than 256
+/// features; one that does is logged once and counted in `inferscope.drift.features_overflow`,
+/// and the setting raises the bound.
+pub const DEFAULT_MAX_FEATURES_PER_MODEL: usize = 256;
 
 /// Drift settings shared by every model of a shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +55,9 @@ pub struct DriftSettings {
     pub psi_threshold: f64,
     pub js_threshold: f64,
     pub dataset_drift_share: f64,
+    /// Feature names tracked per model version (`--max-features-per-model`), not counting the
+    /// prediction: the columns of a live capture and the features of a loaded profile.
+    pub max_features: usize,
 }
 
 impl Default for DriftSettings {
@@ -56,6 +69,7 @@ impl Default for DriftSettings {
             psi_threshold: DEFAULT_PSI_THRESHOLD,
             js_threshold: DEFAULT_JS_THRESHOLD,
             dataset_drift_share: DEFAULT_DATASET_DRIFT_SHARE,
+            max_features: DEFAULT_MAX_FEATURES_PER_MODEL,
         }
     }
 }
@@ -95,6 +109,23 @@ impl FeatureObserver for () {
     fn numeric(&mut self, _: usize, _: f64, _: bool) {}
     fn categorical(&mut self, _: usize, _: bool) {}
     fn end(&mut self) {}
+}
+
+/// The features of `profile` a model tracks, in the profile's order: the first `max` feature
+/// names, and the prediction wherever it is. Drift's bins and the anomaly checks are both built
+/// from this list, so they stay indexed alike.
+pub fn tracked_features(profile: &Profile, max: usize) -> Vec<&FeatureProfile> {
+    let mut features = 0;
+    profile
+        .features
+        .iter()
+        .filter(|f| {
+            f.name() == PREDICTION || {
+                features += 1;
+                features <= max
+            }
+        })
+        .collect()
 }
 
 fn compile(feature: &FeatureProfile) -> Compiled {
@@ -167,12 +198,15 @@ pub struct WindowScores {
     pub dataset_drift: bool,
 }
 
-/// What export needs of a model's drift.
+/// What export needs of a model's drift. Without a reference profile (none loaded, or a capture
+/// under way) `source` is empty and there are no windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftSnapshot {
     pub source: String,
     pub reference_records: u64,
     pub windows: Vec<WindowScores>,
+    /// Feature names past `--max-features-per-model` since the state started.
+    pub features_overflowed: u64,
 }
 
 /// Features that started or stopped drifting in the first window since the last interval.
@@ -189,6 +223,8 @@ pub struct DriftChange {
 /// A profile being captured from the next records.
 struct Capture {
     columns: Vec<(String, Column)>,
+    /// Columns that are features (not the prediction), at most `max_features`.
+    features: usize,
     records: usize,
     /// Records to take.
     target: usize,
@@ -213,6 +249,9 @@ pub struct ModelDrift {
     key: crate::models::ModelKey,
     /// Counts profile changes (set or cleared), for the series that depend on the profile.
     profile_changes: u64,
+    /// Feature names not tracked because `max_features` were (`FeaturesOverflowed`): each
+    /// occurrence a live capture met, and each feature of a loaded profile past the bound.
+    features_overflowed: u64,
 }
 
 impl ModelDrift {
@@ -227,6 +266,7 @@ impl ModelDrift {
             windows: None,
             capture: (settings.reference_records > 0).then(|| Capture {
                 columns: Vec::new(),
+                features: 0,
                 records: 0,
                 target: settings.reference_records,
             }),
@@ -235,7 +275,18 @@ impl ModelDrift {
             last_drifted: Vec::new(),
             key,
             profile_changes: 0,
+            features_overflowed: 0,
         }
+    }
+
+    /// Feature names past `--max-features-per-model` so far.
+    pub fn features_overflowed(&self) -> u64 {
+        self.features_overflowed
+    }
+
+    /// Feature names tracked at most (not counting the prediction).
+    pub fn max_features(&self) -> usize {
+        self.settings.max_features
     }
 
     /// How many times the profile was set or cleared.
@@ -252,19 +303,28 @@ impl ModelDrift {
         self.profile.as_ref()
     }
 
-    /// Uses `profile` from now on (windows start empty).
+    /// Uses `profile` from now on (windows start empty). Features past `max_features` are not
+    /// tracked (counted and logged).
     pub fn set_profile(&mut self, profile: Arc<Profile>, now_ms: u64) {
-        if profile.features.len() > MAX_DRIFT_FEATURES {
-            tracing::warn!(
-                model = %self.key.model,
-                version = %self.key.version,
-                features = profile.features.len(),
-                tracked = MAX_DRIFT_FEATURES,
-                "the reference profile has more features than are tracked; the rest are ignored"
-            );
+        let max = self.settings.max_features;
+        let features = tracked_features(&profile, max);
+        let dropped = profile.features.len() - features.len();
+        if dropped > 0 {
+            FeaturesOverflowed {
+                model: &self.key.model,
+                version: &self.key.version,
+                feature: profile
+                    .features
+                    .iter()
+                    .filter(|f| f.name() != PREDICTION)
+                    .nth(max)
+                    .map_or("", |f| f.name()),
+                cap: max,
+                names: dropped as u64,
+            }
+            .emit(&mut self.features_overflowed);
         }
-        let features = &profile.features[..profile.features.len().min(MAX_DRIFT_FEATURES)];
-        self.compiled = features.iter().map(compile).collect();
+        self.compiled = features.iter().copied().map(compile).collect();
         self.by_name = features
             .iter()
             .enumerate()
@@ -272,7 +332,7 @@ impl ModelDrift {
             .collect();
         self.prediction = self.by_name.get(PREDICTION).copied();
         let empty = DriftState {
-            features: features.iter().map(empty_counts).collect(),
+            features: features.iter().copied().map(empty_counts).collect(),
         };
         self.windows = Some(Windows::new(
             empty,
@@ -292,6 +352,7 @@ impl ModelDrift {
     pub fn start_capture(&mut self, records: usize) {
         self.capture = Some(Capture {
             columns: Vec::new(),
+            features: 0,
             records: 0,
             target: records.max(1),
         });
@@ -436,12 +497,28 @@ impl ModelDrift {
             Value::Text(t) => Cell::Text(t.to_owned()),
         });
         let capture = self.capture.as_mut()?;
+        let (max, key, overflowed) = (
+            self.settings.max_features,
+            &self.key,
+            &mut self.features_overflowed,
+        );
         let mut push = |name: &str, cell: Cell| {
             let column = match capture.columns.iter_mut().position(|(n, _)| n == name) {
                 Some(i) => &mut capture.columns[i].1,
                 None => {
-                    if capture.columns.len() >= MAX_DRIFT_FEATURES {
-                        return;
+                    if name != PREDICTION {
+                        if capture.features >= max {
+                            FeaturesOverflowed {
+                                model: &key.model,
+                                version: &key.version,
+                                feature: name,
+                                cap: max,
+                                names: 1,
+                            }
+                            .emit(&mut *overflowed);
+                            return;
+                        }
+                        capture.features += 1;
                     }
                     let column = match cell {
                         Cell::Number(_) => Column::Numeric(NumericColumn::default()),
@@ -507,9 +584,15 @@ impl ModelDrift {
     }
 
     /// Scores every window. Looks only: the windows are flushed, nothing is logged or reset.
-    pub fn snapshot(&mut self, now_ms: u64) -> Option<DriftSnapshot> {
-        let profile = self.profile.clone()?;
-        let windows = self.windows.as_mut()?;
+    pub fn snapshot(&mut self, now_ms: u64) -> DriftSnapshot {
+        let (Some(profile), Some(windows)) = (self.profile.clone(), self.windows.as_mut()) else {
+            return DriftSnapshot {
+                source: String::new(),
+                reference_records: 0,
+                windows: Vec::new(),
+                features_overflowed: self.features_overflowed,
+            };
+        };
         windows.advance(now_ms);
         windows.flush();
         let scores: Vec<WindowScores> = windows
@@ -517,11 +600,12 @@ impl ModelDrift {
             .into_iter()
             .map(|(window, state)| self.score(&profile, window, &state))
             .collect();
-        Some(DriftSnapshot {
+        DriftSnapshot {
             source: profile.source.clone(),
             reference_records: profile.records,
             windows: scores,
-        })
+            features_overflowed: self.features_overflowed,
+        }
     }
 
     /// Closes an interval of the change detectors: scores the first window, logs and returns
@@ -768,4 +852,79 @@ enum Value<'a> {
 enum Cell {
     Number(f64),
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(names: &[&str]) -> Profile {
+        Profile {
+            format: FORMAT.into(),
+            model: "m".into(),
+            version: "1".into(),
+            source: "test".into(),
+            created_unix_seconds: 0,
+            records: 3,
+            features: names
+                .iter()
+                .map(|name| {
+                    let mut column = NumericColumn::default();
+                    for v in [1.0, 2.0, 3.0] {
+                        column.push(Some(v));
+                    }
+                    FeatureProfile::Numeric(column.finish(name, ProfileSettings::default(), 1))
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_loaded_profile_keeps_its_first_features_and_the_prediction() {
+        let settings = DriftSettings {
+            reference_records: 0,
+            max_features: 2,
+            ..Default::default()
+        };
+        let mut drift = ModelDrift::new(&settings, crate::models::ModelKey::new("m", "1"));
+        let loaded = profile(&["a", "b", "c", PREDICTION, "d"]);
+        let kept: Vec<&str> = tracked_features(&loaded, 2)
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(kept, ["a", "b", PREDICTION]);
+        drift.set_profile(Arc::new(loaded), 0);
+        assert_eq!(drift.compiled.len(), 3);
+        assert_eq!(drift.prediction, Some(2));
+        assert_eq!(drift.features_overflowed(), 2);
+    }
+
+    #[test]
+    fn a_capture_takes_the_first_names_and_counts_the_rest() {
+        let settings = DriftSettings {
+            reference_records: 2,
+            max_features: 2,
+            ..Default::default()
+        };
+        let mut drift = ModelDrift::new(&settings, crate::models::ModelKey::new("m", "1"));
+        let record = |names: &[&str]| pb::InferenceRecord {
+            named_features: names
+                .iter()
+                .map(|&name| pb::NamedFeature {
+                    name: name.into(),
+                    value: Some(pb::named_feature::Value::Number(1.0)),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert!(drift
+            .update(&record(&["a", "b", "c"]), 0, &mut ())
+            .is_none());
+        let captured = drift
+            .update(&record(&["b", "d", "a", "c"]), 0, &mut ())
+            .expect("captured");
+        let names: Vec<&str> = captured.features.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(drift.features_overflowed(), 3);
+    }
 }

@@ -1,6 +1,7 @@
 //! Drift instruments: per feature and window, the scores the shards computed at snapshot time;
-//! per model and window, the drifted-feature count and the dataset drift flag. Undefined scores
-//! (no values of the feature in the window) are left out.
+//! per model and window, the drifted-feature count and the dataset drift flag; per model, the
+//! feature names past `--max-features-per-model` (from the model's start, profile or not).
+//! Undefined scores (no values of the feature in the window) are left out.
 
 use super::{
     builder::{model_attributes, model_since, with, MetricsBuilder, Point},
@@ -30,9 +31,11 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
     let mut per_feature: Vec<Vec<Point<Option<f64>>>> = vec![Vec::new(); FEATURE_GAUGES.len()];
     let mut drifted = Vec::new();
     let mut dataset = Vec::new();
+    let mut overflow = Vec::new();
     for (key, drift) in &snapshot.drift {
         let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
+        overflow.push((since, base.clone(), drift.features_overflowed as i64));
         for window in &drift.windows {
             let at = with(base.clone(), "window", &window.window);
             drifted.push((since, at.clone(), Some(window.drifted_features as f64)));
@@ -84,5 +87,12 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         "",
         "1 when the share of drifted features is at or above --dataset-drift-share (Evidently's dataset drift), else 0.",
         dataset,
+    );
+    b.sum(
+        "inferscope.drift.features_overflow",
+        "{value}",
+        "Feature names not tracked because --max-features-per-model was reached: each occurrence a live capture met, and each feature of a loaded profile past the bound.",
+        true,
+        overflow,
     );
 }

@@ -17,7 +17,7 @@ pub struct SidecarSnapshot {
     pub models: BTreeMap<ModelKey, ModelOps>,
     /// Quality by model version (shards own disjoint models; the overflow model has none).
     pub quality: BTreeMap<ModelKey, QualitySnapshot>,
-    /// Drift by model version, for those with a reference profile.
+    /// Drift by model version, for every own one (windows only with a reference profile).
     pub drift: BTreeMap<ModelKey, DriftSnapshot>,
     /// Anomaly rates, change detections and series points by model version.
     pub anomaly: BTreeMap<ModelKey, AnomalySnapshot>,

@@ -91,7 +91,7 @@ pub struct ShardSnapshot {
     pub models: Vec<(ModelKey, ModelOps)>,
     /// Quality of the models that have any (not the overflow or invalid models).
     pub quality: Vec<(ModelKey, QualitySnapshot)>,
-    /// Drift of the models that have a reference profile.
+    /// Drift of the own models (without a reference profile: only the overflow count).
     pub drift: Vec<(ModelKey, DriftSnapshot)>,
     /// Anomaly rates, change detections and series points (not the overflow or invalid models).
     pub anomaly: Vec<(ModelKey, AnomalySnapshot)>,

@@ -31,7 +31,9 @@ impl Analyses {
     /// Uses `profile` from now on: drift's windows restart, the feature checks are compiled
     /// from it.
     fn set_profile(&mut self, profile: Arc<Profile>, key: &ModelKey, now_ms: u64) {
-        self.anomaly.features.set_profile(profile.clone(), key);
+        self.anomaly
+            .features
+            .set_profile(profile.clone(), key, self.drift.max_features());
         self.drift.set_profile(profile, now_ms);
     }
 }
@@ -196,7 +198,9 @@ impl ModelState {
             .drift
             .update(record, now_ms, &mut a.anomaly.features.observer(flags));
         if let Some(profile) = &observed.captured {
-            a.anomaly.features.set_profile(profile.clone(), &self.key);
+            a.anomaly
+                .features
+                .set_profile(profile.clone(), &self.key, a.drift.max_features());
         }
         if record.prediction.is_some() {
             observed.departed = join.on_prediction(&mut a.quality, record, now_ms, received_ns);
@@ -248,7 +252,7 @@ impl ModelState {
         let (quality, drift, anomaly) = match &mut self.analyses {
             Some(a) => (
                 Some(a.quality.snapshot(now_ms)),
-                a.drift.snapshot(now_ms),
+                Some(a.drift.snapshot(now_ms)),
                 Some(a.anomaly.snapshot(now_ms)),
             ),
             None => (None, None, None),
