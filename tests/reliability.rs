@@ -38,6 +38,32 @@ fn flagged(sequence: u64, n: usize, features: usize) -> pb::RecordBatch {
     }
 }
 
+/// A client that streams up to `batches` flagged batches (about 100 kB each, acks of up to the
+/// message limit) and never reads an ack: the response stream it must keep open, and the task
+/// sending the batches.
+async fn stuck_client(
+    s: &common::TestSidecar,
+    batches: u64,
+) -> (
+    tonic::Response<tonic::Streaming<pb::BatchAck>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut client = s.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let acks = client
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for sequence in 1..=batches {
+            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
+                break;
+            }
+        }
+    });
+    (acks, sender)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_the_limit_ends_its_stream_with_an_error_status() {
     let mut config = common::config();
@@ -126,39 +152,9 @@ async fn shutdown_with_a_client_not_reading_acks_still_exports_exactly() {
     let mut config = common::config();
     config.shutdown_budget = budget;
     let s = common::start(config).await;
-    let mut client = s.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    // The response stream is opened and never read.
-    let _acks = client
-        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
-    let sender = tokio::spawn(async move {
-        for sequence in 1..=200 {
-            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (_acks, sender) = stuck_client(&s, 200).await;
     // Until the sidecar stops taking batches: its acks fill every buffer on the way.
-    let mut counted = -1;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = s
-            .sidecar
-            .snapshot()
-            .await
-            .models
-            .values()
-            .map(|o| o.records())
-            .sum::<u64>() as i64;
-        if now == counted && now > 0 {
-            break;
-        }
-        counted = now;
-        assert!(Instant::now() < deadline, "the stream never stalled");
-    }
+    let counted = stalled(&s).await as i64;
     assert!(!sender.is_finished(), "the client is blocked, not done");
     let started = Instant::now();
     let (metrics, _) = s.stop().await;
@@ -274,21 +270,8 @@ async fn a_client_not_reading_acks_holds_no_more_than_the_memory_budget() {
     config.max_message_bytes = budget;
     config.max_ingest_bytes = budget;
     let s = common::start(config).await;
-    let mut stuck = s.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    // About 100 kB a batch; the acks are never read.
-    let _acks = stuck
-        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
     let batch_bytes = flagged(0, 1000, 8).encoded_len();
-    let sender = tokio::spawn(async move {
-        for sequence in 1..=100 {
-            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (_acks, sender) = stuck_client(&s, 100).await;
     let counted = stalled(&s).await;
     // Without the budget the stream holds 16 batches in flight and more in the transport.
     let fit = (budget / batch_bytes) as u64;
@@ -306,19 +289,7 @@ async fn a_stream_whose_client_does_not_read_its_acks_is_ended() {
     let mut config = common::config();
     config.ack_timeout = Duration::from_secs(1);
     let s = common::start(config).await;
-    let mut stuck = s.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let _acks = stuck
-        .stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
-    let sender = tokio::spawn(async move {
-        for sequence in 1..=200 {
-            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (_acks, sender) = stuck_client(&s, 200).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let snapshot = s.sidecar.snapshot().await;
