@@ -241,12 +241,12 @@ async fn a_silent_connection_is_closed_after_its_age() {
     s.stop().await;
 }
 
-/// Records counted so far, once they stop growing (the stream no longer read).
+/// Records counted so far, once they have not grown for a second (the stream no longer read).
 async fn stalled(s: &common::TestSidecar) -> u64 {
-    let mut counted = u64::MAX;
+    let (mut counted, mut same) = (u64::MAX, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let now = s
             .sidecar
             .snapshot()
@@ -255,7 +255,12 @@ async fn stalled(s: &common::TestSidecar) -> u64 {
             .values()
             .map(|o| o.records())
             .sum::<u64>();
-        if now == counted && now > 0 {
+        same = if now == counted && now > 0 {
+            same + 1
+        } else {
+            0
+        };
+        if same == 4 {
             return now;
         }
         counted = now;
