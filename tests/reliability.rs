@@ -44,6 +44,7 @@ fn flagged(sequence: u64, n: usize, features: usize) -> pb::RecordBatch {
 async fn stuck_client(
     s: &common::TestSidecar,
     batches: u64,
+    records: usize,
 ) -> (
     tonic::Response<tonic::Streaming<pb::BatchAck>>,
     tokio::task::JoinHandle<()>,
@@ -56,7 +57,7 @@ async fn stuck_client(
         .unwrap();
     let sender = tokio::spawn(async move {
         for sequence in 1..=batches {
-            if tx.send(flagged(sequence, 1000, 8)).await.is_err() {
+            if tx.send(flagged(sequence, records, 8)).await.is_err() {
                 break;
             }
         }
@@ -152,7 +153,7 @@ async fn shutdown_with_a_client_not_reading_acks_still_exports_exactly() {
     let mut config = common::config();
     config.shutdown_budget = budget;
     let s = common::start(config).await;
-    let (_acks, sender) = stuck_client(&s, 200).await;
+    let (_acks, sender) = stuck_client(&s, 200, 1000).await;
     // Until the sidecar stops taking batches: its acks fill every buffer on the way.
     let counted = stalled(&s).await as i64;
     assert!(!sender.is_finished(), "the client is blocked, not done");
@@ -275,14 +276,19 @@ async fn a_client_not_reading_acks_holds_no_more_than_the_memory_budget() {
     config.max_message_bytes = budget;
     config.max_ingest_bytes = budget;
     let s = common::start(config).await;
-    let batch_bytes = flagged(0, 1000, 8).encoded_len();
-    let (_acks, sender) = stuck_client(&s, 100).await;
+    // About 300 kB a batch: three fit the budget.
+    let records = 3000;
+    let batch_bytes = flagged(0, records, 8).encoded_len();
+    let (_acks, sender) = stuck_client(&s, 100, records).await;
     let counted = stalled(&s).await;
-    // Without the budget the stream holds 16 batches in flight and more in the transport.
+    // Without the budget the stream takes 16 batches in flight and more whose acks wait in the
+    // transport. With it, what fits beside the acks handed over (each counted until the
+    // transport asks for the next, so a few more batches get in while it still does).
     let fit = (budget / batch_bytes) as u64;
+    let taken = counted / records as u64;
     assert!(
-        counted <= fit * 1000,
-        "{counted} records taken, {fit} batches fit the budget"
+        taken <= fit + 2,
+        "{taken} batches taken, {fit} fit the budget"
     );
     sender.abort();
     let (metrics, _) = s.stop().await;
@@ -294,7 +300,7 @@ async fn a_stream_whose_client_does_not_read_its_acks_is_ended() {
     let mut config = common::config();
     config.ack_timeout = Duration::from_secs(1);
     let s = common::start(config).await;
-    let (_acks, sender) = stuck_client(&s, 200).await;
+    let (_acks, sender) = stuck_client(&s, 200, 1000).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let snapshot = s.sidecar.snapshot().await;
