@@ -131,6 +131,31 @@ fn warn_if_exposed(addr: SocketAddr, config: &Config) {
     }
 }
 
+/// What each shard worker is given, from the configuration: the process-wide bounds are split
+/// across the shards here.
+pub fn shard_settings(
+    config: &Config,
+    declarations: Arc<DeclarationRegistry>,
+    profiles: Arc<crate::drift::registry::ProfileRegistry>,
+) -> ShardSettings {
+    ShardSettings {
+        max_models: ModelBudget::new(config.max_models),
+        model_idle_expiry: config.model_idle_expiry,
+        max_error_types: config.max_error_types,
+        sampling: config.sampling,
+        quality: crate::quality::QualitySettings {
+            max_pending: config.quality.max_pending.div_ceil(config.shards),
+            max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
+            ..config.quality.clone()
+        },
+        declarations: Some(declarations),
+        drift: config.drift.clone(),
+        profiles,
+        anomaly: config.anomaly.clone(),
+        series_interval: config.export.metric_interval,
+    }
+}
+
 impl Sidecar {
     /// Starts serving on `listener`.
     pub async fn start(
@@ -168,22 +193,7 @@ impl Sidecar {
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,
-            ShardSettings {
-                max_models: ModelBudget::new(config.max_models),
-                model_idle_expiry: config.model_idle_expiry,
-                max_error_types: config.max_error_types,
-                sampling: config.sampling,
-                quality: crate::quality::QualitySettings {
-                    max_pending: config.quality.max_pending.div_ceil(config.shards),
-                    max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
-                    ..config.quality.clone()
-                },
-                declarations: Some(declarations.clone()),
-                drift: config.drift.clone(),
-                profiles,
-                anomaly: config.anomaly.clone(),
-                series_interval: config.export.metric_interval,
-            },
+            shard_settings(&config, declarations.clone(), profiles),
             span_tx,
             stats.clone(),
         ));
