@@ -374,3 +374,34 @@ async fn feature_names_past_the_bound_are_counted_not_tracked() {
         Some(0.0)
     );
 }
+
+/// The reference in use is visible in the backend: its source and when it was taken.
+#[tokio::test]
+async fn the_reference_in_use_is_exported_with_its_source_and_time() {
+    let mut config = common::config();
+    config.drift.reference_records = 50;
+    let sidecar = common::start(config).await;
+    let mut client = sidecar.client().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let first: Vec<f64> = (0..50).map(f64::from).collect();
+    send(&mut client, 0, &first).await;
+    let (request, _) = sidecar.stop().await;
+    let at = [
+        ("model.name", "m"),
+        ("model.version", "1"),
+        ("source", "live:first-50"),
+    ];
+    assert_eq!(
+        common::point(&request, "inferscope.drift.reference.info", &at),
+        Some(1.0)
+    );
+    let created = common::point(&request, "inferscope.drift.reference.created_time", &at)
+        .expect("the capture time");
+    assert!(
+        created >= before.floor() && created <= before + 60.0,
+        "{created} vs {before}"
+    );
+}

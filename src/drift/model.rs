@@ -202,8 +202,11 @@ pub struct WindowScores {
 /// under way) `source` is empty and there are no windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftSnapshot {
+    /// Where the reference in use came from (a file, `live:first-N`); empty without one.
     pub source: String,
     pub reference_records: u64,
+    /// When the reference was built or captured (Unix seconds).
+    pub reference_created: u64,
     pub windows: Vec<WindowScores>,
     /// Feature names past `--max-features-per-model` since the state started.
     pub features_overflowed: u64,
@@ -589,6 +592,7 @@ impl ModelDrift {
             return DriftSnapshot {
                 source: String::new(),
                 reference_records: 0,
+                reference_created: 0,
                 windows: Vec::new(),
                 features_overflowed: self.features_overflowed,
             };
@@ -603,6 +607,7 @@ impl ModelDrift {
         DriftSnapshot {
             source: profile.source.clone(),
             reference_records: profile.records,
+            reference_created: profile.created_unix_seconds,
             windows: scores,
             features_overflowed: self.features_overflowed,
         }

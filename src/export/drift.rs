@@ -32,10 +32,17 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
     let mut drifted = Vec::new();
     let mut dataset = Vec::new();
     let mut overflow = Vec::new();
+    let mut reference = Vec::new();
+    let mut created = Vec::new();
     for (key, drift) in &snapshot.drift {
         let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
         overflow.push((since, base.clone(), drift.features_overflowed as i64));
+        if !drift.source.is_empty() {
+            let at = with(base.clone(), "source", &drift.source);
+            reference.push((since, at.clone(), Some(1.0)));
+            created.push((since, at, Some(drift.reference_created as f64)));
+        }
         for window in &drift.windows {
             let at = with(base.clone(), "window", &window.window);
             drifted.push((since, at.clone(), Some(window.drifted_features as f64)));
@@ -87,6 +94,18 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         "",
         "1 when the share of drifted features is at or above --dataset-drift-share (Evidently's dataset drift), else 0.",
         dataset,
+    );
+    b.gauge_double(
+        "inferscope.drift.reference.info",
+        "",
+        "1 for the reference profile a model version's drift is measured against, with its source (the profile file's, or live:first-N for a live capture and CaptureReference).",
+        reference,
+    );
+    b.gauge_double(
+        "inferscope.drift.reference.created_time",
+        "s",
+        "When the reference profile in use was built or captured, Unix seconds.",
+        created,
     );
     b.sum(
         "inferscope.drift.features_overflow",
