@@ -197,6 +197,11 @@ settings! {
         /// changed or removed are picked up without a restart.
         #[arg(long, env = "INFERSCOPE_PROFILES_DIR")]
         pub profiles_dir: Option<PathBuf>,
+        /// Directory where declarations and live-captured reference profiles are saved, so that
+        /// a restarted sidecar takes them back (a volume; created if missing) [default: none,
+        /// nothing survives a restart].
+        #[arg(long, env = "INFERSCOPE_STATE_DIR")]
+        pub state_dir: Option<PathBuf>,
         /// Seconds between looks at the profiles directory [default: 10].
         #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
         pub profiles_poll_seconds: Option<f64>,
@@ -429,6 +434,8 @@ pub struct Config {
     pub drift: crate::drift::model::DriftSettings,
     pub profiles_dir: Option<PathBuf>,
     pub profiles_poll: Duration,
+    /// `--state-dir`: where declarations and captured profiles outlive the process.
+    pub state_dir: Option<PathBuf>,
     /// Anomaly detectors, per model name (`[anomaly]` and `[anomaly.models."<name>"]`).
     pub anomaly: crate::anomaly::AnomalyConfig,
     pub span_queue: usize,
@@ -761,6 +768,7 @@ impl Config {
             drift,
             profiles_dir,
             profiles_poll,
+            state_dir: given.state_dir,
             anomaly,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,

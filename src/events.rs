@@ -254,6 +254,29 @@ impl SelfEvent for DeclarationsEvicted<'_> {
     const COUNTER: SelfCounter = SelfCounter::DeclarationsEvicted;
 }
 
+/// A change to the state directory was not written.
+#[derive(Debug)]
+pub struct StateWriteFailed<'a> {
+    pub dir: &'a std::path::Path,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for StateWriteFailed<'_> {
+    fn log(&self) {
+        tracing::error!(
+            target: "inferscope::state",
+            dir = %self.dir.display(),
+            error = %self.error,
+            "a declaration or reference profile could not be saved to --state-dir: it will not \
+             survive a restart (counted in inferscope.state.writes.failed)"
+        );
+    }
+}
+
+impl SelfEvent for StateWriteFailed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::StateWritesFailed;
+}
+
 /// A metrics export request failed; emitted through an [`Outage`].
 #[derive(Debug)]
 pub struct ExportFailed<'a> {

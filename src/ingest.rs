@@ -3,6 +3,7 @@
 
 use crate::{
     config::Config,
+    drift::registry::ProfileRegistry,
     events::{
         AckFlagsDropped, AcksUnread, BatchesRejected, DeclarationsEvicted, IngestBudgetFull,
         RecordsShed, StreamFailed,
@@ -11,6 +12,7 @@ use crate::{
     pb::{self, ingest_service_server::IngestService},
     pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
     self_metrics::{SelfCounter, SelfStats},
+    state::{Registries, StateStore},
     validation::{self, BatchError, FieldError, Limits},
 };
 use futures_util::Stream;
@@ -60,6 +62,10 @@ impl From<IngestError> for Status {
 pub struct Ingest {
     pipeline: Arc<Pipeline>,
     declarations: Arc<DeclarationRegistry>,
+    /// Reference profiles (for `ExportReference`).
+    profiles: Arc<ProfileRegistry>,
+    /// Where declarations are saved to survive a restart (`--state-dir`), if anywhere.
+    state: Option<StateStore>,
     limits: Arc<Limits>,
     null_sink: bool,
     max_inflight: usize,
@@ -322,14 +328,16 @@ impl<'a> Sorter<'a> {
 impl Ingest {
     pub fn new(
         pipeline: Arc<Pipeline>,
-        declarations: Arc<DeclarationRegistry>,
+        registries: &Registries,
         config: &Config,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             budget: Arc::new(MemoryBudget::new(config.max_ingest_bytes)),
             pipeline,
-            declarations,
+            declarations: registries.declarations.clone(),
+            profiles: registries.profiles.clone(),
+            state: registries.state.clone(),
             limits: Arc::new(config.limits.clone()),
             null_sink: config.null_sink,
             max_inflight: config.max_inflight_batches,
@@ -354,13 +362,22 @@ impl Ingest {
             let as_batch_error = |error| BatchError::Declaration { index, error };
             validation::check_declaration(decl, &self.limits).map_err(as_batch_error)?;
             let key = ModelKey::new(&decl.model, &decl.version);
-            let (declaration, evicted) = self
+            let declaration = Declaration::from_pb(decl);
+            let unchanged = self
                 .declarations
-                .put(key.clone(), Declaration::from_pb(decl));
+                .get(&decl.model, &decl.version)
+                .is_some_and(|kept| *kept == declaration);
+            let (declaration, evicted) = self.declarations.put(key.clone(), declaration);
             if let Some(old) = evicted {
                 self.pipeline
                     .stats
                     .emit(&DeclarationsEvicted { evicted: &old });
+                if let Some(state) = &self.state {
+                    state.forget_declaration(&old);
+                }
+            }
+            if let (Some(state), false) = (&self.state, unchanged) {
+                state.save_declaration(decl);
             }
             stored.push((key, declaration));
         }
@@ -708,5 +725,23 @@ impl IngestService for Ingest {
         Ok(Response::new(pb::CaptureReferenceResponse {
             records: records as u32,
         }))
+    }
+
+    async fn export_reference(
+        &self,
+        request: Request<pb::ExportReferenceRequest>,
+    ) -> Result<Response<pb::ExportReferenceResponse>, Status> {
+        let r = request.into_inner();
+        validation::check_model(&r.model, &r.version, &self.limits).map_err(IngestError::from)?;
+        let Some(profile) = self.profiles.get(&r.model, &r.version) else {
+            return Err(Status::not_found(format!(
+                "model {:?} version {:?} has no reference profile (none loaded, and no live \
+                 capture complete)",
+                r.model, r.version
+            )));
+        };
+        let profile_json = serde_json::to_string_pretty(profile.as_ref())
+            .map_err(|e| Status::internal(format!("cannot encode the profile: {e}")))?;
+        Ok(Response::new(pb::ExportReferenceResponse { profile_json }))
     }
 }

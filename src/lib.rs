@@ -43,6 +43,7 @@ pub mod quality;
 pub mod security;
 pub mod self_metrics;
 pub mod server;
+pub mod state;
 pub mod stats;
 pub mod tracecontext;
 pub mod validation;

@@ -55,19 +55,13 @@ enum Command {
     Health(HealthArgs),
 }
 
-/// `inferscope health` arguments. Health is not behind the bearer token; with TLS on ingest the
-/// probe connects over TLS (and with mTLS presents a client certificate).
+/// How a command reaches a running sidecar. With TLS on ingest it connects over TLS (and with
+/// mTLS presents a client certificate).
 #[derive(clap::Args)]
-struct HealthArgs {
+struct ConnectArgs {
     /// Address of the sidecar [default: the --listen default, 127.0.0.1:7717].
     #[arg(long, env = "INFERSCOPE_LISTEN")]
     addr: Option<std::net::SocketAddr>,
-    /// Service to ask about; empty asks about the server as a whole.
-    #[arg(long, default_value = "inferscope.v1.IngestService")]
-    service: String,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 2.0)]
-    timeout: f64,
     /// PEM CA bundle that verifies the sidecar's certificate: connect over TLS.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
@@ -82,11 +76,66 @@ struct HealthArgs {
     tls_client_key: Option<std::path::PathBuf>,
 }
 
+impl ConnectArgs {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.addr.unwrap_or_else(|| {
+            inferscope::config::DEFAULT_LISTEN
+                .parse()
+                .expect("valid default")
+        })
+    }
+
+    fn endpoint(&self) -> anyhow::Result<tonic::transport::Endpoint> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let addr = self.addr();
+        Ok(match &self.tls_ca {
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+            Some(ca) => {
+                let mut tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(read(ca)?))
+                    .domain_name(self.tls_domain.clone());
+                if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?
+            }
+        })
+    }
+}
+
+/// `inferscope health` arguments. Health is not behind the bearer token.
+#[derive(clap::Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Service to ask about; empty asks about the server as a whole.
+    #[arg(long, default_value = "inferscope.v1.IngestService")]
+    service: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
+}
+
 /// `inferscope profile` arguments.
 #[derive(clap::Args)]
 struct ProfileArgs {
     /// The reference data: `.csv` or `.jsonl`.
-    input: std::path::PathBuf,
+    #[arg(
+        required_unless_present = "from_sidecar",
+        conflicts_with = "from_sidecar"
+    )]
+    input: Option<std::path::PathBuf>,
+    /// Instead of building from data, export the reference profile a running sidecar uses now
+    /// for --model and --version (a live capture included), to keep it or to load it elsewhere
+    /// with --profiles-dir. Reaches the sidecar at --addr, with --tls-* and the token of
+    /// INFERSCOPE_AUTH_TOKEN_FILE.
+    #[arg(long)]
+    from_sidecar: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Model name the profile is for.
     #[arg(long)]
     model: String,
@@ -182,7 +231,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Profile(args) => {
             // Errors in one line, whatever RUST_BACKTRACE says: they are about the input.
-            if let Err(e) = profile_command(args) {
+            let done = if args.from_sidecar {
+                export_profile(args).await
+            } else {
+                profile_command(args)
+            };
+            if let Err(e) = done {
                 eprintln!("error: {e:#}");
                 std::process::exit(1);
             }
@@ -195,6 +249,8 @@ async fn main() -> anyhow::Result<()> {
 fn profile_command(args: ProfileArgs) -> anyhow::Result<()> {
     let ProfileArgs {
         input,
+        from_sidecar: _,
+        connect: _,
         model,
         version,
         output,
@@ -206,6 +262,7 @@ fn profile_command(args: ProfileArgs) -> anyhow::Result<()> {
         sample,
     } = args;
     use inferscope::drift::{build, profile::ProfileSettings};
+    let input = input.context("give the reference data file")?;
     anyhow::ensure!(bins >= 2, "--bins must be at least 2");
     let output = output.unwrap_or_else(|| format!("{model}@{version}.profile.json").into());
     let options = build::BuildOptions {
@@ -239,41 +296,63 @@ fn profile_command(args: ProfileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `inferscope profile --from-sidecar`: the profile a running sidecar uses now, written as a
+/// profile file.
+async fn export_profile(args: ProfileArgs) -> anyhow::Result<()> {
+    use inferscope::pb::{ingest_service_client::IngestServiceClient, ExportReferenceRequest};
+    let ProfileArgs {
+        connect,
+        model,
+        version,
+        output,
+        ..
+    } = args;
+    let addr = connect.addr();
+    let channel = connect
+        .endpoint()?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the sidecar at {addr}"))?;
+    let token = inferscope::security::AuthToken::read(
+        std::env::var_os("INFERSCOPE_AUTH_TOKEN_FILE").map(Into::into),
+    )?;
+    let mut request = tonic::Request::new(ExportReferenceRequest {
+        model: model.clone(),
+        version: version.clone(),
+    });
+    if let Some(token) = &token {
+        request
+            .metadata_mut()
+            .insert("authorization", token.header());
+    }
+    let reply = IngestServiceClient::new(channel)
+        .export_reference(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("{addr}: {}", status.message()))?
+        .into_inner();
+    let profile: inferscope::drift::profile::Profile = serde_json::from_str(&reply.profile_json)
+        .context("the sidecar sent a profile this version cannot read")?;
+    let output = output.unwrap_or_else(|| format!("{model}@{version}.profile.json").into());
+    std::fs::write(&output, reply.profile_json + "\n")
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    print!("{}", inferscope::drift::build::summary(&profile));
+    println!("wrote {} (source {})", output.display(), profile.source);
+    Ok(())
+}
+
 async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
     let HealthArgs {
-        addr,
+        connect,
         service,
         timeout,
-        tls_ca,
-        tls_domain,
-        tls_client_cert,
-        tls_client_key,
     } = args;
-    let addr = addr.unwrap_or_else(|| {
-        inferscope::config::DEFAULT_LISTEN
-            .parse()
-            .expect("valid default")
-    });
+    let addr = connect.addr();
     let timeout = Duration::try_from_secs_f64(timeout).context("--timeout")?;
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let endpoint = match &tls_ca {
-        None => Endpoint::from_shared(format!("http://{addr}"))?,
-        Some(ca) => {
-            let mut tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(read(ca)?))
-                .domain_name(tls_domain);
-            if let (Some(cert), Some(key)) = (&tls_client_cert, &tls_client_key) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?
-        }
-    };
+    let endpoint = connect.endpoint()?;
     let check = async {
         let channel = endpoint.connect_timeout(timeout).connect().await?;
         let reply = HealthClient::new(channel)

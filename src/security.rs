@@ -106,6 +106,13 @@ impl AuthToken {
             })
     }
 
+    /// The `authorization` header value a client presents: `Bearer <token>`.
+    pub fn header(&self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(&self.0);
+        tonic::metadata::MetadataValue::try_from(value).expect("a token is printable ASCII")
+    }
+
     /// A token of printable ASCII (what an `authorization` header can carry), not empty.
     pub fn new(token: &[u8]) -> Option<Self> {
         let printable = token.iter().all(|b| b.is_ascii_graphic());

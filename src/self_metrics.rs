@@ -37,6 +37,8 @@ pub enum SelfCounter {
     BatchesOverBudget,
     /// Streams ended because their client did not read an ack in time.
     StreamsUnread,
+    /// Changes to the state directory not written (queue full, or the write failed).
+    StateWritesFailed,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -165,6 +167,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.streams.unread",
         unit: "{stream}",
         description: "Record streams ended because their client left an ack unread for --ack-timeout-seconds.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::StateWritesFailed,
+        name: "inferscope.state.writes.failed",
+        unit: "{write}",
+        description: "Declarations and captured reference profiles not saved to --state-dir (the write failed, or the writer's queue was full); they would not survive a restart.",
         instrument: Instrument::Counter,
     },
 ];

@@ -13,12 +13,12 @@ use crate::{
         resource, traces, ExportError,
     },
     ingest::Ingest,
-    models::DeclarationRegistry,
     pb::{self, ingest_service_server::IngestServiceServer},
     pipeline::{ModelBudget, Pipeline, ShardSettings},
     security::BearerAuth,
     self_metrics::SelfCounter,
     self_metrics::SelfStats,
+    state::Registries,
 };
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -73,6 +73,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("cannot set up TLS from --tls-cert / --tls-key / --tls-client-ca: {0}")]
     Tls(#[source] tonic::transport::Error),
+    #[error("cannot use --state-dir {0}: {1}")]
+    State(std::path::PathBuf, #[source] std::io::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -133,11 +135,7 @@ fn warn_if_exposed(addr: SocketAddr, config: &Config) {
 
 /// What each shard worker is given, from the configuration: the process-wide bounds are split
 /// across the shards here.
-pub fn shard_settings(
-    config: &Config,
-    declarations: Arc<DeclarationRegistry>,
-    profiles: Arc<crate::drift::registry::ProfileRegistry>,
-) -> ShardSettings {
+pub fn shard_settings(config: &Config, registries: &Registries) -> ShardSettings {
     ShardSettings {
         max_models: ModelBudget::new(config.max_models),
         model_idle_expiry: config.model_idle_expiry,
@@ -148,9 +146,10 @@ pub fn shard_settings(
             max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
             ..config.quality.clone()
         },
-        declarations: Some(declarations),
+        declarations: Some(registries.declarations.clone()),
         drift: config.drift.clone(),
-        profiles,
+        profiles: registries.profiles.clone(),
+        state: registries.state.clone(),
         anomaly: config.anomaly.clone(),
         series_interval: config.export.metric_interval,
     }
@@ -177,28 +176,17 @@ impl Sidecar {
             }
             None => (None, None),
         };
-        let declarations = Arc::new(DeclarationRegistry::new(config.max_models));
-        // Reference profiles: the directory is read once before serving, then watched.
-        let profiles = Arc::new(crate::drift::registry::ProfileRegistry::new());
-        if let Some(dir) = &config.profiles_dir {
-            let mut directory = crate::drift::registry::ProfileDirectory::new(dir.clone());
-            directory.sync(&profiles);
-            tokio::spawn(crate::drift::registry::watch(
-                directory,
-                profiles.clone(),
-                config.profiles_poll,
-                shutdown.clone(),
-            ));
-        }
+        let registries = Registries::load(&config, &stats, &shutdown)
+            .map_err(|e| ServeError::State(config.state_dir.clone().unwrap_or_default(), e))?;
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,
-            shard_settings(&config, declarations.clone(), profiles),
+            shard_settings(&config, &registries),
             span_tx,
             stats.clone(),
         ));
 
-        let ingest = Ingest::new(pipeline.clone(), declarations, &config, shutdown.clone());
+        let ingest = Ingest::new(pipeline.clone(), &registries, &config, shutdown.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()

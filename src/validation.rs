@@ -637,11 +637,12 @@ pub fn reason_name(reason: RejectReason) -> &'static str {
         RejectReason::UnknownClass => "unknown_class",
         RejectReason::InvalidTraceparent => "invalid_traceparent",
         RejectReason::UndeclaredClass => "undeclared_class",
+        RejectReason::Malformed => "malformed",
     }
 }
 
 /// Every reason, in enum order, for fixed-size counters indexed by `reason as usize`.
-pub const REJECT_REASONS: [RejectReason; 9] = [
+pub const REJECT_REASONS: [RejectReason; 10] = [
     RejectReason::Unspecified,
     RejectReason::MissingField,
     RejectReason::InvalidValue,
@@ -651,6 +652,7 @@ pub const REJECT_REASONS: [RejectReason; 9] = [
     RejectReason::UnknownClass,
     RejectReason::InvalidTraceparent,
     RejectReason::UndeclaredClass,
+    RejectReason::Malformed,
 ];
 
 #[cfg(test)]

@@ -4,12 +4,11 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_inferscope");
+use common::process::{free_port, health, BIN};
 
 #[test]
 fn bad_configuration_fails_at_start_naming_the_setting() {
@@ -31,43 +30,12 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     assert!(stderr.contains("OTEL_TRACES_SAMPLER"), "{stderr}");
 }
 
-fn health(addr: &str) -> bool {
-    Command::new(BIN)
-        .args(["health", "--addr", addr, "--timeout", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[test]
 fn serve_answers_health_and_exits_cleanly_on_sigterm() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     assert!(!health(&addr), "nothing listens yet");
-    let mut server = Command::new(BIN)
-        .args(["serve", "--listen", &addr, "--no-metrics", "--no-traces"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health(&addr) {
-        assert!(Instant::now() < deadline, "serve never answered health");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = server.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    let out = common::process::serve_on(&addr, &addr, &[]).stop("-TERM");
+    assert_eq!(out.status.code(), Some(0));
     assert!(!health(&addr), "stopped");
 }
 
@@ -153,42 +121,12 @@ fn categorical_codes_keep_their_text() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs `serve` on `listen` with output to pipes (as under Kubernetes) until it answers health
 /// on `probe`, stops it with SIGTERM and returns everything it wrote.
 fn serve_output(listen: &str, probe: &str, extra: &[&str]) -> String {
-    let mut server = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--no-metrics", "--no-traces"])
-        .args(extra)
-        .env_remove("INFERSCOPE_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health(probe) {
-        if server.try_wait().unwrap().is_some() {
-            let out = server.wait_with_output().unwrap();
-            panic!("serve exited: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        assert!(Instant::now() < deadline, "serve never answered health");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = server.wait_with_output().unwrap();
+    let out = common::process::serve_on(listen, probe, extra).stop("-TERM");
     assert_eq!(out.status.code(), Some(0));
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    common::process::output(&out)
 }
 
 #[test]
@@ -293,13 +231,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn out_of_descriptors_the_accept_loop_waits_instead_of_spinning() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let server = Command::new("bash")
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Command::new("bash")
         .args([
             "-c",
             &format!("ulimit -n 64; exec {BIN} serve --listen {addr} --shards 1 --no-metrics --no-traces"),
@@ -309,11 +242,7 @@ fn out_of_descriptors_the_accept_loop_waits_instead_of_spinning() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health(&addr) {
-        assert!(Instant::now() < deadline, "serve never answered health");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::process::wait_healthy(&mut server, &addr);
     // More connections than descriptors: the rest wait in the backlog, and accept fails.
     let connections: Vec<_> = (0..120)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())

@@ -405,3 +405,57 @@ async fn the_reference_in_use_is_exported_with_its_source_and_time() {
         "{created} vs {before}"
     );
 }
+
+/// The source of the reference `ExportReference` answers for m/1.
+async fn exported_source(client: &mut common::TestClient) -> String {
+    let json = client
+        .export_reference(pb::ExportReferenceRequest {
+            model: "m".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_json;
+    serde_json::from_str::<Profile>(&json).unwrap().source
+}
+
+#[tokio::test]
+async fn at_start_the_reference_written_last_wins() {
+    // A saved capture (--state-dir) and a profile file (--profiles-dir) for one version: before
+    // the restart the later of the two was in use, so after it too.
+    for (file_is_newer, want) in [(true, "training.csv"), (false, "live:first-100")] {
+        let dir = common::tls::temp_dir(&format!("written-last-{file_is_newer}"));
+        let (state, profiles) = (dir.join("state"), dir.join("profiles"));
+        std::fs::create_dir_all(state.join("references")).unwrap();
+        std::fs::create_dir_all(&profiles).unwrap();
+        let write = |path: std::path::PathBuf, source: &str, age: u64| {
+            let json = serde_json::to_string(&profile(source, (0..100).map(f64::from))).unwrap();
+            std::fs::write(&path, json).unwrap();
+            let when = std::time::SystemTime::now() - Duration::from_secs(age);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        let (file_age, saved_age) = if file_is_newer { (10, 20) } else { (20, 10) };
+        write(profiles.join("m.json"), "training.csv", file_age);
+        write(
+            state.join("references/saved.profile.json"),
+            "live:first-100",
+            saved_age,
+        );
+        let sidecar = common::start(inferscope::config::Config {
+            state_dir: Some(state),
+            profiles_dir: Some(profiles),
+            ..common::config()
+        })
+        .await;
+        let mut client = sidecar.client().await;
+        assert_eq!(exported_source(&mut client).await, want);
+        sidecar.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

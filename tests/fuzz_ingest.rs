@@ -11,8 +11,8 @@
 //! it from then on.
 
 use inferscope::{
-    config::Config, drift::registry::ProfileRegistry, ingest::Ingest, models::DeclarationRegistry,
-    pb, pipeline::Pipeline, self_metrics::SelfStats, server::shard_settings,
+    config::Config, ingest::Ingest, pb, pipeline::Pipeline, self_metrics::SelfStats,
+    server::shard_settings, state::Registries,
 };
 use prost::Message;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -124,21 +124,17 @@ async fn arbitrary_bytes_never_crash_and_every_ack_accounts_for_its_batch() {
         shards: 1,
         ..Config::default()
     };
-    let declarations = Arc::new(DeclarationRegistry::new(config.max_models));
+    let registries = Registries::new(&config);
     let pipeline = Arc::new(Pipeline::start(
         1,
         64,
-        shard_settings(
-            &config,
-            declarations.clone(),
-            Arc::new(ProfileRegistry::new()),
-        ),
+        shard_settings(&config, &registries),
         None,
         Arc::new(SelfStats::default()),
     ));
     let ingest = Ingest::new(
         pipeline.clone(),
-        declarations,
+        &registries,
         &config,
         CancellationToken::new(),
     );

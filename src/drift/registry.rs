@@ -154,6 +154,14 @@ impl ProfileDirectory {
         changed
     }
 
+    /// When the file that holds `key`'s profile was last modified, if a file holds it.
+    pub fn loaded_at(&self, key: &ModelKey) -> Option<SystemTime> {
+        self.seen
+            .values()
+            .find(|(_, held)| held.as_ref() == Some(key))
+            .map(|((modified, _), _)| *modified)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

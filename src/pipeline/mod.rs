@@ -137,6 +137,8 @@ pub struct ShardSettings {
     pub drift: DriftSettings,
     /// Reference profiles, loaded or captured.
     pub profiles: Arc<ProfileRegistry>,
+    /// Where captured profiles are saved (`--state-dir`), if anywhere.
+    pub state: Option<crate::state::StateStore>,
     /// Anomaly detector settings, per model name.
     pub anomaly: AnomalyConfig,
     /// How often each shard closes an interval of its models' change-detector series (the

@@ -282,6 +282,9 @@ impl Shard {
                     records = profile.records,
                     "reference profile captured from the first records"
                 );
+                if let Some(state) = &self.settings.state {
+                    state.save_reference(profile.clone());
+                }
                 self.settings.profiles.put(profile);
             }
             self.settle(departed);

@@ -131,8 +131,8 @@ impl ModelTable {
     /// Forgets model versions idle for longer than `expiry`, so that version churn over weeks
     /// neither grows memory nor pushes new versions into the overflow slot; returns how many.
     /// A version whose predictions still wait for labels stays until they expire. A profile
-    /// captured live goes with its version, so that churn does not grow the registry either
-    /// (profiles from files stay with their files).
+    /// captured live goes with its version (and its saved copy in `--state-dir`), so that churn
+    /// does not grow the registry either (profiles from files stay with their files).
     pub fn expire_idle(
         &mut self,
         expiry: std::time::Duration,
@@ -156,6 +156,9 @@ impl ModelTable {
                 });
                 if captured.is_some() {
                     profiles.remove(&state.key);
+                    if let Some(saved) = &settings.state {
+                        saved.forget_reference(&state.key);
+                    }
                 }
             }
             keep

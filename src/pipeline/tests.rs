@@ -52,6 +52,7 @@ async fn idle_models_expire_and_come_back_from_zero() {
         declarations: None,
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
+        state: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     };
@@ -86,6 +87,7 @@ async fn expiry_frees_model_slots_under_the_cap() {
         declarations: None,
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
+        state: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     };
@@ -118,6 +120,7 @@ fn quality_settings() -> ShardSettings {
         declarations: None,
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
+        state: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     }

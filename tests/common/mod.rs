@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod process;
 pub mod tls;
 
 use inferscope::{

@@ -31,6 +31,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_UNKNOWN_CLASS: _ClassVar[RejectReason]
     REJECT_REASON_INVALID_TRACEPARENT: _ClassVar[RejectReason]
     REJECT_REASON_UNDECLARED_CLASS: _ClassVar[RejectReason]
+    REJECT_REASON_MALFORMED: _ClassVar[RejectReason]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_BINARY_CLASSIFICATION: TaskType
 TASK_TYPE_MULTICLASS_CLASSIFICATION: TaskType
@@ -48,6 +49,7 @@ REJECT_REASON_SCHEMA_MISMATCH: RejectReason
 REJECT_REASON_UNKNOWN_CLASS: RejectReason
 REJECT_REASON_INVALID_TRACEPARENT: RejectReason
 REJECT_REASON_UNDECLARED_CLASS: RejectReason
+REJECT_REASON_MALFORMED: RejectReason
 
 class RecordBatch(_message.Message):
     __slots__ = ("sequence", "model", "version", "declarations", "records")
@@ -284,3 +286,17 @@ class CaptureReferenceResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: int
     def __init__(self, records: _Optional[int] = ...) -> None: ...
+
+class ExportReferenceRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ExportReferenceResponse(_message.Message):
+    __slots__ = ("profile_json",)
+    PROFILE_JSON_FIELD_NUMBER: _ClassVar[int]
+    profile_json: str
+    def __init__(self, profile_json: _Optional[str] = ...) -> None: ...

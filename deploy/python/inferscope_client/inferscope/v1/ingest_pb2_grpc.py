@@ -55,6 +55,11 @@ class IngestServiceStub(object):
                 request_serializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.SerializeToString,
                 response_deserializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.FromString,
                 _registered_method=True)
+        self.ExportReference = channel.unary_unary(
+                '/inferscope.v1.IngestService/ExportReference',
+                request_serializer=inferscope_dot_v1_dot_ingest__pb2.ExportReferenceRequest.SerializeToString,
+                response_deserializer=inferscope_dot_v1_dot_ingest__pb2.ExportReferenceResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer(object):
@@ -92,6 +97,16 @@ class IngestServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportReference(self, request, context):
+        """The reference profile a model version's drift is measured against now (loaded from a file,
+        saved in --state-dir, or captured live), in the format `inferscope profile` writes and
+        --profiles-dir reads: save it to keep a live capture. NOT_FOUND when the version has none
+        (no profile loaded and the capture not complete).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +129,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.CaptureReference,
                     request_deserializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.FromString,
                     response_serializer=inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.SerializeToString,
+            ),
+            'ExportReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportReference,
+                    request_deserializer=inferscope_dot_v1_dot_ingest__pb2.ExportReferenceRequest.FromString,
+                    response_serializer=inferscope_dot_v1_dot_ingest__pb2.ExportReferenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +245,33 @@ class IngestService(object):
             '/inferscope.v1.IngestService/CaptureReference',
             inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceRequest.SerializeToString,
             inferscope_dot_v1_dot_ingest__pb2.CaptureReferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferscope.v1.IngestService/ExportReference',
+            inferscope_dot_v1_dot_ingest__pb2.ExportReferenceRequest.SerializeToString,
+            inferscope_dot_v1_dot_ingest__pb2.ExportReferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
