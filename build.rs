@@ -15,9 +15,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("inferscope_descriptor.bin"),
         fds.encode_to_vec(),
     )?;
+    // The oracle for `src/wire.rs`'s hand-written `RecordBatch`: the proto's types as prost
+    // generates them, used by its tests only.
+    let oracle = out_dir.join("oracle");
+    fs::create_dir_all(&oracle)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .out_dir(&oracle)
+        .compile_fds(fds.clone())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Decoded record by record, so that one bad record does not lose its batch.
+        .extern_path(".inferscope.v1.RecordBatch", "crate::wire::RecordBatch")
         .compile_fds(fds)?;
     Ok(())
 }

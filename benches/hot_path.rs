@@ -14,6 +14,22 @@ use inferscope::{
 };
 use std::hint::black_box;
 
+/// `RecordBatch` as prost generates it (decoded all or nothing): the baseline for
+/// `src/wire.rs`'s record-by-record decoding.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GeneratedBatch {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+    #[prost(string, tag = "2")]
+    model: String,
+    #[prost(string, tag = "3")]
+    version: String,
+    #[prost(message, repeated, tag = "4")]
+    declarations: Vec<pb::ModelDeclaration>,
+    #[prost(message, repeated, tag = "5")]
+    records: Vec<pb::InferenceRecord>,
+}
+
 fn hot_path(c: &mut Criterion) {
     let load = load_test_batch(0, 1000, 32);
     let batch = &load.records;
@@ -39,6 +55,16 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("batch_encoded_len", |b| {
         use prost::Message;
         b.iter(|| black_box(&load).encoded_len())
+    });
+    // Decoding a batch, record by record (src/wire.rs) and as prost generates it.
+    let encoded = prost::Message::encode_to_vec(&load);
+    group.bench_function("decode_batch", |b| {
+        use prost::Message;
+        b.iter(|| pb::RecordBatch::decode(black_box(encoded.as_slice())).unwrap())
+    });
+    group.bench_function("decode_batch_generated", |b| {
+        use prost::Message;
+        b.iter(|| GeneratedBatch::decode(black_box(encoded.as_slice())).unwrap())
     });
     group.bench_function("operational_update", |b| {
         b.iter_batched_ref(

@@ -383,6 +383,7 @@ pub fn load_test_batch(sequence: u64, size: usize, features: usize) -> pb::Recor
                 .collect(),
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -483,6 +484,7 @@ async fn stream_model(
                     Vec::new()
                 },
                 records,
+                ..Default::default()
             };
             if tx.send(batch).await.is_err() {
                 break;

@@ -440,11 +440,16 @@ impl Ingest {
             let shard = self.pipeline.shard_of(&key.model, &key.version);
             sorter.shares[shard].declarations.push((key, declaration));
         }
+        let mut malformed = batch.malformed.iter().peekable();
         for (index, record) in batch.records.iter().enumerate() {
             let (model, version) =
                 validation::model_of(&record.model, &record.version, &batch.model, &batch.version);
-            sorter.sort(index, model, version, |declaration| {
-                validation::check_record(record, model, version, declaration, &self.limits)
+            let undecoded = malformed.next_if(|(i, _)| *i as usize == index);
+            sorter.sort(index, model, version, |declaration| match undecoded {
+                None => validation::check_record(record, model, version, declaration, &self.limits),
+                // Counted under the batch's model; without one, under `__invalid__`.
+                Some((_, error)) => validation::check_model(model, version, &self.limits)
+                    .and(Err(validation::malformed(error))),
             });
         }
         let (shares, rejects) = sorter.finish();

@@ -48,10 +48,12 @@ pub mod stats;
 pub mod tracecontext;
 pub mod validation;
 pub mod windows;
+pub mod wire;
 
 pub mod pb {
     //! Types and gRPC stubs generated from `proto/inferscope/v1`.
     tonic::include_proto!("inferscope.v1");
+    pub use crate::wire::RecordBatch;
     /// The encoded file descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("inferscope_descriptor");

@@ -73,6 +73,15 @@ fn reject(field: &'static str, reason: RejectReason, message: impl Into<String>)
     }
 }
 
+/// The reject of a record whose bytes did not decode (`crate::wire::RecordBatch::malformed`).
+pub fn malformed(error: &str) -> FieldError {
+    reject(
+        "records",
+        RejectReason::Malformed,
+        format!("the record is not a valid InferenceRecord ({error}); the rest of the batch is processed"),
+    )
+}
+
 /// A batch-level problem: the whole batch is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BatchError {

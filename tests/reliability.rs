@@ -317,3 +317,102 @@ async fn a_stream_whose_client_does_not_read_its_acks_is_ended() {
     let (metrics, _) = s.stop().await;
     assert_eq!(value(&metrics, "inferscope.streams.unread", &[]), 1);
 }
+
+/// Sends already-encoded messages, so that a test can send bytes no client library would.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawCoder;
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_utf8_is_rejected_alone() {
+    let s = common::start(common::config()).await;
+    let mut batch = inferscope::demo::load_test_batch(7, 5, 4);
+    let marker = "\u{1F6A9}\u{1F6A9}"; // found below in the encoded batch and broken
+    batch.records[2].request_id = marker.into();
+    let mut bytes = batch.encode_to_vec();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap();
+    bytes[at] = 0xff;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", s.sidecar.local_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let reply = grpc
+        .unary(
+            tonic::Request::new(bytes),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/inferscope.v1.IngestService/SubmitRecords",
+            ),
+            RawCodec,
+        )
+        .await
+        .expect("the batch is taken, less its bad record")
+        .into_inner();
+    let ack = pb::BatchAck::decode(reply.as_slice()).unwrap();
+    assert_eq!((ack.sequence, ack.accepted), (7, 4));
+    assert_eq!(ack.rejects.len(), 1, "{:?}", ack.rejects);
+    let reject = &ack.rejects[0];
+    assert_eq!(reject.index, 2);
+    assert_eq!(reject.reason(), pb::RejectReason::Malformed);
+    assert!(reject.message.contains("UTF-8"), "{}", reject.message);
+    let (metrics, _) = s.stop().await;
+    let model = [("model.name", batch.model.as_str())];
+    assert_eq!(value(&metrics, "inferscope.records.received", &model), 4);
+    assert_eq!(
+        value(
+            &metrics,
+            "inferscope.records.rejected",
+            &[
+                ("model.name", batch.model.as_str()),
+                ("reason", "malformed")
+            ]
+        ),
+        1
+    );
+}

@@ -50,6 +50,7 @@ fn batch(sequence: u64, amounts: impl Iterator<Item = f64>, declare: bool) -> pb
         version: "7".into(),
         declarations: if declare { vec![declaration()] } else { vec![] },
         records,
+        ..Default::default()
     }
 }
 
