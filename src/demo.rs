@@ -342,6 +342,26 @@ fn load_value(i: usize, f: usize) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64 * 10.0
 }
 
+/// The load test batch encoded, with the request id of record `bad` made invalid UTF-8 (for
+/// tests of malformed records: no client library sends one).
+pub fn encoded_with_invalid_utf8(
+    sequence: u64,
+    size: usize,
+    bad: usize,
+) -> (pb::RecordBatch, Vec<u8>) {
+    use prost::Message;
+    let mut batch = load_test_batch(sequence, size, 4);
+    let marker = "\u{1F6A9}\u{1F6A9}\u{1F6A9}"; // 12 bytes, found in the encoding and broken
+    batch.records[bad].request_id = marker.into();
+    let mut bytes = batch.encode_to_vec();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("the marker is encoded as is");
+    bytes[at] = 0xff;
+    (batch, bytes)
+}
+
 /// A uniform batch for load tests and benchmarks: a declared binary classifier ("loadgen" 1)
 /// with `features` numeric features, 1 % error records.
 pub fn load_test_batch(sequence: u64, size: usize, features: usize) -> pb::RecordBatch {

@@ -188,23 +188,9 @@ mod tests {
         assert!(again.malformed.is_empty());
     }
 
-    /// A batch whose record `bad` holds a request id that is not UTF-8.
-    fn with_bad_utf8(bad: usize) -> (RecordBatch, Vec<u8>) {
-        let mut batch = sample();
-        let marker = "\u{1F6A9}\u{1F6A9}\u{1F6A9}"; // 12 bytes, found below to be corrupted
-        batch.records[bad].request_id = marker.into();
-        let mut bytes = batch.encode_to_vec();
-        let at = bytes
-            .windows(marker.len())
-            .position(|w| w == marker.as_bytes())
-            .unwrap();
-        bytes[at] = 0xff;
-        (batch, bytes)
-    }
-
     #[test]
     fn a_record_with_invalid_utf8_is_set_aside_alone() {
-        let (sent, bytes) = with_bad_utf8(2);
+        let (sent, bytes) = crate::demo::encoded_with_invalid_utf8(3, 5, 2);
         // The proto's generated type loses the whole batch.
         assert!(generated::RecordBatch::decode(bytes.as_slice()).is_err());
         let got = RecordBatch::decode(bytes.as_slice()).unwrap();

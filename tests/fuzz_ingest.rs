@@ -28,7 +28,8 @@ fn corpus_dir() -> PathBuf {
 }
 
 /// Structured seeds: the load generator's batch, a declared batch with every prediction kind,
-/// labels, NaN and infinite features, over-long strings, a bad traceparent.
+/// labels, NaN and infinite features, over-long strings, a bad traceparent, a record that is not
+/// UTF-8.
 fn seeds() -> Vec<Vec<u8>> {
     let load = inferscope::demo::load_test_batch(0, 20, 8);
     let mut odd = load.clone();
@@ -64,10 +65,12 @@ fn seeds() -> Vec<Vec<u8>> {
             ..Default::default()
         });
     }
-    [load, odd, named]
+    let mut seeds: Vec<Vec<u8>> = [load, odd, named]
         .iter()
         .map(|b| b.encode_to_vec())
-        .collect()
+        .collect();
+    seeds.push(inferscope::demo::encoded_with_invalid_utf8(9, 10, 4).1);
+    seeds
 }
 
 /// One random change to `input` (or a splice with `other`).

@@ -366,15 +366,7 @@ impl tonic::codec::Codec for RawCodec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_is_not_utf8_is_rejected_alone() {
     let s = common::start(common::config()).await;
-    let mut batch = inferscope::demo::load_test_batch(7, 5, 4);
-    let marker = "\u{1F6A9}\u{1F6A9}"; // found below in the encoded batch and broken
-    batch.records[2].request_id = marker.into();
-    let mut bytes = batch.encode_to_vec();
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())
-        .unwrap();
-    bytes[at] = 0xff;
+    let (batch, bytes) = inferscope::demo::encoded_with_invalid_utf8(7, 5, 2);
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", s.sidecar.local_addr))
             .unwrap()
