@@ -505,32 +505,32 @@ impl SelfEvent for StreamFailed<'_> {
 
 /// Shutdown cut the streams still open after their grace.
 #[derive(Debug)]
-pub struct StreamsCut {
-    pub streams: u64,
+pub struct ConnectionsCut {
+    pub connections: u64,
     pub after: Duration,
 }
 
-impl InternalEvent for StreamsCut {
+impl InternalEvent for ConnectionsCut {
     /// Once per process: shutdown happens once.
     const LOGGED: Logged = Logged::Every;
 
     fn log(&self) {
         tracing::warn!(
             target: "inferscope::server",
-            streams = self.streams,
+            connections = self.connections,
             after = ?self.after,
-            "record streams did not end in time (a client not reading its acks?): cut, so that \
+            "connections did not close in time (a client not reading its acks?): cut, so that \
              the drain and the final export keep the rest of the shutdown budget"
         );
     }
 
     fn amount(&self) -> u64 {
-        self.streams
+        self.connections
     }
 }
 
-impl SelfEvent for StreamsCut {
-    const COUNTER: SelfCounter = SelfCounter::StreamsCut;
+impl SelfEvent for ConnectionsCut {
+    const COUNTER: SelfCounter = SelfCounter::ConnectionsCut;
 }
 
 /// Flags were left out of an ack that would not fit in one gRPC message.

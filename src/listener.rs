@@ -31,6 +31,26 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// `--max-connections` slots: one is held by each open connection.
+pub struct ConnectionSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.free.available_permits()
+    }
+}
+
 /// One accepted connection; its slot under `--max-connections` is freed when it is dropped.
 pub struct Connection {
     tcp: TcpStream,
@@ -89,10 +109,10 @@ impl AsyncWrite for Connection {
 /// server would only skip it.
 pub fn incoming(
     listener: TcpListener,
-    max_connections: usize,
+    slots: Arc<ConnectionSlots>,
     stats: Arc<SelfStats>,
 ) -> impl Stream<Item = io::Result<Connection>> {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let max_connections = slots.max;
     futures_util::stream::unfold(
         (listener, slots, stats),
         move |(listener, slots, stats)| async move {
@@ -100,7 +120,7 @@ pub fn incoming(
             loop {
                 match listener.accept().await {
                     Ok((tcp, _)) => {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        let Ok(slot) = slots.free.clone().try_acquire_owned() else {
                             stats.emit(&ConnectionsRefused {
                                 limit: max_connections,
                             });

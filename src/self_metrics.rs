@@ -25,8 +25,8 @@ pub enum SelfCounter {
     ExportFailures,
     /// Record streams ended with an error status by a message that could not be read.
     StreamsFailed,
-    /// Record streams still open when the shutdown's grace for streams ran out.
-    StreamsCut,
+    /// Connections still open when the shutdown's grace for streams ran out.
+    ConnectionsCut,
     /// Anomaly flags left out of an ack so that it fits in a gRPC message.
     AckFlagsDropped,
     /// Connections closed at once because `--max-connections` were open.
@@ -128,10 +128,10 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         instrument: Instrument::Counter,
     },
     SelfMetric {
-        counter: SelfCounter::StreamsCut,
-        name: "inferscope.streams.cut",
-        unit: "{stream}",
-        description: "Record streams still open when the shutdown's grace for streams (half the budget) ran out.",
+        counter: SelfCounter::ConnectionsCut,
+        name: "inferscope.connections.cut",
+        unit: "{connection}",
+        description: "Connections still open when the shutdown's grace for streams (half the budget) ran out, closed without waiting for their clients (a client not reading its acks).",
         instrument: Instrument::Counter,
     },
     SelfMetric {

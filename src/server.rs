@@ -7,7 +7,7 @@
 
 use crate::{
     config::Config,
-    events::StreamsCut,
+    events::ConnectionsCut,
     export::{
         metrics::{MetricExporter, MetricTransport, SidecarSnapshot},
         resource, traces, ExportError,
@@ -16,7 +16,6 @@ use crate::{
     pb::{self, ingest_service_server::IngestServiceServer},
     pipeline::{ModelBudget, Pipeline, ShardSettings},
     security::BearerAuth,
-    self_metrics::SelfCounter,
     self_metrics::SelfStats,
     state::Registries,
 };
@@ -203,13 +202,14 @@ impl Sidecar {
         );
 
         let server_stop = shutdown.clone();
+        let connections = crate::listener::ConnectionSlots::new(config.max_connections);
         let server = tokio::spawn(
             builder
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(ingest_service)
                 .serve_with_incoming_shutdown(
-                    crate::listener::incoming(listener, config.max_connections, stats.clone()),
+                    crate::listener::incoming(listener, connections.clone(), stats.clone()),
                     async move { server_stop.cancelled().await },
                 ),
         );
@@ -247,10 +247,10 @@ impl Sidecar {
                     let served = match tokio::time::timeout(budget / 2, &mut server).await {
                         Ok(served) => served.unwrap_or(Ok(())),
                         Err(_) => {
+                            let open = connections.open();
                             server.abort();
-                            let open = pipeline.stats.get(SelfCounter::StreamsActive);
-                            pipeline.stats.emit(&StreamsCut {
-                                streams: open.max(0) as u64,
+                            pipeline.stats.emit(&ConnectionsCut {
+                                connections: open as u64,
                                 after: budget / 2,
                             });
                             Ok(())

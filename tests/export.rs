@@ -1,87 +1,18 @@
-//! Metric export over OTLP/gRPC against a fault-injecting OTLP receiver of our own (in the spirit
-//! of the OpenTelemetry Collector testbed's mock backend): it answers UNAVAILABLE until told to
-//! accept. Checks the gRPC transport, header propagation, that an outage loses no counts
-//! (cumulative totals), and that the outage and the recovery are each logged once.
+//! Metric export over OTLP/gRPC through an outage: counts are cumulative so nothing is lost,
+//! and the outage and the recovery are each logged once. Alone in its test binary: its log
+//! capture is a thread-local subscriber, and other tests hitting the same log callsites from
+//! other threads would leave them cached as uninteresting.
 
 mod common;
 
-use common::{batch, record, value};
-use inferscope::{
-    config::OtlpProtocol,
-    export::metrics::MetricTransport,
-    self_metrics::SelfCounter,
-    server::{Sidecar, Sinks},
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    metrics_service_server::{MetricsService, MetricsServiceServer},
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use common::{batch, otlp::FaultyReceiver, record, value};
+use inferscope::{config::OtlpProtocol, self_metrics::SelfCounter};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
 use std::{
     io::Write,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering::SeqCst, Arc, Mutex},
     time::Duration,
 };
-use tokio::sync::Notify;
-use tonic::{Request, Response, Status};
-
-/// Answers UNAVAILABLE while `failing`, otherwise keeps the request.
-#[derive(Default)]
-struct ReceiverState {
-    failing: AtomicBool,
-    attempts: AtomicUsize,
-    received: Mutex<Vec<(ExportMetricsServiceRequest, Option<String>)>>,
-    attempted: Notify,
-}
-
-#[derive(Clone, Default)]
-struct FaultyReceiver(Arc<ReceiverState>);
-
-impl std::ops::Deref for FaultyReceiver {
-    type Target = ReceiverState;
-    fn deref(&self) -> &ReceiverState {
-        &self.0
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for FaultyReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.attempts.fetch_add(1, SeqCst);
-        self.attempted.notify_waiters();
-        if self.failing.load(SeqCst) {
-            return Err(Status::unavailable("injected outage"));
-        }
-        let tenant = request
-            .metadata()
-            .get("x-tenant")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        self.received
-            .lock()
-            .unwrap()
-            .push((request.into_inner(), tenant));
-        Ok(Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-impl ReceiverState {
-    /// Waits until at least `n` export attempts have arrived.
-    async fn wait_for_attempts(&self, n: usize) {
-        loop {
-            let notified = self.attempted.notified();
-            if self.attempts.load(SeqCst) >= n {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// Log output captured in memory.
 #[derive(Clone, Default)]
@@ -124,23 +55,7 @@ async fn grpc_export_survives_an_outage_without_losing_counts_and_logs_it_once()
     config.export.protocol = OtlpProtocol::Grpc;
     config.export.headers = vec![("x-tenant".into(), "acme".into())];
     config.export.metric_interval = Duration::from_millis(50);
-    let sinks = Sinks {
-        metrics: Some(MetricTransport::from_config(&config.export).unwrap()),
-        ..Sinks::none()
-    };
-    let sidecar = Sidecar::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        config,
-        sinks,
-    )
-    .await
-    .unwrap();
-    let mut client = inferscope::pb::ingest_service_client::IngestServiceClient::connect(format!(
-        "http://{}",
-        sidecar.local_addr
-    ))
-    .await
-    .unwrap();
+    let (sidecar, mut client) = common::otlp::start_exporting_metrics(config).await;
 
     let records = |n: usize| (0..n).map(|i| record(&i.to_string(), 0.1)).collect();
     client
@@ -177,75 +92,4 @@ async fn grpc_export_survives_an_outage_without_losing_counts_and_logs_it_once()
         1,
         "{logs}"
     );
-}
-
-/// Runs a sidecar exporting metrics over OTLP/gRPC as `args` configure it, sends one record and
-/// stops it (the final export is the one that counts).
-async fn export_one_record(args: inferscope::config::ConfigArgs) {
-    let resolved = inferscope::config::Config::resolve(args).unwrap();
-    let mut config = common::config();
-    config.export = inferscope::config::ExportConfig {
-        metric_interval: Duration::from_secs(3600),
-        ..resolved.export
-    };
-    let sinks = Sinks {
-        metrics: Some(MetricTransport::from_config(&config.export).unwrap()),
-        ..Sinks::none()
-    };
-    let sidecar = Sidecar::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        config,
-        sinks,
-    )
-    .await
-    .unwrap();
-    let mut client = inferscope::pb::ingest_service_client::IngestServiceClient::connect(format!(
-        "http://{}",
-        sidecar.local_addr
-    ))
-    .await
-    .unwrap();
-    client
-        .submit_records(batch(1, "m", vec![record("r", 0.1)]))
-        .await
-        .unwrap();
-    sidecar.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_export_over_tls_verifies_the_backend_with_the_configured_ca() {
-    let dir = common::tls::temp_dir("export-tls");
-    let ca = common::tls::TestCa::new(&dir, "backend");
-    let server = ca.server();
-    let receiver = FaultyReceiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("https://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&server.cert_pem, &server.key_pem),
-            ))
-            .unwrap()
-            .add_service(MetricsServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let args = |certificate: Option<std::path::PathBuf>| inferscope::config::ConfigArgs {
-        otlp_endpoint: Some(endpoint.clone()),
-        otlp_protocol: Some(OtlpProtocol::Grpc),
-        otlp_certificate: certificate,
-        ..Default::default()
-    };
-
-    // Without the CA the backend's certificate is not trusted: nothing arrives.
-    export_one_record(args(None)).await;
-    assert_eq!(receiver.attempts.load(SeqCst), 0);
-
-    export_one_record(args(Some(ca.cert.clone()))).await;
-    let received = receiver.received.lock().unwrap();
-    let (last, _) = received.last().expect("an export over TLS");
-    assert_eq!(
-        value(last, "inferscope.records.received", &[("model.name", "m")]),
-        1
-    );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod otlp;
 pub mod process;
 pub mod tls;
 
