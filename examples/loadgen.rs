@@ -8,6 +8,7 @@
 //! core.
 //!
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:7717 --seconds 10
+//! (`--unread true --nan true`: streams that never read their large acks, for the memory budget)
 
 use bytes::{BufMut, Bytes};
 use inferscope::{demo::load_test_batch, pb};
@@ -66,6 +67,11 @@ struct Args {
     /// `none` (the default: predictions wait for labels that never come), `inline` (every record
     /// carries its label) or `delayed` (each acked batch's labels follow through SubmitLabels).
     labels: String,
+    /// Never read acks (a deadlocked model server): the sidecar's memory budget and ack timeout
+    /// must bound what such streams hold.
+    unread: bool,
+    /// Every feature NaN: each record raises flags, so acks are large.
+    nan: bool,
 }
 
 fn parse() -> Args {
@@ -78,6 +84,8 @@ fn parse() -> Args {
         distinct: 1,
         ids: 64,
         labels: "none".into(),
+        unread: false,
+        nan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +99,8 @@ fn parse() -> Args {
             "--distinct" => args.distinct = value.parse().expect("--distinct"),
             "--ids" => args.ids = value.parse().expect("--ids"),
             "--labels" => args.labels = value,
+            "--unread" => args.unread = value.parse().expect("--unread true|false"),
+            "--nan" => args.nan = value.parse().expect("--nan true|false"),
             other => panic!(
                 "unknown flag {other}; flags: --addr --streams --batch --features --seconds \
                  --distinct --ids --labels none|inline"
@@ -114,6 +124,11 @@ async fn main() {
         .map(|j| {
             let mut b = load_test_batch(j as u64, args.batch, args.features);
             b.sequence = j as u64;
+            if args.nan {
+                for r in &mut b.records {
+                    r.numeric_features.fill(f64::NAN);
+                }
+            }
             if inline {
                 for (i, r) in b.records.iter_mut().enumerate() {
                     // Right four times out of five.
@@ -177,6 +192,7 @@ async fn main() {
         let templates = templates.clone();
         let label_batches = label_batches.clone();
         let labels_sent = labels_sent.clone();
+        let unread = args.unread;
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("address")
@@ -220,6 +236,11 @@ async fn main() {
                 .into_inner();
             let mut accepted = 0u64;
             let mut rejected = 0u64;
+            if unread {
+                // Holds the stream open without reading until the deadline (or until the
+                // sidecar ends it: then the next read says how).
+                tokio::time::sleep(deadline.saturating_sub(started.elapsed())).await;
+            }
             loop {
                 match acks.message().await {
                     Ok(Some(ack)) => {
