@@ -95,7 +95,7 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
         .await
         .unwrap();
     sidecar.sidecar.close_interval().await;
-    // The last error-rate point is the burst's (exported as inferscope.anomaly.series until an
+    // The last error-rate point is the burst's (exported as inferscope.anomaly.series.errors until an
     // interval without records clears it, as the final one at stop does).
     let snapshot = sidecar.sidecar.snapshot().await;
     let points = &snapshot.anomaly[&inferscope::models::ModelKey::new("loud", "1")].points;
@@ -105,7 +105,10 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
     );
 
     let (request, spans) = sidecar.stop().await;
-    let loud = [("model.name", "loud"), ("model.version", "1")];
+    let loud = [
+        ("inferscope.model.name", "loud"),
+        ("inferscope.model.version", "1"),
+    ];
     let at = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
         loud.iter().chain(extra).copied().collect()
     };
@@ -117,12 +120,21 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
         ),
         Some(1.0)
     );
+    // Zero series only for kinds the model can raise: a model without generations has none for
+    // the generation kinds, nor for feature kinds without features.
+    for kind in ["empty_output", "output_tokens_outlier", "missing_feature"] {
+        assert_eq!(
+            common::point(&request, "inferscope.anomalies", &at(&[("kind", kind)])),
+            None,
+            "{kind}"
+        );
+    }
     // One flagged record among all of loud's.
     let total = (sent + 100) as f64;
     assert_eq!(
         common::point(
             &request,
-            "inferscope.anomaly.rate",
+            "inferscope.anomaly.flagged",
             &at(&[("window", "all")])
         ),
         Some(1.0 / total)
@@ -132,19 +144,22 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
         let n = common::point(
             &request,
             "inferscope.anomaly.changes",
-            &at(&[("series", "error_rate"), ("detector", detector)]),
+            &at(&[("series", "errors"), ("detector", detector)]),
         );
         assert!(n >= Some(1.0), "{detector}: {n:?}");
     }
     // No change on the calm model.
-    let quiet = [("model.name", "quiet"), ("model.version", "1")];
+    let quiet = [
+        ("inferscope.model.name", "quiet"),
+        ("inferscope.model.version", "1"),
+    ];
     let quiet_changes = common::point(
         &request,
         "inferscope.anomaly.changes",
         &[
             quiet[0],
             quiet[1],
-            ("series", "error_rate"),
+            ("series", "errors"),
             ("detector", "cusum"),
         ],
     );
@@ -165,7 +180,7 @@ async fn spikes_are_flagged_in_acks_and_an_error_burst_is_detected_on_the_series
     assert!(detected.iter().all(|e| e
         .attributes
         .iter()
-        .any(|kv| kv.key.as_str() == "series" && kv.value == Value::from("error_rate"))));
+        .any(|kv| kv.key.as_str() == "series" && kv.value == Value::from("errors"))));
     // The spiked record's span carries its flag.
     let spiked = spans
         .iter()

@@ -232,7 +232,10 @@ async fn odd_values_come_back_flagged_in_the_ack() {
         ]
     );
     let (request, spans) = sidecar.stop().await;
-    let model = [("model.name", "m"), ("model.version", "1")];
+    let model = [
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
+    ];
     for kind in [
         "missing_feature",
         "non_finite_feature",
@@ -280,7 +283,7 @@ fn features_of(
     gauge
         .data_points
         .iter()
-        .filter(|p| text(p, "model.name").as_deref() == Some(model))
+        .filter(|p| text(p, "inferscope.model.name").as_deref() == Some(model))
         .filter_map(|p| text(p, "feature"))
         .collect()
 }
@@ -355,7 +358,10 @@ async fn feature_names_past_the_bound_are_counted_not_tracked() {
             common::point(
                 &export,
                 "inferscope.drift.features_overflow",
-                &[("model.name", &model), ("model.version", "1")]
+                &[
+                    ("inferscope.model.name", &model),
+                    ("inferscope.model.version", "1")
+                ]
             ),
             Some(past_the_bound as f64),
             "{model}"
@@ -369,7 +375,10 @@ async fn feature_names_past_the_bound_are_counted_not_tracked() {
         common::point(
             &export,
             "inferscope.drift.features_overflow",
-            &[("model.name", "small"), ("model.version", "1")]
+            &[
+                ("inferscope.model.name", "small"),
+                ("inferscope.model.version", "1")
+            ]
         ),
         Some(0.0)
     );
@@ -390,8 +399,8 @@ async fn the_reference_in_use_is_exported_with_its_source_and_time() {
     send(&mut client, 0, &first).await;
     let (request, _) = sidecar.stop().await;
     let at = [
-        ("model.name", "m"),
-        ("model.version", "1"),
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
         ("source", "live:first-50"),
     ];
     assert_eq!(

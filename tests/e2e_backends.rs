@@ -368,7 +368,7 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
     // Stopping exports the final state and flushes the spans.
     sidecar.stop().await.unwrap();
 
-    let clf = r#"model_name="e2e-clf",model_version="1""#;
+    let clf = r#"inferscope_model_name="e2e-clf",inferscope_model_version="1""#;
     assert_promql(
         &vm,
         &format!(r#"sum(inferscope_records_received_total{{{clf}}})"#),
@@ -459,7 +459,7 @@ async fn metrics_reach_victoria_metrics_and_spans_reach_phoenix() {
         assert_eq!(span["context"]["trace_id"], trace_id.as_str());
         assert_eq!(span["parent_id"], parent_span);
         assert_eq!(span["name"], traces::SPAN_NAME);
-        assert_eq!(span["attributes"]["model.name"], "e2e-clf");
+        assert_eq!(span["attributes"]["inferscope.model.name"], "e2e-clf");
     }
     let errors: Vec<_> = spans
         .iter()
@@ -553,14 +553,18 @@ async fn quality_from_delayed_labels_matches_scikit_learn_in_victoria_metrics() 
         let name = ds["name"].as_str().unwrap();
         let e = &ds["expected"];
         let sel = |window: &str, extra: &str| {
-            format!(r#"{{model_name="{name}",model_version="1",window="{window}"{extra}}}"#)
+            format!(
+                r#"{{inferscope_model_name="{name}",inferscope_model_version="1",window="{window}"{extra}}}"#
+            )
         };
         let mut checks: Vec<(String, f64)> = Vec::new();
         for window in ["5m", "all"] {
             if ds["task"] == "regression" {
                 for metric in ["mae", "mse", "rmse", "mape", "r2", "mean_error"] {
+                    // MAPE is a fraction: unit 1, so `_ratio` in Prometheus naming.
+                    let suffix = if metric == "mape" { "_ratio" } else { "" };
                     checks.push((
-                        format!("inferscope_quality_{metric}{}", sel(window, "")),
+                        format!("inferscope_quality_{metric}{suffix}{}", sel(window, "")),
                         e[metric].as_f64().unwrap(),
                     ));
                 }
@@ -608,7 +612,7 @@ async fn quality_from_delayed_labels_matches_scikit_learn_in_victoria_metrics() 
         }
         let n = ds["records"].as_array().unwrap().len() as f64;
         checks.push((
-            format!(r#"inferscope_labels_joined_total{{model_name="{name}",source="delayed"}}"#),
+            format!(r#"inferscope_labels_joined_total{{inferscope_model_name="{name}",source="delayed"}}"#),
             n,
         ));
         for (query, want) in checks {
@@ -721,11 +725,11 @@ async fn drift_scores_in_victoria_metrics_match_scipy() {
     let mut failures = Vec::new();
     for window in ["5m", "all"] {
         let sel = format!(
-            r#"{{model_name="shifted",model_version="1",window="{window}",feature="amount"}}"#
+            r#"{{inferscope_model_name="shifted",inferscope_model_version="1",window="{window}",feature="amount"}}"#
         );
         for (metric, key) in [
             ("inferscope_drift_psi", "psi"),
-            ("inferscope_drift_js_distance", "js_distance"),
+            ("inferscope_drift_js_distance_ratio", "js_distance"),
             ("inferscope_drift_ks_statistic", "ks_statistic"),
             ("inferscope_drift_wasserstein", "wasserstein"),
         ] {
@@ -738,7 +742,7 @@ async fn drift_scores_in_victoria_metrics_match_scipy() {
         }
         // PSI 0.18 is under the default 0.2 threshold: not flagged; the count says so.
         let query = format!(
-            r#"inferscope_drift_drifted_features{{model_name="shifted",window="{window}"}}"#
+            r#"inferscope_drift_drifted_features{{inferscope_model_name="shifted",window="{window}"}}"#
         );
         if promql_near(&vm, &query, 0.0).await != Some(0.0) {
             failures.push(format!("{query} is not 0"));
@@ -847,7 +851,7 @@ async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     );
     sidecar.stop().await.unwrap();
 
-    let m = format!(r#"model_name="{model}",model_version="1""#);
+    let m = format!(r#"inferscope_model_name="{model}",inferscope_model_version="1""#);
     for kind in [
         "feature_outlier",
         "out_of_reference_range",
@@ -866,7 +870,7 @@ async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     let want = flagged_records / 1520.0;
     let rate = promql_near(
         &vm,
-        &format!(r#"inferscope_anomaly_rate_ratio{{{m},window="all"}}"#),
+        &format!(r#"inferscope_anomaly_flagged_ratio{{{m},window="all"}}"#),
         want,
     )
     .await;
@@ -874,6 +878,19 @@ async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     assert!(
         rate.is_some_and(|r| (r - want).abs() <= 1e-12),
         "anomaly rate {rate:?} vs {want}"
+    );
+    // Flags per record: a curly-brace unit adds no suffix in Prometheus naming.
+    let per_record = promql_near(
+        &vm,
+        &format!(
+            r#"inferscope_anomaly_flags_per_record{{{m},window="all",kind="latency_outlier"}}"#
+        ),
+        1.0 / 1520.0,
+    )
+    .await;
+    assert!(
+        per_record.is_some_and(|r| (r - 1.0 / 1520.0).abs() <= 1e-12),
+        "latency_outlier flags per record {per_record:?}"
     );
 
     // Phoenix: one span per flagged record, children of the caller's span, each with its events.
@@ -894,4 +911,94 @@ async fn injected_anomalies_come_back_in_acks_victoria_metrics_and_phoenix() {
     ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
+}
+
+/// The queries of every panel of the shipped Grafana dashboard, as `(panel title, PromQL)`, with
+/// the variables set as a user opening it would have them: every model, version and sidecar, the
+/// first window, a one-minute rate interval.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../deploy/grafana/inferscope-dashboard.json")).unwrap();
+    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    let query = expr
+                        .replace("$__rate_interval", "1m")
+                        .replace("$model", ".*")
+                        .replace("$version", ".*")
+                        .replace("$instance", ".*")
+                        .replace("$window", "5m");
+                    let title = panel["title"].as_str().unwrap_or("");
+                    out.push((format!("{title} (id {})", panel["id"]), query));
+                }
+            }
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// How many series an instant query returns.
+async fn series_count(base: &str, query: &str) -> usize {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "success", "{query}: {body}");
+    body["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_has_data_from_the_demo() {
+    let (_vm, vm) = start_victoria_metrics().await;
+    let export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let sinks = Sinks {
+        metrics: Some(MetricTransport::from_config(&export).unwrap()),
+        traces: None,
+        resource: resource::detect(),
+    };
+    let mut config = inferscope::config::Config {
+        export: ExportConfig {
+            traces: false,
+            ..export
+        },
+        ..Default::default()
+    };
+    // A reference within the run, so that the drift panels have scores.
+    config.drift.reference_records = 300;
+    inferscope::demo::run(config, sinks, true, Some(Duration::from_secs(20)), 200)
+        .await
+        .unwrap();
+    let _ = reqwest::get(format!("{vm}/internal/force_flush")).await;
+    // Every panel shows data: at least one of its queries returns a series (a panel may hold a
+    // query for what a healthy demo never produces, such as rejected labels).
+    let queries = dashboard_queries();
+    assert!(queries.len() > 30, "{} queries", queries.len());
+    let mut panels: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (title, query) in &queries {
+        let empty = series_count(&vm, query).await == 0;
+        let seen = panels.entry(title.as_str()).or_default();
+        if empty {
+            seen.push(query.as_str());
+        } else {
+            seen.clear();
+            seen.push("");
+        }
+    }
+    let unexpected: Vec<_> = panels
+        .iter()
+        .filter(|(_, empty)| !empty.contains(&""))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "panels without data: {unexpected:#?}"
+    );
 }

@@ -80,7 +80,11 @@ async fn grpc_export_survives_an_outage_without_losing_counts_and_logs_it_once()
     assert_eq!(tenant.as_deref(), Some("acme"));
     // Cumulative: everything counted during the outage arrives with the first good export.
     assert_eq!(
-        value(last, "inferscope.records.received", &[("model.name", "m")]),
+        value(
+            last,
+            "inferscope.records.received",
+            &[("inferscope.model.name", "m")]
+        ),
         15
     );
     assert!(value(last, "inferscope.export.failures", &[]) >= 3);

@@ -62,7 +62,11 @@ async fn grpc_export_over_tls_verifies_the_backend_with_the_configured_ca() {
     let received = receiver.received.lock().unwrap();
     let (last, _) = received.last().expect("an export over TLS");
     assert_eq!(
-        value(last, "inferscope.records.received", &[("model.name", "m")]),
+        value(
+            last,
+            "inferscope.records.received",
+            &[("inferscope.model.name", "m")]
+        ),
         1
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -71,9 +75,13 @@ async fn grpc_export_over_tls_verifies_the_backend_with_the_configured_ca() {
 /// The last `inferscope.records.received` total the receiver got for model `m`, if any.
 fn last_total(receiver: &FaultyReceiver) -> Option<i64> {
     let received = receiver.received.lock().unwrap();
-    received
-        .last()
-        .map(|(r, _)| value(r, "inferscope.records.received", &[("model.name", "m")]))
+    received.last().map(|(r, _)| {
+        value(
+            r,
+            "inferscope.records.received",
+            &[("inferscope.model.name", "m")],
+        )
+    })
 }
 
 async fn wait_for_total(receiver: &FaultyReceiver, want: i64) {

@@ -38,8 +38,8 @@ async fn a_stream_gets_one_ack_per_batch_in_order_and_every_record_counted() {
     let (metrics, _) = s.stop().await;
     for model in ["alpha", "beta"] {
         let attrs = [
-            ("model.name", model),
-            ("model.version", "1"),
+            ("inferscope.model.name", model),
+            ("inferscope.model.version", "1"),
             ("outcome", "ok"),
         ];
         assert_eq!(value(&metrics, "inferscope.records.received", &attrs), 500);
@@ -89,9 +89,12 @@ async fn bad_records_are_rejected_alone_with_index_and_field() {
     );
 
     let (metrics, _) = s.stop().await;
-    let gamma = [("model.name", "gamma"), ("model.version", "1")];
+    let gamma = [
+        ("inferscope.model.name", "gamma"),
+        ("inferscope.model.version", "1"),
+    ];
     assert_eq!(value(&metrics, "inferscope.records.received", &gamma), 2);
-    let reason = |r| [("model.name", "gamma"), ("reason", r)];
+    let reason = |r| [("inferscope.model.name", "gamma"), ("reason", r)];
     assert_eq!(
         value(
             &metrics,
@@ -109,7 +112,10 @@ async fn bad_records_are_rejected_alone_with_index_and_field() {
         1
     );
     // The record whose model name was the problem is counted under __invalid__.
-    let invalid = [("model.name", "__invalid__"), ("reason", "too_long")];
+    let invalid = [
+        ("inferscope.model.name", "__invalid__"),
+        ("reason", "too_long"),
+    ];
     assert_eq!(value(&metrics, "inferscope.records.rejected", &invalid), 1);
 }
 
@@ -150,7 +156,7 @@ async fn an_oversized_batch_is_refused_with_invalid_argument() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         5
     );
@@ -265,7 +271,7 @@ async fn delayed_labels_are_validated_and_counted() {
         value(
             &metrics,
             "inferscope.labels.received",
-            &[("model.name", "clf")]
+            &[("inferscope.model.name", "clf")]
         ),
         2
     );
@@ -273,7 +279,10 @@ async fn delayed_labels_are_validated_and_counted() {
         value(
             &metrics,
             "inferscope.labels.rejected",
-            &[("model.name", "clf"), ("reason", "missing_field")]
+            &[
+                ("inferscope.model.name", "clf"),
+                ("reason", "missing_field")
+            ]
         ),
         2
     );
@@ -319,7 +328,7 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         2
     );
@@ -356,7 +365,7 @@ async fn shutdown_ends_open_streams_and_exports_everything_acked() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         30
     );
@@ -629,7 +638,10 @@ async fn absurd_but_finite_values_are_rejected_and_the_latency_sum_stays_finite(
         ]
     );
     let (metrics, _) = s.stop().await;
-    let m = [("model.name", "m"), ("model.version", "1")];
+    let m = [
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
+    ];
     let latency = histograms(&metrics, "inferscope.inference.duration", &m);
     assert_eq!(latency.len(), 1);
     assert_eq!((latency[0].count, latency[0].sum), (1, Some(0.5)));
@@ -637,7 +649,7 @@ async fn absurd_but_finite_values_are_rejected_and_the_latency_sum_stays_finite(
         value(
             &metrics,
             "inferscope.records.rejected",
-            &[("model.name", "m"), ("reason", "invalid_value")]
+            &[("inferscope.model.name", "m"), ("reason", "invalid_value")]
         ),
         4
     );
@@ -743,7 +755,7 @@ async fn class_names_a_declaration_lacks_are_rejected_unless_the_model_allows_th
         assert_eq!(rejects, expected, "{model}");
     }
     let (metrics, _) = s.stop().await;
-    let reason = |model, r| [("model.name", model), ("reason", r)];
+    let reason = |model, r| [("inferscope.model.name", model), ("reason", r)];
     assert_eq!(
         value(
             &metrics,
@@ -773,11 +785,11 @@ async fn class_names_a_declaration_lacks_are_rejected_unless_the_model_allows_th
         value(
             &metrics,
             "inferscope.quality.predictions",
-            &[("model.name", "lenient"), ("class", "fruad")]
+            &[("inferscope.model.name", "lenient"), ("class", "fruad")]
         ),
         1
     );
-    let strict = [("model.name", "strict")];
+    let strict = [("inferscope.model.name", "strict")];
     for class in ["fruad", "legti", "legitt"] {
         let mut at = strict.to_vec();
         at.push(("class", class));
@@ -815,7 +827,10 @@ async fn max_models_is_a_process_wide_bound_across_shards() {
             value(
                 &metrics,
                 "inferscope.records.received",
-                &[("model.name", "m"), ("model.version", version.as_str())],
+                &[
+                    ("inferscope.model.name", "m"),
+                    ("inferscope.model.version", version.as_str()),
+                ],
             ) == 1
         })
         .count();
@@ -824,7 +839,7 @@ async fn max_models_is_a_process_wide_bound_across_shards() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "__other__")]
+            &[("inferscope.model.name", "__other__")]
         ),
         1
     );

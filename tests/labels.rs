@@ -62,7 +62,10 @@ async fn label_delay_is_measured_from_the_record_and_label_times() {
         .await
         .unwrap();
     let (request, _) = sidecar.stop().await;
-    let model = [("model.name", "m"), ("model.version", "1")];
+    let model = [
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
+    ];
     let delays = common::histograms(&request, "inferscope.labels.delay", &model);
     assert_eq!(delays.len(), 1);
     let h = delays[0];
@@ -106,7 +109,10 @@ async fn classes_past_the_cap_fold_into_other() {
         .unwrap();
     let (request, _) = sidecar.stop().await;
     let at = |extra: &[(&'static str, &'static str)]| {
-        let mut a = vec![("model.name", "m"), ("model.version", "1")];
+        let mut a = vec![
+            ("inferscope.model.name", "m"),
+            ("inferscope.model.version", "1"),
+        ];
         a.extend_from_slice(extra);
         common::point(&request, "inferscope.quality.labels", &a)
     };
@@ -119,7 +125,10 @@ async fn classes_past_the_cap_fold_into_other() {
         common::point(
             &request,
             "inferscope.classes.overflow",
-            &[("model.name", "m"), ("model.version", "1")]
+            &[
+                ("inferscope.model.name", "m"),
+                ("inferscope.model.version", "1")
+            ]
         ),
         Some(4.0)
     );

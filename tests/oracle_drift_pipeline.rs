@@ -164,8 +164,8 @@ async fn drift_scores_match_scipy_through_the_pipeline() {
             &request,
             metric,
             &[
-                ("model.name", model),
-                ("model.version", "1"),
+                ("inferscope.model.name", model),
+                ("inferscope.model.version", "1"),
                 ("window", window),
                 ("feature", feature),
             ],
@@ -216,8 +216,8 @@ async fn drift_scores_match_scipy_through_the_pipeline() {
                 // 5000 values, over the exact cap: binned, within the reported bound.
                 let at = |metric: &str| {
                     let attrs = [
-                        ("model.name", name),
-                        ("model.version", "1"),
+                        ("inferscope.model.name", name),
+                        ("inferscope.model.version", "1"),
                         ("window", window),
                         ("feature", "x"),
                     ];

@@ -112,8 +112,8 @@ struct Check<'a> {
 impl Check<'_> {
     fn attrs<'b>(&'b self, extra: &[(&'b str, &'b str)]) -> Vec<(&'b str, &'b str)> {
         let mut a = vec![
-            ("model.name", self.model),
-            ("model.version", "1"),
+            ("inferscope.model.name", self.model),
+            ("inferscope.model.version", "1"),
             ("window", self.window),
         ];
         a.extend_from_slice(extra);
@@ -173,7 +173,10 @@ async fn quality_metrics_match_scikit_learn_through_the_pipeline() {
     for (ds, sent) in datasets.iter().zip(&sent) {
         let model = ds["name"].as_str().unwrap();
         let e = &ds["expected"];
-        let base = [("model.name", model), ("model.version", "1")];
+        let base = [
+            ("inferscope.model.name", model),
+            ("inferscope.model.version", "1"),
+        ];
 
         // The join: every row joined exactly once, duplicates and unknown requests counted.
         let count = |metric: &str, extra: &[(&str, &str)]| {

@@ -105,7 +105,7 @@ async fn a_message_over_the_limit_ends_its_stream_with_an_error_status() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         1
     );
@@ -141,7 +141,7 @@ async fn an_ack_always_fits_in_one_message() {
         value(
             &metrics,
             "inferscope.anomalies",
-            &[("model.name", "m"), ("kind", "missing_feature")]
+            &[("inferscope.model.name", "m"), ("kind", "missing_feature")]
         ),
         8000
     );
@@ -168,7 +168,7 @@ async fn shutdown_with_a_client_not_reading_acks_still_exports_exactly() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         counted
     );
@@ -211,7 +211,7 @@ async fn connections_past_the_limit_are_refused_and_counted() {
         value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         2
     );
@@ -397,14 +397,14 @@ async fn a_record_that_is_not_utf8_is_rejected_alone() {
     assert_eq!(reject.reason(), pb::RejectReason::Malformed);
     assert!(reject.message.contains("UTF-8"), "{}", reject.message);
     let (metrics, _) = s.stop().await;
-    let model = [("model.name", batch.model.as_str())];
+    let model = [("inferscope.model.name", batch.model.as_str())];
     assert_eq!(value(&metrics, "inferscope.records.received", &model), 4);
     assert_eq!(
         value(
             &metrics,
             "inferscope.records.rejected",
             &[
-                ("model.name", batch.model.as_str()),
+                ("inferscope.model.name", batch.model.as_str()),
                 ("reason", "malformed")
             ]
         ),

@@ -88,7 +88,7 @@ async fn tls_accepts_a_client_that_trusts_the_ca_and_refuses_plaintext() {
         common::value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         1
     );
@@ -124,7 +124,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         common::value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         1
     );
@@ -194,7 +194,7 @@ async fn the_bearer_token_is_required_on_ingest_but_not_on_health() {
         common::value(
             &metrics,
             "inferscope.records.received",
-            &[("model.name", "m")]
+            &[("inferscope.model.name", "m")]
         ),
         1
     );

@@ -72,6 +72,33 @@ impl FeatureDetectors {
         }
     }
 
+    /// Whether these checks can raise `kind` for this model: it is on and the model has what it
+    /// looks at (numeric features for missing and non-finite values; a profile with numeric or
+    /// categorical features for the reference checks; the trees).
+    pub fn can_raise(&self, kind: AnomalyKind) -> bool {
+        let s = &*self.settings;
+        let profiled = |numeric: bool| {
+            self.profile.as_ref().is_some_and(|p| {
+                p.features.iter().any(|f| {
+                    matches!(f, crate::drift::profile::FeatureProfile::Numeric(_)) == numeric
+                })
+            })
+        };
+        match kind {
+            AnomalyKind::MissingFeature => {
+                s.missing_feature && (!self.numeric_names.is_empty() || profiled(true))
+            }
+            AnomalyKind::NonFiniteFeature => {
+                s.non_finite_feature && (!self.numeric_names.is_empty() || profiled(true))
+            }
+            AnomalyKind::OutOfReferenceRange => s.out_of_range_margin >= 0.0 && profiled(true),
+            AnomalyKind::FeatureOutlier => s.feature_outlier_z > 0.0 && profiled(true),
+            AnomalyKind::UnseenCategory => s.unseen_category && profiled(false),
+            AnomalyKind::MultivariateOutlier => self.hst.is_some(),
+            _ => false,
+        }
+    }
+
     pub fn declare(&mut self, declaration: &Declaration) {
         self.numeric_names = declaration.numeric_features.clone();
     }

@@ -171,6 +171,9 @@ pub struct AnomalySnapshot {
     pub detections: [[u64; series::Detector::ALL.len()]; series::Series::ALL.len()],
     /// Series that have had a point (their counters are exported, zeros included).
     pub active: [bool; series::Series::ALL.len()],
+    /// Kinds the model can raise (its counters are exported, zeros included): the detector is
+    /// on and the model sends what it looks at, or the kind has been raised.
+    pub raisable: [bool; AnomalyKind::ALL.len()],
     /// The last point of each watched series.
     pub points: Vec<(series::Series, f64)>,
 }
@@ -300,6 +303,12 @@ impl ModelAnomaly {
             windows: self.windows.views(),
             detections: self.series.detections,
             active: self.series.active,
+            raisable: std::array::from_fn(|k| {
+                let kind = AnomalyKind::ALL[k];
+                self.by_kind[k] > 0
+                    || self.features.can_raise(kind)
+                    || self.detectors.can_raise(kind)
+            }),
             points: self.series.last_points().collect(),
         }
     }

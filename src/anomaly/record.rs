@@ -55,6 +55,8 @@ pub struct RecordDetectors {
     time_per_token: Option<TailQuantile>,
     /// Latencies since the last interval closed, for the latency-p95 series.
     interval_latency: IntervalQuantiles,
+    /// Whether a classification with probabilities or a score has been seen.
+    scored: bool,
 }
 
 impl RecordDetectors {
@@ -65,6 +67,25 @@ impl RecordDetectors {
             output_tokens: None,
             time_per_token: None,
             interval_latency: IntervalQuantiles::default(),
+            scored: false,
+        }
+    }
+
+    /// Whether these detectors can raise `kind` for this model: it is on and the model has sent
+    /// what it looks at (latencies; probabilities; generations with output tokens).
+    pub fn can_raise(&self, kind: AnomalyKind) -> bool {
+        let s = &*self.settings;
+        match kind {
+            AnomalyKind::LatencyOutlier => s.latency_factor > 0.0 && self.latency.is_some(),
+            AnomalyKind::LowConfidence => s.low_confidence_margin > 0.0 && self.scored,
+            AnomalyKind::EmptyOutput => s.empty_output && self.output_tokens.is_some(),
+            AnomalyKind::OutputTokensOutlier => {
+                s.output_tokens_factor > 0.0 && self.output_tokens.is_some()
+            }
+            AnomalyKind::TimePerOutputTokenOutlier => {
+                s.time_per_token_factor > 0.0 && self.time_per_token.is_some()
+            }
+            _ => false,
         }
     }
 
@@ -93,6 +114,7 @@ impl RecordDetectors {
                 if s.low_confidence_margin > 0.0 =>
             {
                 if let Some(margin) = margin(c) {
+                    self.scored = true;
                     if margin < s.low_confidence_margin {
                         flags.push(AnomalyKind::LowConfidence.flag(&c.predicted_class, margin));
                     }

@@ -48,12 +48,34 @@ impl Series {
 
     pub fn name(self) -> &'static str {
         match self {
-            Self::ErrorRate => "error_rate",
+            Self::ErrorRate => "errors",
             Self::LatencyP95 => "latency_p95",
             Self::Accuracy => "accuracy",
             Self::MeanAbsoluteError => "mae",
             Self::DriftScore => "drift_score",
-            Self::AnomalyRate => "anomaly_rate",
+            Self::AnomalyRate => "flagged",
+        }
+    }
+
+    /// The unit of the series' points: shares are `1`, the latency quantile seconds, the mean
+    /// absolute error the label's unit and the drift score (PSI or JS distance) none.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::ErrorRate | Self::Accuracy | Self::AnomalyRate => "1",
+            Self::LatencyP95 => "s",
+            Self::MeanAbsoluteError | Self::DriftScore => "",
+        }
+    }
+
+    /// The instrument its last point is exported as: one per series, so that each has one unit.
+    pub fn instrument(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "inferscope.anomaly.series.errors",
+            Self::LatencyP95 => "inferscope.anomaly.series.latency_p95",
+            Self::Accuracy => "inferscope.anomaly.series.accuracy",
+            Self::MeanAbsoluteError => "inferscope.anomaly.series.mae",
+            Self::DriftScore => "inferscope.anomaly.series.drift_score",
+            Self::AnomalyRate => "inferscope.anomaly.series.flagged",
         }
     }
 

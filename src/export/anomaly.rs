@@ -1,6 +1,7 @@
-//! Anomaly instruments: flags raised by kind and flags left out of acks (for every model state,
-//! zeros included); per window, the share of records flagged and the rate of each kind; per
-//! series and detector, the change detections; per series, its last point.
+//! Anomaly instruments: flags raised by kind (zeros included for the kinds the model can raise)
+//! and flags left out of acks; per window, the share of records flagged and the flags of each
+//! kind per record; per series and detector, the change detections; per series, its last point
+//! (one instrument per series, each with its unit).
 
 use super::{
     builder::{model_attributes, model_since, with, MetricsBuilder},
@@ -18,18 +19,20 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
         // Shared slots (overflow, invalid) raise no flags: their counters stay at zero.
-        let (by_kind, truncated) = snapshot
-            .anomaly
-            .get(key)
-            .map_or(([0; AnomalyKind::ALL.len()], 0), |a| {
-                (a.by_kind, a.flags_truncated)
-            });
-        // Every kind from the model's start, zeros included: a counter first seen at 1 is
-        // invisible to increase() and rate().
+        let Some(a) = snapshot.anomaly.get(key) else {
+            flags_truncated.push((since, base, 0));
+            continue;
+        };
+        // Every kind the model can raise from when it can, zeros included (a counter first seen
+        // at 1 is invisible to increase() and rate()); none for kinds it never can (generation
+        // kinds on a classifier).
         for kind in AnomalyKind::ALL {
-            let n = by_kind[kind as usize];
-            anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
+            if a.raisable[kind as usize] {
+                let n = a.by_kind[kind as usize];
+                anomalies.push((since, with(base.clone(), "kind", kind.name()), n as i64));
+            }
         }
+        let truncated = a.flags_truncated;
         flags_truncated.push((since, base, truncated as i64));
     }
     b.sum(
@@ -46,10 +49,10 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         true,
         flags_truncated,
     );
-    let mut rate = Vec::new();
-    let mut kind_rate = Vec::new();
+    let mut flagged = Vec::new();
+    let mut per_record = Vec::new();
     let mut changes = Vec::new();
-    let mut points = Vec::new();
+    let mut points: [Vec<_>; Series::ALL.len()] = Default::default();
     for (key, anomaly) in &snapshot.anomaly {
         let since = model_since(snapshot, key, b.start);
         let base = model_attributes(key);
@@ -57,11 +60,11 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
             let at = with(base.clone(), "window", window);
             // Undefined (left out) for a window without records.
             let share = |n: u64| (counts.records > 0).then(|| n as f64 / counts.records as f64);
-            rate.push((since, at.clone(), share(counts.flagged)));
+            flagged.push((since, at.clone(), share(counts.flagged)));
             for kind in AnomalyKind::ALL {
                 let n = counts.kinds[kind as usize];
                 if n > 0 {
-                    kind_rate.push((since, with(at.clone(), "kind", kind.name()), share(n)));
+                    per_record.push((since, with(at.clone(), "kind", kind.name()), share(n)));
                 }
             }
         }
@@ -82,24 +85,20 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
             }
         }
         for (series, value) in &anomaly.points {
-            points.push((
-                since,
-                with(base.clone(), "series", series.name()),
-                Some(*value),
-            ));
+            points[*series as usize].push((since, base.clone(), Some(*value)));
         }
     }
     b.gauge_double(
-        "inferscope.anomaly.rate",
+        "inferscope.anomaly.flagged",
         "1",
         "Share of the window's records with at least one anomaly flag.",
-        rate,
+        flagged,
     );
     b.gauge_double(
-        "inferscope.anomaly.kind_rate",
-        "1",
-        "Flags of the kind per record in the window.",
-        kind_rate,
+        "inferscope.anomaly.flags_per_record",
+        "{flag}/{record}",
+        "Flags of the kind per record in the window (above 1 when records raise several).",
+        per_record,
     );
     b.sum(
         "inferscope.anomaly.changes",
@@ -108,10 +107,12 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         true,
         changes,
     );
-    b.gauge_double(
-        "inferscope.anomaly.series",
-        "",
-        "The last per-interval point of each series the change detectors watch (error_rate, latency_p95 in s, accuracy, mae, drift_score, anomaly_rate).",
-        points,
-    );
+    for (series, points) in Series::ALL.into_iter().zip(points) {
+        b.gauge_double(
+            series.instrument(),
+            series.unit(),
+            "The last per-interval point of a series the change detectors watch.",
+            points,
+        );
+    }
 }

@@ -216,8 +216,8 @@ pub(super) fn model_since(snapshot: &SidecarSnapshot, key: &ModelKey, start: u64
 
 pub(super) fn model_attributes(key: &ModelKey) -> Vec<KeyValue> {
     vec![
-        resource::attribute("model.name", &key.model),
-        resource::attribute("model.version", &key.version),
+        resource::attribute("inferscope.model.name", &key.model),
+        resource::attribute("inferscope.model.version", &key.version),
     ]
 }
 

@@ -62,7 +62,7 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
         }
         labels.push((since, base.clone(), ops.labels_accepted as i64));
 
-        // GenAI conventions: `gen_ai.request.model` is the model; `model.version` is kept so the
+        // GenAI conventions: `gen_ai.request.model` is the model; `inferscope.model.version` is kept so the
         // series join the others.
         let provider = ops.gen_ai_provider.as_deref().unwrap_or("_OTHER");
         for operation in &ops.gen_ai {
@@ -70,7 +70,7 @@ pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
                 resource::attribute("gen_ai.operation.name", &operation.operation),
                 resource::attribute("gen_ai.provider.name", provider),
                 resource::attribute("gen_ai.request.model", &key.model),
-                resource::attribute("model.version", &key.version),
+                resource::attribute("inferscope.model.version", &key.version),
             ];
             for (slot, h) in operation.request_duration.iter().enumerate() {
                 if h.count() > 0 {

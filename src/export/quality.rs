@@ -45,7 +45,7 @@ fn window_gauges(
     let predictions = state.predictions_total();
     for (slot, &n) in state.predictions.iter().enumerate() {
         g.add(
-            "inferscope.quality.prediction_rate",
+            "inferscope.quality.predicted_class",
             "1",
             "Share of predictions of each class in the window, labelled or not (for a binary model, the positive class's is the positive prediction rate).",
             (
@@ -58,15 +58,40 @@ fn window_gauges(
     if q.task == Task::Regression || state.regression.count() > 0 {
         let r = &state.regression;
         for (name, description, value) in [
-            ("inferscope.quality.mae", "Mean absolute error (sklearn mean_absolute_error).", r.mae()),
-            ("inferscope.quality.mse", "Mean squared error (sklearn mean_squared_error).", r.mse()),
-            ("inferscope.quality.rmse", "Root mean squared error (sklearn root_mean_squared_error).", r.rmse()),
-            ("inferscope.quality.mape", "Mean absolute percentage error as a fraction (sklearn mean_absolute_percentage_error).", r.mape()),
-            ("inferscope.quality.r2", "Coefficient of determination (sklearn r2_score).", r.r2()),
-            ("inferscope.quality.mean_error", "Mean of prediction minus label (bias; positive means over-prediction).", r.mean_error()),
+            (
+                "inferscope.quality.mae",
+                "Mean absolute error (sklearn mean_absolute_error).",
+                r.mae(),
+            ),
+            (
+                "inferscope.quality.mse",
+                "Mean squared error (sklearn mean_squared_error).",
+                r.mse(),
+            ),
+            (
+                "inferscope.quality.rmse",
+                "Root mean squared error (sklearn root_mean_squared_error).",
+                r.rmse(),
+            ),
+            (
+                "inferscope.quality.r2",
+                "Coefficient of determination (sklearn r2_score).",
+                r.r2(),
+            ),
+            (
+                "inferscope.quality.mean_error",
+                "Mean of prediction minus label (bias; positive means over-prediction).",
+                r.mean_error(),
+            ),
         ] {
             g.add(name, "", description, (since, at(&[]), value));
         }
+        g.add(
+            "inferscope.quality.mape",
+            "1",
+            "Mean absolute percentage error as a fraction (sklearn mean_absolute_percentage_error).",
+            (since, at(&[]), r.mape()),
+        );
     }
     let cm = &state.confusion;
     if cm.total() == 0 {

@@ -158,8 +158,8 @@ struct SpanParts {
 
 fn model_attributes(model: String, version: String) -> Vec<KeyValue> {
     vec![
-        KeyValue::new("model.name", model),
-        KeyValue::new("model.version", version),
+        KeyValue::new("inferscope.model.name", model),
+        KeyValue::new("inferscope.model.version", version),
     ]
 }
 
