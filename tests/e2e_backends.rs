@@ -158,6 +158,19 @@ async fn start_phoenix() -> (Backend, String, String) {
 /// The value of a scalar PromQL query, polled until `done` accepts it (fresh samples take a
 /// moment to become searchable even after a flush) or the deadline passes; returns the last value
 /// seen.
+/// The JSON answer of an instant PromQL query.
+async fn instant_query(client: &reqwest::Client, base: &str, query: &str) -> Value {
+    client
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn poll_promql(base: &str, query: &str, done: impl Fn(f64) -> bool) -> Option<f64> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -167,15 +180,7 @@ async fn poll_promql(base: &str, query: &str, done: impl Fn(f64) -> bool) -> Opt
             .get(format!("{base}/internal/force_flush"))
             .send()
             .await;
-        let body: Value = client
-            .get(format!("{base}/api/v1/query"))
-            .query(&[("query", query)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = instant_query(&client, base, query).await;
         last = body["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse::<f64>().ok());
@@ -943,15 +948,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 /// How many series an instant query returns.
 async fn series_count(base: &str, query: &str) -> usize {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = instant_query(&reqwest::Client::new(), base, query).await;
     assert_eq!(body["status"], "success", "{query}: {body}");
     body["data"]["result"].as_array().map_or(0, Vec::len)
 }
