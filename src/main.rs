@@ -398,7 +398,8 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
     );
     let signal_endpoints =
         config.export.metrics_endpoint.is_some() || config.export.traces_endpoint.is_some();
-    if !config.export.endpoint_configured && !signal_endpoints {
+    let exporting = config.export.metrics || config.export.traces;
+    if exporting && !config.export.endpoint_configured && !signal_endpoints {
         tracing::info!(
             "OTEL_EXPORTER_OTLP_ENDPOINT is not set: exporting to the local default {}",
             config.export.endpoint
