@@ -248,7 +248,7 @@ async fn quality_metrics_match_scikit_learn_through_the_pipeline() {
             }
             for (class, rate) in e["prediction_rate"].as_object().unwrap() {
                 c.exact(
-                    "inferscope.quality.prediction_rate",
+                    "inferscope.quality.predicted_class",
                     &[("class", class)],
                     rate,
                 );
