@@ -202,6 +202,15 @@ settings! {
         /// nothing survives a restart].
         #[arg(long, env = "INFERSCOPE_STATE_DIR")]
         pub state_dir: Option<PathBuf>,
+        /// Where a fleet of sidecars keeps the predictions that wait for delayed labels, so
+        /// that a label reaching any sidecar joins its prediction: `redis://[user:password@]host:port/db`
+        /// or `rediss://…` (TLS) [default: none, each sidecar in its own memory].
+        #[arg(long, env = "INFERSCOPE_LABEL_STORE")]
+        pub label_store: Option<String>,
+        /// Milliseconds a label batch waits for the label store's answer before its labels take
+        /// the in-memory path; also the store's write timeout [default: 200].
+        #[arg(long, env = "INFERSCOPE_LABEL_STORE_TIMEOUT_MS")]
+        pub label_store_timeout_ms: Option<u64>,
         /// Seconds between looks at the profiles directory [default: 10].
         #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
         pub profiles_poll_seconds: Option<f64>,
@@ -436,6 +445,9 @@ pub struct Config {
     pub profiles_poll: Duration,
     /// `--state-dir`: where declarations and captured profiles outlive the process.
     pub state_dir: Option<PathBuf>,
+    /// `--label-store`: the fleet's Redis URL.
+    pub label_store: Option<String>,
+    pub label_store_timeout: Duration,
     /// Anomaly detectors, per model name (`[anomaly]` and `[anomaly.models."<name>"]`).
     pub anomaly: crate::anomaly::AnomalyConfig,
     pub span_queue: usize,
@@ -645,6 +657,8 @@ impl Config {
                 given.early_label_hold_seconds,
                 crate::quality::DEFAULT_EARLY_LABEL_HOLD,
             )),
+            // Set by the server when `--label-store` gives a store.
+            shared_store: false,
         };
         let drift = crate::drift::model::DriftSettings {
             windows,
@@ -677,6 +691,25 @@ impl Config {
             )),
         };
         let profiles_dir = bad.check(existing_dir("--profiles-dir", given.profiles_dir));
+        let label_store = bad.check(match given.label_store {
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                Err(invalid(
+                    "--label-store",
+                    crate::label_store::redact(&url),
+                    "give a redis:// or rediss:// URL",
+                ))
+            }
+            url => Ok(url),
+        });
+        let label_store_timeout = bad.check(match given.label_store_timeout_ms {
+            None => Ok(Duration::from_millis(200)),
+            Some(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            Some(ms) => Err(invalid(
+                "--label-store-timeout-ms",
+                ms,
+                "use 1 to 60000 milliseconds",
+            )),
+        });
         let profiles_poll = bad.check(seconds(
             "--profiles-poll-seconds",
             given.profiles_poll_seconds,
@@ -769,6 +802,8 @@ impl Config {
             profiles_dir,
             profiles_poll,
             state_dir: given.state_dir,
+            label_store,
+            label_store_timeout,
             anomaly,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,

@@ -254,6 +254,65 @@ impl SelfEvent for DeclarationsEvicted<'_> {
     const COUNTER: SelfCounter = SelfCounter::DeclarationsEvicted;
 }
 
+/// The shared label store failed a request; emitted through an [`Outage`] (logged when an
+/// outage starts).
+#[derive(Debug)]
+pub struct LabelStoreDown<'a> {
+    pub redis: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for LabelStoreDown<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::label_store",
+            redis = %self.redis,
+            error = %self.error,
+            "the label store failed: predictions are not stored (counted in \
+             inferscope.label_store.dropped) and labels are joined in memory only until it \
+             answers again"
+        );
+    }
+}
+
+/// The shared label store answers again.
+#[derive(Debug)]
+pub struct LabelStoreRecovered<'a> {
+    pub redis: &'a str,
+}
+
+impl InternalEvent for LabelStoreRecovered<'_> {
+    fn log(&self) {
+        tracing::info!(target: "inferscope::label_store", redis = %self.redis, "the label store answers again");
+    }
+}
+
+/// Predictions waiting for a label could not be handed to the shared label store.
+#[derive(Debug)]
+pub struct PredictionsNotStored {
+    pub predictions: usize,
+    pub why: &'static str,
+}
+
+impl InternalEvent for PredictionsNotStored {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::label_store",
+            why = self.why,
+            "predictions not stored in the label store: their delayed labels will count as \
+             unknown_request (counted in inferscope.label_store.dropped)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.predictions as u64
+    }
+}
+
+impl SelfEvent for PredictionsNotStored {
+    const COUNTER: SelfCounter = SelfCounter::LabelStoreDropped;
+}
+
 /// A change to the state directory was not written.
 #[derive(Debug)]
 pub struct StateWriteFailed<'a> {

@@ -66,6 +66,8 @@ pub struct Ingest {
     profiles: Arc<ProfileRegistry>,
     /// Where declarations are saved to survive a restart (`--state-dir`), if anywhere.
     state: Option<StateStore>,
+    /// The fleet's shared store of predictions waiting for labels, if any.
+    label_store: Option<crate::label_store::LabelStore>,
     limits: Arc<Limits>,
     null_sink: bool,
     max_inflight: usize,
@@ -241,6 +243,8 @@ struct ShardShare {
     accepted: Vec<u32>,
     rejected: Vec<RejectedRecord>,
     declarations: Vec<(ModelKey, Arc<Declaration>)>,
+    /// Labels only, with a shared label store: the stored prediction of each accepted label.
+    stored: Vec<Option<Vec<u8>>>,
 }
 
 impl ShardShare {
@@ -338,6 +342,7 @@ impl Ingest {
             declarations: registries.declarations.clone(),
             profiles: registries.profiles.clone(),
             state: registries.state.clone(),
+            label_store: registries.label_store.clone(),
             limits: Arc::new(config.limits.clone()),
             null_sink: config.null_sink,
             max_inflight: config.max_inflight_batches,
@@ -350,6 +355,36 @@ impl Ingest {
     /// Bytes of batches and acks in flight now, and the budget (for export).
     pub fn memory(&self) -> (usize, usize) {
         (self.budget.used(), self.budget.limit)
+    }
+
+    /// With a shared label store: fills each share's `stored`, the stored prediction of each
+    /// accepted label, taken out of the store in one round trip. Left empty without a store or
+    /// when it does not answer in time (the labels then take the in-memory path).
+    async fn take_stored_predictions(&self, batch: &pb::LabelBatch, shares: &mut [ShardShare]) {
+        let Some(store) = &self.label_store else {
+            return;
+        };
+        let labels: Vec<(&str, &str, &str)> = shares
+            .iter()
+            .flat_map(|share| &share.accepted)
+            .map(|&i| {
+                let truth = &batch.labels[i as usize];
+                let (model, version) = validation::model_of(
+                    &truth.model,
+                    &truth.version,
+                    &batch.model,
+                    &batch.version,
+                );
+                (model, version, truth.request_id.as_str())
+            })
+            .collect();
+        let Some(found) = store.take(&labels).await else {
+            return;
+        };
+        let mut found = found.into_iter();
+        for share in shares {
+            share.stored = found.by_ref().take(share.accepted.len()).collect();
+        }
     }
 
     /// Stores the batch's declarations; returns them for the shards that own their models.
@@ -513,12 +548,14 @@ impl Ingest {
                 validation::check_ground_truth(truth, model, version, declaration, &self.limits)
             });
         }
-        let (shares, rejects) = sorter.finish();
+        let (mut shares, rejects) = sorter.finish();
+        let received = std::time::SystemTime::now();
+        self.take_stored_predictions(&batch, &mut shares).await;
         let sequence = batch.sequence;
         let batch = Arc::new(batch);
-        let received = std::time::SystemTime::now();
         let waits = self.dispatch(shares, |share, done| ShardWork::Labels {
             batch: batch.clone(),
+            stored: share.stored,
             accepted: share.accepted,
             rejected: share.rejected,
             received,

@@ -35,6 +35,7 @@ pub mod drift;
 pub mod events;
 pub mod export;
 pub mod ingest;
+pub mod label_store;
 pub mod listener;
 pub mod models;
 pub mod operational;

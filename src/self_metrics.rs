@@ -39,6 +39,8 @@ pub enum SelfCounter {
     StreamsUnread,
     /// Changes to the state directory not written (queue full, or the write failed).
     StateWritesFailed,
+    /// Predictions not written to the shared label store.
+    LabelStoreDropped,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -174,6 +176,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.state.writes.failed",
         unit: "{write}",
         description: "Declarations and captured reference profiles not saved to --state-dir (the write failed, or the writer's queue was full); they would not survive a restart.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::LabelStoreDropped,
+        name: "inferscope.label_store.dropped",
+        unit: "{prediction}",
+        description: "Predictions waiting for a delayed label that were not written to the shared label store (--label-store): its queue was full, Redis was not connected, or the write failed or timed out.",
         instrument: Instrument::Counter,
     },
 ];

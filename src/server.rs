@@ -74,6 +74,8 @@ pub enum ServeError {
     Tls(#[source] tonic::transport::Error),
     #[error("cannot use --state-dir {0}: {1}")]
     State(std::path::PathBuf, #[source] std::io::Error),
+    #[error("cannot use --label-store {0}: {1}")]
+    LabelStore(String, #[source] redis::RedisError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -143,12 +145,14 @@ pub fn shard_settings(config: &Config, registries: &Registries) -> ShardSettings
         quality: crate::quality::QualitySettings {
             max_pending: config.quality.max_pending.div_ceil(config.shards),
             max_early_labels: config.quality.max_early_labels.div_ceil(config.shards),
+            shared_store: registries.label_store.is_some(),
             ..config.quality.clone()
         },
         declarations: Some(registries.declarations.clone()),
         drift: config.drift.clone(),
         profiles: registries.profiles.clone(),
         state: registries.state.clone(),
+        label_store: registries.label_store.clone(),
         anomaly: config.anomaly.clone(),
         series_interval: config.export.metric_interval,
     }
@@ -175,8 +179,20 @@ impl Sidecar {
             }
             None => (None, None),
         };
-        let registries = Registries::load(&config, &stats, &shutdown)
+        let mut registries = Registries::load(&config, &stats, &shutdown)
             .map_err(|e| ServeError::State(config.state_dir.clone().unwrap_or_default(), e))?;
+        if let Some(url) = &config.label_store {
+            let store = crate::label_store::LabelStore::start(
+                url,
+                config.quality.label_ttl,
+                config.label_store_timeout,
+                stats.clone(),
+            )
+            .map_err(|e| ServeError::LabelStore(crate::label_store::redact(url), e))?;
+            tracing::info!(redis = %store.redacted, "delayed labels are joined through the shared label store");
+            registries.label_store = Some(store);
+        }
+        let label_store = registries.label_store.clone();
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,
@@ -257,6 +273,10 @@ impl Sidecar {
                         }
                     };
                     let finals = pipeline.drain().await;
+                    // The shards' last predictions, written before the process ends.
+                    if let Some(store) = &label_store {
+                        store.flush(budget / 4).await;
+                    }
                     exporter_stop.cancel();
                     if let Some(exporter) = exporter {
                         if let Ok(mut exporter) = exporter.await {

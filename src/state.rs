@@ -233,6 +233,8 @@ pub struct Registries {
     pub declarations: Arc<DeclarationRegistry>,
     pub profiles: Arc<ProfileRegistry>,
     pub state: Option<StateStore>,
+    /// The fleet's shared store of predictions waiting for labels (`--label-store`).
+    pub label_store: Option<crate::label_store::LabelStore>,
 }
 
 impl Registries {
@@ -242,6 +244,7 @@ impl Registries {
             declarations: Arc::new(DeclarationRegistry::new(config.max_models)),
             profiles: Arc::new(ProfileRegistry::new()),
             state: None,
+            label_store: None,
         }
     }
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Fetch the two real OTLP backends used by the end-to-end tests into .tools/ (git-ignored):
+# Fetch the real backends used by the end-to-end tests into .tools/ (git-ignored):
 #   .tools/bin/victoria-metrics  VictoriaMetrics single-node, from Debian trixie's `victoria-metrics` .deb
 #   .tools/bin/phoenix           Arize Phoenix, from PyPI into .tools/phoenix-venv
+#   .tools/bin/redis-server      Redis (fleet label store), from the machine's own Debian release:
+#   .tools/bin/redis-cli         `redis-server` + `redis-tools` .debs and the libraries a bare machine
+#   .tools/bin/redis-benchmark   lacks, extracted into .tools/redis; bin/ holds wrapper scripts
 # Idempotent: each part is skipped when its binary already runs. Usage:
-#   tools/install-backends.sh [vm|phoenix|all]      (default: all)
+#   tools/install-backends.sh [vm|phoenix|redis|all]      (default: all)
 # Env: PHOENIX_VERSION (pinned default below), PYTHON (default python3, needs >= 3.11), FORCE=1 to redo.
 # Phoenix's transitive dependencies are pinned by the constraints list at the bottom of this file
 # (a `pip freeze` of a working install); it is only applied with the default PHOENIX_VERSION.
@@ -125,11 +128,109 @@ install_phoenix() {
   log "arize-phoenix installed: $("$venv/bin/python" -c 'import phoenix; print(phoenix.__version__)' 2>/dev/null || echo "$PHOENIX_VERSION")"
 }
 
+# Redis from the machine's configured Debian release (bookworm: 7.0), through the system's own apt
+# lists (refreshed only when they lack redis-server or are too old to download from). Nothing is
+# installed system-wide: the .debs are extracted into .tools/redis together with every shared
+# library they need that this machine lacks (libjemalloc2 and liblzf1 always: they are not part of
+# a Debian base system), and .tools/bin gets wrapper scripts that put those libraries on LD_LIBRARY_PATH.
+REDIS_PACKAGES=(redis-server redis-tools)
+REDIS_ALWAYS_LIBS=(libjemalloc2 liblzf1)
+REDIS_PROGRAMS=(redis-server redis-cli redis-benchmark)
+
+install_redis() {
+  local dir="$TOOLS/redis"
+  if [[ "$FORCE" != 1 && -f "$dir/.deb-version" ]] \
+     && "$BIN/redis-server" --version >/dev/null 2>&1 && "$BIN/redis-cli" --version >/dev/null 2>&1; then
+    log "redis already installed ($(head -n1 "$dir/.deb-version"))"
+    return 0
+  fi
+  command -v apt-get >/dev/null && command -v dpkg >/dev/null || { log "need apt-get and dpkg"; exit 1; }
+
+  local candidate
+  candidate="$(apt-cache policy redis-server 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')"
+  if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
+    log "apt-get update (the system's lists have no redis-server; needs root)"
+    apt-get -q update >&2
+  fi
+
+  # The packages to extract: redis itself, then the library dependencies (transitively) that are
+  # not installed here. Scripts and services they depend on (adduser, lsb-base) are not needed.
+  local want=("${REDIS_PACKAGES[@]}" "${REDIS_ALWAYS_LIBS[@]}") queue=(redis-tools "${REDIS_ALWAYS_LIBS[@]}") pkg dep
+  while ((${#queue[@]})); do
+    pkg="${queue[0]}"; queue=("${queue[@]:1}")
+    # "Depends: a (>= 1), b | c, d:any" -> a b d (first alternative, no versions or arch qualifiers)
+    for dep in $(apt-cache show --no-all-versions "$pkg" | sed -n 's/^Depends: //p' | tr ',' '\n' \
+                 | sed 's/|.*//; s/(.*)//; s/:.*//; s/[[:space:]]//g'); do
+      [[ "$dep" == lib* ]] || continue
+      [[ " ${want[*]} " == *" $dep "* ]] && continue
+      [[ "$(dpkg-query -W -f='${Status}' "$dep" 2>/dev/null)" == "install ok installed" ]] && continue
+      want+=("$dep"); queue+=("$dep")
+    done
+  done
+
+  local debs="$TOOLS/redis-debs"
+  rm -rf "$debs"; mkdir -p "$debs"
+  local download=(apt-get -o "APT::Sandbox::User=root" -o "Acquire::Retries=3" -q download "${want[@]}")
+  log "apt-get download ${want[*]}"
+  if ! ( cd "$debs" && "${download[@]}" >&2 ); then
+    # Lists older than the mirror name .debs that are gone (a security update replaced them).
+    log "download failed; apt-get update (the system's lists) and retry"
+    apt-get -q update >&2
+    ( cd "$debs" && "${download[@]}" >&2 )
+  fi
+
+  rm -rf "$dir"; mkdir -p "$dir"
+  local deb
+  for deb in "$debs"/*.deb; do
+    log "extracting $(basename "$deb")"
+    dpkg -x "$deb" "$dir"
+  done
+  [[ -x "$dir/usr/bin/redis-server" && -x "$dir/usr/bin/redis-cli" ]] || { log "redis binaries not found in the .debs"; exit 1; }
+
+  # Directories holding the extracted shared libraries, for LD_LIBRARY_PATH: as the wrappers
+  # spell them (from their own location) and as absolute paths (for the check below).
+  local libdirs="" libpath="" d
+  while read -r d; do
+    libdirs+="${libdirs:+:}\$tools/${d#"$TOOLS/"}"
+    libpath+="${libpath:+:}$d"
+  done < <(find "$dir" -name 'lib*.so*' -printf '%h\n' | sort -u)
+  local prog
+  for prog in "${REDIS_PROGRAMS[@]}"; do
+    [[ -x "$dir/usr/bin/$prog" ]] || continue
+    rm -f "$BIN/$prog"
+    # Paths relative to the script, so the checkout can move. redis-server is Debian's link to
+    # redis-check-rdb: Redis picks its mode from argv[0]'s name, so exec through the link.
+    cat > "$BIN/$prog" <<WRAPPER
+#!/bin/sh
+# Written by tools/install-backends.sh: Debian's $prog from .tools/redis with its libraries.
+tools="\$(cd "\$(dirname "\$0")/.." && pwd)"
+LD_LIBRARY_PATH="$libdirs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+exec "\$tools/redis/usr/bin/$prog" "\$@"
+WRAPPER
+    chmod +x "$BIN/$prog"
+  done
+
+  # Every library resolves (a missing one would only show when the server is started).
+  local missing
+  missing="$(LD_LIBRARY_PATH="$libpath" ldd "$dir/usr/bin/redis-server" "$dir/usr/bin/redis-cli" \
+    | awk '/not found/ { print $1 }' | sort -u | tr '\n' ' ')"
+  [[ -z "$missing" ]] || { log "redis needs libraries that are not here: $missing"; exit 1; }
+
+  # First line: redis-server's package; then every other extracted .deb (basenames, epoch decoded).
+  { for deb in "$debs"/redis-server_*.deb "$debs"/*.deb; do basename "$deb" .deb; done \
+      | sed 's/%3a/:/' | awk '!seen[$0]++'; } > "$dir/.deb-version"
+  rm -rf "$debs"
+  "$BIN/redis-server" --version >/dev/null 2>&1 || { log "$BIN/redis-server does not run"; exit 1; }
+  log "redis installed from $(head -n1 "$dir/.deb-version"): $("$BIN/redis-server" --version)"
+}
+
 case "$WHAT" in
   vm|victoria-metrics) install_vm ;;
   phoenix) install_phoenix ;;
-  all) install_vm; install_phoenix ;;
-  *) echo "usage: $0 [vm|phoenix|all]" >&2; exit 2 ;;
+  redis) install_redis ;;
+  all) install_vm; install_phoenix; install_redis ;;
+  *) echo "usage: $0 [vm|phoenix|redis|all]" >&2; exit 2 ;;
 esac
 exit 0
 

@@ -81,6 +81,10 @@ pub enum ShardWork {
         rejected: Vec<RejectedRecord>,
         /// When ingest received the batch; stands in for labels without `time_unix_nano`.
         received: SystemTime,
+        /// With a shared label store: the stored prediction of each accepted label, in order
+        /// (taken out of the store for this shard to score); empty when there is no store or it
+        /// did not answer in time.
+        stored: Vec<Option<Vec<u8>>>,
         done: oneshot::Sender<()>,
     },
 }
@@ -139,6 +143,8 @@ pub struct ShardSettings {
     pub profiles: Arc<ProfileRegistry>,
     /// Where captured profiles are saved (`--state-dir`), if anywhere.
     pub state: Option<crate::state::StateStore>,
+    /// The fleet's shared store of predictions waiting for labels (`--label-store`), if any.
+    pub label_store: Option<crate::label_store::LabelStore>,
     /// Anomaly detector settings, per model name.
     pub anomaly: AnomalyConfig,
     /// How often each shard closes an interval of its models' change-detector series (the

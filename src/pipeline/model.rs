@@ -210,17 +210,23 @@ impl ModelState {
         observed
     }
 
-    /// One accepted delayed label; returns the entry the label join pushed out, if any.
+    /// One accepted delayed label, with its prediction when the shared label store gave it back;
+    /// returns the entry the label join pushed out, if any.
     pub fn observe_label(
         &mut self,
         truth: &pb::GroundTruth,
+        stored: Option<&[u8]>,
         join: &mut LabelJoin,
         now_ms: u64,
         received_ns: u64,
     ) -> Option<Departed> {
         self.ops.labels_accepted += 1;
         let a = self.analyses.as_mut()?;
-        join.on_label(&mut a.quality, truth, now_ms, received_ns)
+        match stored {
+            // Its prediction, from the shared label store.
+            Some(bytes) => join.on_stored_label(&mut a.quality, truth, bytes, now_ms, received_ns),
+            None => join.on_label(&mut a.quality, truth, now_ms, received_ns),
+        }
     }
 
     /// Closes an interval of the change detectors: drift changes of the first window and

@@ -187,6 +187,7 @@ impl Shard {
                 }
                 self.sync_profiles();
                 let flags = self.records(&batch, &accepted, received);
+                self.hand_to_store();
                 self.rejects(
                     &batch.records,
                     &batch.model,
@@ -222,17 +223,19 @@ impl Shard {
                 accepted,
                 rejected,
                 received,
+                stored,
                 done,
             } => {
                 let now_ms = self.now_ms();
                 let received_ns = unix_nanos(received);
-                for &i in &accepted {
+                for (j, &i) in accepted.iter().enumerate() {
                     let truth = &batch.labels[i as usize];
                     let (model, version) =
                         model_of(&truth.model, &truth.version, &batch.model, &batch.version);
                     let m = self.model(model, version);
                     let departed = self.table.get_mut(m).observe_label(
                         truth,
+                        stored.get(j).and_then(Option::as_deref),
                         &mut self.join,
                         now_ms,
                         received_ns,
@@ -316,6 +319,28 @@ impl Shard {
             let m = self.reject_model(&r, model, version);
             count(self.table.get_mut(m), r.reason);
         }
+    }
+
+    /// Hands the batch's predictions that wait for a label to the shared store, if there is one.
+    fn hand_to_store(&mut self) {
+        let shared = self.join.take_shared();
+        let Some(store) = &self.settings.label_store else {
+            return;
+        };
+        if shared.is_empty() {
+            return;
+        }
+        let predictions = shared
+            .into_iter()
+            .filter_map(|(id, request_id, value)| {
+                Some(crate::label_store::StoredPrediction {
+                    key: self.table.key_of(id)?.clone(),
+                    request_id,
+                    value,
+                })
+            })
+            .collect();
+        store.put(predictions);
     }
 
     /// Counts a label-join entry that left unjoined on the model that owns it.

@@ -48,6 +48,12 @@ impl ModelTable {
         self.states.iter_mut()
     }
 
+    /// The key of the model with label-join id `id`, if it still exists.
+    pub fn key_of(&self, id: u32) -> Option<&ModelKey> {
+        let &i = self.by_id.get(&id)?;
+        Some(&self.states[i].key)
+    }
+
     /// The quality state of the model with label-join id `id`, if it still exists.
     pub fn quality_of(&mut self, id: u32) -> Option<&mut ModelQuality> {
         let &i = self.by_id.get(&id)?;

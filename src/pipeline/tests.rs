@@ -53,6 +53,7 @@ async fn idle_models_expire_and_come_back_from_zero() {
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
         state: None,
+        label_store: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     };
@@ -88,6 +89,7 @@ async fn expiry_frees_model_slots_under_the_cap() {
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
         state: None,
+        label_store: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     };
@@ -121,6 +123,7 @@ fn quality_settings() -> ShardSettings {
         drift: DriftSettings::default(),
         profiles: Arc::new(ProfileRegistry::new()),
         state: None,
+        label_store: None,
         anomaly: Default::default(),
         series_interval: Duration::from_secs(3600),
     }
@@ -161,6 +164,7 @@ async fn label(pipeline: &Pipeline, ids: &[&str], value: pb::label::Value) {
         ..Default::default()
     });
     let work = ShardWork::Labels {
+        stored: Vec::new(),
         accepted: (0..batch.labels.len() as u32).collect(),
         batch,
         rejected: Vec::new(),

@@ -106,6 +106,9 @@ pub struct LabelJoin {
     /// Predictions the full pending store pushed out, for logging the first (each is counted on
     /// its model as unlabelled for capacity).
     evicted: u64,
+    /// With a shared store: the predictions of the current batch that wait for a label, as
+    /// `(model id, request id, encoded prediction)`, for the shard to hand to the store.
+    shared: Option<Vec<(u32, String, Vec<u8>)>>,
 }
 
 impl LabelJoin {
@@ -122,7 +125,13 @@ impl LabelJoin {
                 foldhash::fast::SeedableRandomState::random(),
             ),
             evicted: 0,
+            shared: settings.shared_store.then(Vec::new),
         }
+    }
+
+    /// The predictions for the shared store since the last call.
+    pub fn take_shared(&mut self) -> Vec<(u32, String, Vec<u8>)> {
+        self.shared.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Predictions waiting for a label now.
@@ -223,6 +232,11 @@ impl LabelJoin {
                 Err(reason) => q.join.unmatched[reason as usize] += 1,
             }
         }
+        if let Some(shared) = &mut self.shared {
+            let bytes = q.encode_shared(&prediction, at_unix_ns);
+            shared.push((q.id, record.request_id.clone(), bytes));
+            return None;
+        }
         let pending = PendingPrediction {
             model: q.id,
             at_unix_ns,
@@ -245,6 +259,37 @@ impl LabelJoin {
                 None
             }
         }
+    }
+
+    /// A delayed label whose prediction the shared store gave back (`stored`, taken out of the
+    /// store: no other sidecar scores it): scored here. Bytes that do not decode leave the label
+    /// to [`Self::on_label`]; a label that does not fit its prediction is counted.
+    pub fn on_stored_label(
+        &mut self,
+        q: &mut ModelQuality,
+        truth: &pb::GroundTruth,
+        stored: &[u8],
+        now_ms: u64,
+        received_ns: u64,
+    ) -> Option<Departed> {
+        let label = truth.label.as_ref()?;
+        let Some((prediction, predicted_ns)) = q.decode_shared(stored) else {
+            return self.on_label(q, truth, now_ms, received_ns);
+        };
+        q.advance(now_ms);
+        let at_unix_ns = match truth.time_unix_nano {
+            0 => received_ns,
+            t => t,
+        };
+        match q.truth(&prediction, label) {
+            Ok(resolved) => {
+                score(q, &prediction, resolved, predicted_ns, at_unix_ns);
+                let key = self.key(q.id, &truth.request_id);
+                self.resolve(key, Resolution::Labelled);
+            }
+            Err(reason) => q.join.unmatched[reason as usize] += 1,
+        }
+        None
     }
 
     /// One delayed label: joined with its pending prediction, or classified as a duplicate or

@@ -13,6 +13,7 @@
 
 pub mod join;
 pub mod label_join;
+mod shared;
 pub mod state;
 
 pub use label_join::{Departed, LabelJoin};
@@ -104,6 +105,9 @@ pub struct QualitySettings {
     pub label_ttl: Duration,
     pub max_early_labels: usize,
     pub early_label_hold: Duration,
+    /// Predictions waiting for a delayed label go to the fleet's shared store
+    /// (`--label-store`), not to the shard's memory.
+    pub shared_store: bool,
 }
 
 impl Default for QualitySettings {
@@ -119,6 +123,7 @@ impl Default for QualitySettings {
             label_ttl: DEFAULT_LABEL_TTL,
             max_early_labels: DEFAULT_MAX_EARLY_LABELS,
             early_label_hold: DEFAULT_EARLY_LABEL_HOLD,
+            shared_store: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod golden;
 pub mod otlp;
 pub mod process;
+pub mod redis;
 pub mod tls;
 
 use inferscope::{

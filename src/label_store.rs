@@ -1,0 +1,272 @@
+//! The label store a fleet shares (`--label-store redis://…`; design: `docs/fleet-design.md`):
+//! predictions that wait for a delayed label are written to Redis by whichever sidecar saw them,
+//! and a label arriving at any sidecar takes its prediction out (`GETDEL`, atomic: each pair is
+//! scored by one sidecar of the fleet). A pending prediction is one key,
+//! `{<model>@<version>}:p:<request id>` (the hash tag keeps a model version on one cluster slot),
+//! holding `quality::shared`'s bytes, with `--label-ttl-seconds` as Redis's own TTL; `SET … NX`
+//! keeps the first prediction of a request id, as the in-memory store does.
+//!
+//! Nothing on the record path waits for Redis: shards hand each batch's predictions to a writer
+//! task through a bounded queue and go on (a full queue, or Redis unreachable, drops them:
+//! counted in `inferscope.label_store.dropped`, logged once per outage). The writer sends one
+//! pipeline per batch. A label batch looks its predictions up in one pipeline, waiting at most
+//! `--label-store-timeout-ms`; past it the labels take the in-memory path (held briefly, then
+//! `unknown_request`). The connection is made in the background and remade with backoff by the
+//! `redis` crate's `ConnectionManager`, so Redis absent at start delays nothing.
+
+use crate::{
+    events::{LabelStoreDown, LabelStoreRecovered, Outage, PredictionsNotStored},
+    models::ModelKey,
+    self_metrics::SelfStats,
+};
+use redis::aio::ConnectionManager;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Batches of predictions waiting for the writer: a burst of a few seconds at full rate.
+const WRITE_QUEUE: usize = 1024;
+/// Pause between two attempts to connect while Redis cannot be reached, doubled up to
+/// [`MAX_CONNECT_BACKOFF`].
+const FIRST_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the writer waits for the first connection before dropping what it has: a sidecar
+/// started beside a healthy Redis loses nothing to the race between its first batch and its
+/// first connection. Only the writer waits; ingest never does.
+const FIRST_CONNECTION_GRACE: Duration = Duration::from_secs(2);
+
+/// A prediction for the store.
+#[derive(Debug)]
+pub struct StoredPrediction {
+    pub key: ModelKey,
+    pub request_id: String,
+    pub value: Vec<u8>,
+}
+
+enum Write {
+    Predictions(Vec<StoredPrediction>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The store's handle, shared by the shards (writes) and ingest (lookups); cheap to clone.
+#[derive(Clone)]
+pub struct LabelStore {
+    writes: mpsc::Sender<Write>,
+    connection: watch::Receiver<Option<ConnectionManager>>,
+    timeout: Duration,
+    stats: Arc<SelfStats>,
+    outage: Arc<Outage>,
+    /// Where it points, with any password left out (for logs).
+    pub redacted: String,
+}
+
+impl std::fmt::Debug for LabelStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelStore")
+            .field("redis", &self.redacted)
+            .finish()
+    }
+}
+
+/// `url` with its password (if any) replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The key of a pending prediction.
+fn key(model: &str, version: &str, request_id: &str) -> String {
+    format!("{{{model}@{version}}}:p:{request_id}")
+}
+
+impl LabelStore {
+    /// Starts connecting to `url` in the background and the writer task; fails only on a URL
+    /// that cannot be used.
+    pub fn start(
+        url: &str,
+        ttl: Duration,
+        timeout: Duration,
+        stats: Arc<SelfStats>,
+    ) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let (connected, connection) = watch::channel(None);
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let store = Self {
+            writes,
+            connection,
+            timeout,
+            stats,
+            outage: Arc::new(Outage::default()),
+            redacted: redact(url),
+        };
+        tokio::spawn(connect(client, connected, timeout, store.redacted.clone()));
+        tokio::spawn(store.clone().write(queue, ttl.as_secs().max(1)));
+        Ok(store)
+    }
+
+    fn connection(&self) -> Option<ConnectionManager> {
+        self.connection.borrow().clone()
+    }
+
+    /// Queues a batch's predictions; never waits.
+    pub fn put(&self, predictions: Vec<StoredPrediction>) {
+        let n = predictions.len();
+        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
+            self.writes.try_send(Write::Predictions(predictions))
+        {
+            self.stats.emit(&PredictionsNotStored {
+                predictions: n,
+                why: "the writer's queue is full",
+            });
+        }
+    }
+
+    /// Waits (at most `within`) until what was queued before is written or dropped.
+    pub async fn flush(&self, within: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.writes.send(Write::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(within, wait).await;
+        }
+    }
+
+    async fn write(self, mut queue: mpsc::Receiver<Write>, ttl_seconds: u64) {
+        let mut first = self.connection.clone();
+        let _ = tokio::time::timeout(FIRST_CONNECTION_GRACE, first.wait_for(Option::is_some)).await;
+        while let Some(write) = queue.recv().await {
+            let predictions = match write {
+                Write::Predictions(p) => p,
+                Write::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            let n = predictions.len();
+            let Some(mut connection) = self.connection() else {
+                self.stats.emit(&PredictionsNotStored {
+                    predictions: n,
+                    why: "Redis is not connected",
+                });
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for p in &predictions {
+                pipe.cmd("SET")
+                    .arg(key(&p.key.model, &p.key.version, &p.request_id))
+                    .arg(&p.value)
+                    .arg("EX")
+                    .arg(ttl_seconds)
+                    .arg("NX")
+                    .ignore();
+            }
+            match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut connection)).await
+            {
+                Ok(Ok(())) => self.outage.recovered(&LabelStoreRecovered {
+                    redis: &self.redacted,
+                }),
+                Ok(Err(e)) => self.failed(n, &e.to_string()),
+                Err(_) => self.failed(n, "timed out"),
+            }
+        }
+    }
+
+    fn failed(&self, predictions: usize, error: &str) {
+        self.outage.failed(
+            &LabelStoreDown {
+                redis: &self.redacted,
+                error,
+            },
+            crate::events::Uncounted,
+        );
+        self.stats.emit(&PredictionsNotStored {
+            predictions,
+            why: "the write failed",
+        });
+    }
+
+    /// Takes the stored predictions of `labels` (model, version, request id) out of the store,
+    /// in order (`None` where there is none); `None` as a whole when Redis cannot answer within
+    /// the timeout.
+    pub async fn take(&self, labels: &[(&str, &str, &str)]) -> Option<Vec<Option<Vec<u8>>>> {
+        if labels.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut connection = self.connection()?;
+        let mut pipe = redis::pipe();
+        for (model, version, request_id) in labels {
+            pipe.cmd("GETDEL").arg(key(model, version, request_id));
+        }
+        match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(e)) => {
+                self.outage.failed(
+                    &LabelStoreDown {
+                        redis: &self.redacted,
+                        error: &e.to_string(),
+                    },
+                    crate::events::Uncounted,
+                );
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Connects (retrying with backoff until it works), then leaves reconnection to the manager.
+async fn connect(
+    client: redis::Client,
+    slot: watch::Sender<Option<ConnectionManager>>,
+    timeout: Duration,
+    redacted: String,
+) {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+        .set_response_timeout(Some(timeout));
+    let mut backoff = FIRST_CONNECT_BACKOFF;
+    let mut logged = false;
+    loop {
+        match client
+            .get_connection_manager_with_config(config.clone())
+            .await
+        {
+            Ok(manager) => {
+                tracing::info!(redis = %redacted, "label store connected");
+                slot.send_replace(Some(manager));
+                return;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(redis = %redacted, error = %e, "cannot reach the label store; retrying in the background (predictions are not stored meanwhile)");
+                    logged = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact("redis://ops:s3cret@redis:6379/0"),
+            "redis://ops:***@redis:6379/0"
+        );
+        assert_eq!(redact("rediss://:s3cret@r:6380"), "rediss://:***@r:6380");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_model_version_is_one_hash_tag() {
+        assert_eq!(key("fraud", "7", "r-1"), "{fraud@7}:p:r-1");
+    }
+}

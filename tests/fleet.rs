@@ -1,0 +1,200 @@
+//! Sidecars of a fleet sharing their pending predictions through a real redis-server
+//! (`--label-store`): a label that reaches any sidecar joins a prediction made at another, each
+//! pair is scored once, and Redis being away never delays an ack.
+
+mod common;
+
+use common::{redis::Redis, value};
+use inferscope::{config::Config, pb};
+use std::time::{Duration, Instant};
+
+fn fleet_config(url: String) -> Config {
+    Config {
+        label_store: Some(url),
+        ..common::config()
+    }
+}
+
+/// Classifier records `r<i>`, each predicting `predicted[i]`.
+fn predictions(predicted: &[&str]) -> pb::RecordBatch {
+    let records = predicted
+        .iter()
+        .enumerate()
+        .map(|(i, class)| pb::InferenceRecord {
+            request_id: format!("r{i}"),
+            latency_seconds: Some(0.01),
+            prediction: Some(pb::inference_record::Prediction::Classification(
+                pb::Classification {
+                    predicted_class: (*class).into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+        .collect();
+    common::batch(1, "m", records)
+}
+
+fn labels(truth: &[&str]) -> pb::LabelBatch {
+    pb::LabelBatch {
+        sequence: 1,
+        model: "m".into(),
+        version: "1".into(),
+        labels: truth
+            .iter()
+            .enumerate()
+            .map(|(i, class)| pb::GroundTruth {
+                request_id: format!("r{i}"),
+                label: Some(pb::Label {
+                    value: Some(pb::label::Value::ClassName((*class).into())),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn wait_for_keys(redis: &Redis, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.keys() != want {
+        assert!(
+            Instant::now() < deadline,
+            "redis holds {} keys, not {want}",
+            redis.keys()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_at_one_sidecar_joins_the_prediction_made_at_another() {
+    let redis = Redis::start();
+    let a = common::start(fleet_config(redis.url())).await;
+    let b = common::start(fleet_config(redis.url())).await;
+    let predicted: Vec<&str> = (0..60).map(|i| ["yes", "no", "maybe"][i % 3]).collect();
+    // The truth differs from the prediction on every fifth record.
+    let truth: Vec<&str> = (0..60)
+        .map(|i| if i % 5 == 0 { "other" } else { predicted[i] })
+        .collect();
+    let ack = a
+        .client()
+        .await
+        .submit_records(predictions(&predicted))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 60);
+    wait_for_keys(&redis, 60);
+    let ack = b
+        .client()
+        .await
+        .submit_labels(labels(&truth))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 60);
+    // Each prediction was taken out by the label that joined it.
+    assert_eq!(redis.keys(), 0);
+
+    let (at_a, _) = a.stop().await;
+    let (at_b, _) = b.stop().await;
+    let m = [
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
+    ];
+    let delayed = |request| {
+        value(
+            request,
+            "inferscope.labels.joined",
+            &[m[0], m[1], ("source", "delayed")],
+        )
+    };
+    assert_eq!((delayed(&at_a), delayed(&at_b)), (0, 60));
+    let unknown = value(
+        &at_b,
+        "inferscope.labels.unmatched",
+        &[m[0], m[1], ("reason", "unknown_request")],
+    );
+    assert_eq!(unknown, 0);
+    // Scored at B as the pairs the test made: accuracy is the share of matching pairs.
+    let correct = predicted.iter().zip(&truth).filter(|(p, t)| p == t).count();
+    let accuracy = common::point(
+        &at_b,
+        "inferscope.quality.accuracy",
+        &[m[0], m[1], ("window", "all")],
+    );
+    assert_eq!(accuracy, Some(correct as f64 / 60.0));
+    assert_eq!(value(&at_a, "inferscope.label_store.dropped", &[]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_acks_come_at_once_and_the_predictions_not_stored_are_counted() {
+    // Nothing listens on this port.
+    let url = format!("redis://127.0.0.1:{}/0", common::process::free_port());
+    let s = common::start(fleet_config(url)).await;
+    let mut client = s.client().await;
+    let predicted = vec!["yes"; 100];
+    let started = Instant::now();
+    let ack = client
+        .submit_records(predictions(&predicted))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 100);
+    let ack = client
+        .submit_labels(labels(&predicted))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 100);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "acks took {:?}",
+        started.elapsed()
+    );
+    let (metrics, _) = s.stop().await;
+    assert_eq!(value(&metrics, "inferscope.label_store.dropped", &[]), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout() {
+    let redis = Redis::start();
+    let mut config = fleet_config(redis.url());
+    config.label_store_timeout = Duration::from_millis(100);
+    let s = common::start(config).await;
+    let mut client = s.client().await;
+    // Connected and writing.
+    client
+        .submit_records(predictions(&["yes"; 10]))
+        .await
+        .unwrap();
+    wait_for_keys(&redis, 10);
+    redis.signal("-STOP");
+    let mut slowest = Duration::ZERO;
+    for sequence in 2..22 {
+        let mut batch = predictions(&["no"; 50]);
+        batch.sequence = sequence;
+        for r in &mut batch.records {
+            r.request_id = format!("{sequence}-{}", r.request_id);
+        }
+        let started = Instant::now();
+        client.submit_records(batch).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    let started = Instant::now();
+    client.submit_labels(labels(&["yes"; 10])).await.unwrap();
+    let label_ack = started.elapsed();
+    redis.signal("-CONT");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a record ack took {slowest:?}"
+    );
+    assert!(
+        label_ack < Duration::from_millis(600),
+        "the label ack took {label_ack:?}"
+    );
+    let (metrics, _) = s.stop().await;
+    // The writes that timed out while Redis was stopped are counted, never more than were sent.
+    let dropped = value(&metrics, "inferscope.label_store.dropped", &[]);
+    assert!((1..=1000).contains(&dropped), "{dropped}");
+}
