@@ -11,6 +11,9 @@
 #   nodrift   as inline, with --reference-records 0 (no profile: no drift, no profile-based
 #             anomaly checks, no Half-Space Trees)
 #   nohst     as inline, with the Half-Space Trees off (config file: [anomaly] hst_trees = 0)
+#   redis     as delayed, with the fleet's shared label store (--label-store) on a redis-server
+#             from .tools/bin (tools/install-backends.sh redis) pinned to core 1 with the load
+#             generator, emptied before each run (not in the default MODES)
 # In every default mode the model's reference profile is captured from its first 2000 records,
 # so drift (32 numeric features) and every anomaly detector run for the rest of the run.
 # Usage: tools/bench-throughput.sh [ROUNDS] [SECONDS]
@@ -26,6 +29,14 @@ cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 nohst_config=$(mktemp --suffix=.toml)
 trap 'rm -f "$nohst_config"' EXIT
 printf '[anomaly]\nhst_trees = 0\n' >"$nohst_config"
+redis_pid=
+if [[ " ${MODES:-} " == *" redis "* ]]; then
+  taskset -c 1 .tools/bin/redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no \
+    --maxmemory 2gb --maxmemory-policy volatile-ttl >/tmp/inferscope-bench-redis.log 2>&1 &
+  redis_pid=$!
+  trap 'rm -f "$nohst_config"; kill $redis_pid 2>/dev/null || true' EXIT
+  sleep 0.5
+fi
 for round in $(seq "$rounds"); do
   for mode in ${MODES:-null nodrift nohst inline none delayed nojoin}; do
     for server in ./target/release/inferscope ${BASELINE:-}; do
@@ -36,6 +47,9 @@ for round in $(seq "$rounds"); do
         nojoin) flags=(--max-pending-labels 0) ;;
         nodrift) flags=(--reference-records 0); labels=inline ;;
         nohst) flags=(--config "$nohst_config"); labels=inline ;;
+        redis)
+          flags=(--label-store redis://127.0.0.1:16379/0); labels=delayed
+          .tools/bin/redis-cli -p 16379 FLUSHALL >/dev/null ;;
       esac
       taskset -c 0 "$server" serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
         --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
@@ -49,7 +63,11 @@ for round in $(seq "$rounds"); do
       used=$(echo "$(cpu $pid) - $before" | bc)
       rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
       label=new; [[ $server == ./target/release/inferscope ]] || label=base
-      echo "round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss"
+      extra=
+      if [[ $mode == redis ]]; then
+        extra=" redis_keys=$(.tools/bin/redis-cli -p 16379 DBSIZE) redis_used_memory=$(.tools/bin/redis-cli -p 16379 INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')"
+      fi
+      echo "round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss$extra"
       kill -TERM $pid
       wait $pid || true
       sleep 0.5
