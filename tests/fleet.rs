@@ -160,7 +160,8 @@ async fn without_redis_acks_come_at_once_and_the_predictions_not_stored_are_coun
 async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout() {
     let redis = Redis::start();
     let mut config = fleet_config(redis.url());
-    config.label_store_timeout = Duration::from_millis(100);
+    // A record ack that waited for Redis would take at least this; the asserts leave it room.
+    config.label_store_timeout = Duration::from_secs(1);
     let s = common::start(config).await;
     let mut client = s.client().await;
     // Connected and writing.
@@ -186,11 +187,11 @@ async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout
     let label_ack = started.elapsed();
     redis.signal("-CONT");
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_millis(500),
         "a record ack took {slowest:?}"
     );
     assert!(
-        label_ack < Duration::from_millis(600),
+        label_ack < Duration::from_secs(3),
         "the label ack took {label_ack:?}"
     );
     let (metrics, _) = s.stop().await;

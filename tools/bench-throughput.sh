@@ -49,7 +49,8 @@ for round in $(seq "$rounds"); do
         nohst) flags=(--config "$nohst_config"); labels=inline ;;
         redis)
           flags=(--label-store redis://127.0.0.1:16379/0); labels=delayed
-          .tools/bin/redis-cli -p 16379 FLUSHALL >/dev/null ;;
+          .tools/bin/redis-cli -p 16379 FLUSHALL >/dev/null
+          .tools/bin/redis-cli -p 16379 CONFIG RESETSTAT >/dev/null ;;
       esac
       taskset -c 0 "$server" serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
         --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
@@ -65,7 +66,10 @@ for round in $(seq "$rounds"); do
       label=new; [[ $server == ./target/release/inferscope ]] || label=base
       extra=
       if [[ $mode == redis ]]; then
-        extra=" redis_keys=$(.tools/bin/redis-cli -p 16379 DBSIZE) redis_used_memory=$(.tools/bin/redis-cli -p 16379 INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')"
+        # Predictions written (SET calls; the rest were dropped and counted) and taken (GETDEL hits).
+        stats=$(.tools/bin/redis-cli -p 16379 INFO commandstats)
+        sets=$(sed -n 's/^cmdstat_set:calls=\([0-9]*\).*/\1/p' <<<"$stats")
+        extra=" stored_share=$(echo "scale=3; ${sets:-0} / $records" | bc) redis_keys_left=$(.tools/bin/redis-cli -p 16379 DBSIZE)"
       fi
       echo "round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss$extra"
       kill -TERM $pid
