@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Decoded record by record, so that one bad record does not lose its batch.
         .extern_path(".inferscope.v1.RecordBatch", "crate::wire::RecordBatch")
+        .extern_path(".inferscope.v1.LabelBatch", "crate::wire::LabelBatch")
         .compile_fds(fds)?;
     Ok(())
 }

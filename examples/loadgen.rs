@@ -177,6 +177,7 @@ async fn main() {
                             ..Default::default()
                         })
                         .collect(),
+                    ..Default::default()
                 }
             })
             .collect(),

@@ -486,6 +486,7 @@ async fn stream_model(
                     model: name.into(),
                     version: version.into(),
                     labels: ready,
+                    ..Default::default()
                 };
                 tokio::spawn(async move {
                     let _ = labels_client.submit_labels(batch).await;

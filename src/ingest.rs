@@ -484,7 +484,7 @@ impl Ingest {
                 None => validation::check_record(record, model, version, declaration, &self.limits),
                 // Counted under the batch's model; without one, under `__invalid__`.
                 Some((_, error)) => validation::check_model(model, version, &self.limits)
-                    .and(Err(validation::malformed(error))),
+                    .and(Err(validation::malformed("records", error))),
             });
         }
         let (shares, rejects) = sorter.finish();
@@ -541,11 +541,18 @@ impl Ingest {
             .into());
         }
         let mut sorter = Sorter::new(self);
+        let mut malformed = batch.malformed.iter().peekable();
         for (index, truth) in batch.labels.iter().enumerate() {
             let (model, version) =
                 validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
-            sorter.sort(index, model, version, |declaration| {
-                validation::check_ground_truth(truth, model, version, declaration, &self.limits)
+            let undecoded = malformed.next_if(|(i, _)| *i as usize == index);
+            sorter.sort(index, model, version, |declaration| match undecoded {
+                None => {
+                    validation::check_ground_truth(truth, model, version, declaration, &self.limits)
+                }
+                // Counted under the batch's model; without one, under `__invalid__`.
+                Some((_, error)) => validation::check_model(model, version, &self.limits)
+                    .and(Err(validation::malformed("labels", error))),
             });
         }
         let (mut shares, rejects) = sorter.finish();

@@ -54,7 +54,7 @@ pub mod wire;
 pub mod pb {
     //! Types and gRPC stubs generated from `proto/inferscope/v1`.
     tonic::include_proto!("inferscope.v1");
-    pub use crate::wire::RecordBatch;
+    pub use crate::wire::{LabelBatch, RecordBatch};
     /// The encoded file descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("inferscope_descriptor");

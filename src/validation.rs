@@ -73,12 +73,13 @@ fn reject(field: &'static str, reason: RejectReason, message: impl Into<String>)
     }
 }
 
-/// The reject of a record whose bytes did not decode (`crate::wire::RecordBatch::malformed`).
-pub fn malformed(error: &str) -> FieldError {
+/// The reject of an item of `field` (`records`, `labels`) whose bytes did not decode
+/// (`crate::wire`'s `malformed`).
+pub fn malformed(field: &'static str, error: &str) -> FieldError {
     reject(
-        "records",
+        field,
         RejectReason::Malformed,
-        format!("the record is not a valid InferenceRecord ({error}); the rest of the batch is processed"),
+        format!("not valid protobuf ({error}); the rest of the batch is processed"),
     )
 }
 

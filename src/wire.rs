@@ -1,11 +1,11 @@
-//! `inferscope.v1.RecordBatch`, decoded record by record: one record that is not valid protobuf
-//! (a string that is not UTF-8, a truncated field) is set aside and rejected alone instead of
-//! failing the whole batch.
+//! `inferscope.v1.RecordBatch` and `LabelBatch`, decoded item by item: one record or label that is
+//! not valid protobuf (a string that is not UTF-8, a truncated field) is set aside and rejected
+//! alone instead of failing the whole batch.
 //!
 //! Written by hand because prost decodes a message all or nothing: its generated
 //! `RecordBatch::merge_field` returns the first error of any record, and it has no setting to
-//! read `string` fields as bytes. `build.rs` maps the proto type here (`extern_path`), so the
-//! generated stubs, the client and the server all use this type; the wire format is the one
+//! read `string` fields as bytes. `build.rs` maps the proto types here (`extern_path`), so the
+//! generated stubs, the client and the server all use these types; the wire format is the one
 //! `proto/inferscope/v1/ingest.proto` gives, and `tests` below check it against a message
 //! generated from that file.
 
@@ -40,55 +40,118 @@ fn error(what: &'static str) -> DecodeError {
     DecodeError::new(what)
 }
 
-impl RecordBatch {
-    /// Decodes the record at the head of `buf` (a length-delimited field 5). A record whose
-    /// content fails is replaced by an empty one and noted; an error is returned only when the
-    /// record's framing itself is broken (its length runs past the batch), since then nothing
-    /// after it can be found.
-    fn merge_record(&mut self, buf: &mut impl Buf, ctx: DecodeContext) -> Result<(), DecodeError> {
-        let len = decode_varint(buf)?;
-        let remaining = buf.remaining();
-        if len > remaining as u64 {
-            return Err(error("buffer underflow"));
-        }
-        let end = remaining - len as usize;
-        let mut record = pb::InferenceRecord::default();
-        let mut failed = None;
-        while buf.remaining() > end {
-            let field = decode_key(buf)
-                .and_then(|(tag, wire_type)| record.merge_field(tag, wire_type, buf, ctx.clone()));
-            if let Err(e) = field {
-                failed = Some(e);
-                break;
-            }
-        }
-        if buf.remaining() < end {
-            return Err(error("a record runs past its length"));
-        }
-        buf.advance(buf.remaining() - end);
-        match failed {
-            None => self.records.push(record),
-            Some(e) => {
-                self.malformed
-                    .push((self.records.len() as u32, e.to_string()));
-                self.records.push(pb::InferenceRecord::default());
-            }
-        }
-        Ok(())
+/// Decodes the item at the head of `buf` (a length-delimited repeated field) into `items`. An
+/// item whose content fails is replaced by an empty one and noted in `malformed` with its index;
+/// an error is returned only when the item's framing itself is broken (its length runs past the
+/// batch), since then nothing after it can be found.
+fn merge_item<M: Message + Default>(
+    items: &mut Vec<M>,
+    malformed: &mut Vec<(u32, String)>,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    let len = decode_varint(buf)?;
+    let remaining = buf.remaining();
+    if len > remaining as u64 {
+        return Err(error("buffer underflow"));
     }
+    let end = remaining - len as usize;
+    let mut item = M::default();
+    let mut failed = None;
+    while buf.remaining() > end {
+        let field = decode_key(buf)
+            .and_then(|(tag, wire_type)| item.merge_field(tag, wire_type, buf, ctx.clone()));
+        if let Err(e) = field {
+            failed = Some(e);
+            break;
+        }
+    }
+    if buf.remaining() < end {
+        return Err(error("an item runs past its length"));
+    }
+    buf.advance(buf.remaining() - end);
+    match failed {
+        None => items.push(item),
+        Some(e) => {
+            malformed.push((items.len() as u32, e.to_string()));
+            items.push(M::default());
+        }
+    }
+    Ok(())
+}
+
+/// `e` with the message and field it occurred in.
+fn named(mut e: DecodeError, message: &'static str, field: &'static str) -> DecodeError {
+    e.push(message, field);
+    e
+}
+
+/// Fields 1–3 of both batches: sequence, model, version.
+fn encode_header(sequence: u64, model: &str, version: &str, buf: &mut impl BufMut) {
+    if sequence != 0 {
+        encoding::uint64::encode(1, &sequence, buf);
+    }
+    for (tag, text) in [(2, model), (3, version)] {
+        if !text.is_empty() {
+            encoding::encode_key(tag, WireType::LengthDelimited, buf);
+            encoding::encode_varint(text.len() as u64, buf);
+            buf.put_slice(text.as_bytes());
+        }
+    }
+}
+
+fn header_len(sequence: u64, model: &str, version: &str) -> usize {
+    let string = |tag, s: &str| match s.len() {
+        0 => 0,
+        n => encoding::key_len(tag) + encoding::encoded_len_varint(n as u64) + n,
+    };
+    let sequence = match sequence {
+        0 => 0,
+        n => encoding::uint64::encoded_len(1, &n),
+    };
+    sequence + string(2, model) + string(3, version)
+}
+
+/// Merges field 1–3 of `message`; `None` for any other tag.
+#[allow(clippy::too_many_arguments)]
+fn merge_header(
+    message: &'static str,
+    tag: u32,
+    wire_type: WireType,
+    sequence: &mut u64,
+    model: &mut String,
+    version: &mut String,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Option<Result<(), DecodeError>> {
+    Some(match tag {
+        1 => encoding::uint64::merge(wire_type, sequence, buf, ctx)
+            .map_err(|e| named(e, message, "sequence")),
+        2 => encoding::string::merge(wire_type, model, buf, ctx)
+            .map_err(|e| named(e, message, "model")),
+        3 => encoding::string::merge(wire_type, version, buf, ctx)
+            .map_err(|e| named(e, message, "version")),
+        _ => return None,
+    })
+}
+
+/// Merges one item of a repeated field decoded item by item ([`merge_item`]).
+fn merge_items<M: Message + Default>(
+    (message, field): (&'static str, &'static str),
+    wire_type: WireType,
+    items: &mut Vec<M>,
+    malformed: &mut Vec<(u32, String)>,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)
+        .and_then(|()| merge_item(items, malformed, buf, ctx))
+        .map_err(|e| named(e, message, field))
 }
 
 impl Message for RecordBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.sequence != 0 {
-            encoding::uint64::encode(1, &self.sequence, buf);
-        }
-        if !self.model.is_empty() {
-            encoding::string::encode(2, &self.model, buf);
-        }
-        if !self.version.is_empty() {
-            encoding::string::encode(3, &self.version, buf);
-        }
+        encode_header(self.sequence, &self.model, &self.version, buf);
         for declaration in &self.declarations {
             encoding::message::encode(4, declaration, buf);
         }
@@ -104,43 +167,102 @@ impl Message for RecordBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        let named = |mut e: DecodeError, field: &'static str| {
-            e.push("RecordBatch", field);
-            e
-        };
+        let (sequence, model, version) = (&mut self.sequence, &mut self.model, &mut self.version);
+        if let Some(merged) = merge_header(
+            "RecordBatch",
+            tag,
+            wire_type,
+            sequence,
+            model,
+            version,
+            buf,
+            ctx.clone(),
+        ) {
+            return merged;
+        }
         match tag {
-            1 => encoding::uint64::merge(wire_type, &mut self.sequence, buf, ctx)
-                .map_err(|e| named(e, "sequence")),
-            2 => encoding::string::merge(wire_type, &mut self.model, buf, ctx)
-                .map_err(|e| named(e, "model")),
-            3 => encoding::string::merge(wire_type, &mut self.version, buf, ctx)
-                .map_err(|e| named(e, "version")),
             4 => encoding::message::merge_repeated(wire_type, &mut self.declarations, buf, ctx)
-                .map_err(|e| named(e, "declarations")),
-            5 => {
-                encoding::check_wire_type(WireType::LengthDelimited, wire_type)
-                    .map_err(|e| named(e, "records"))?;
-                self.merge_record(buf, ctx).map_err(|e| named(e, "records"))
-            }
+                .map_err(|e| named(e, "RecordBatch", "declarations")),
+            5 => merge_items(
+                ("RecordBatch", "records"),
+                wire_type,
+                &mut self.records,
+                &mut self.malformed,
+                buf,
+                ctx,
+            ),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        (if self.sequence != 0 {
-            encoding::uint64::encoded_len(1, &self.sequence)
-        } else {
-            0
-        }) + (if self.model.is_empty() {
-            0
-        } else {
-            encoding::string::encoded_len(2, &self.model)
-        }) + (if self.version.is_empty() {
-            0
-        } else {
-            encoding::string::encoded_len(3, &self.version)
-        }) + encoding::message::encoded_len_repeated(4, &self.declarations)
+        header_len(self.sequence, &self.model, &self.version)
+            + encoding::message::encoded_len_repeated(4, &self.declarations)
             + encoding::message::encoded_len_repeated(5, &self.records)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// A batch of delayed labels (proto: `LabelBatch`).
+#[derive(Clone, PartialEq, Default, Debug)]
+pub struct LabelBatch {
+    pub sequence: u64,
+    /// Model and version for every label that does not name its own.
+    pub model: String,
+    pub version: String,
+    pub labels: Vec<pb::GroundTruth>,
+    /// Labels whose bytes did not decode: their index and why (an empty label holds the place).
+    /// Set by decoding only; never encoded.
+    pub malformed: Vec<(u32, String)>,
+}
+
+impl Message for LabelBatch {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        encode_header(self.sequence, &self.model, &self.version, buf);
+        for label in &self.labels {
+            encoding::message::encode(4, label, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let (sequence, model, version) = (&mut self.sequence, &mut self.model, &mut self.version);
+        if let Some(merged) = merge_header(
+            "LabelBatch",
+            tag,
+            wire_type,
+            sequence,
+            model,
+            version,
+            buf,
+            ctx.clone(),
+        ) {
+            return merged;
+        }
+        match tag {
+            4 => merge_items(
+                ("LabelBatch", "labels"),
+                wire_type,
+                &mut self.labels,
+                &mut self.malformed,
+                buf,
+                ctx,
+            ),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        header_len(self.sequence, &self.model, &self.version)
+            + encoding::message::encoded_len_repeated(4, &self.labels)
     }
 
     fn clear(&mut self) {
@@ -207,6 +329,40 @@ mod tests {
             assert_eq!(got.records[i], sent.records[i]);
         }
         assert_eq!(got.sequence, sent.sequence);
+    }
+
+    #[test]
+    fn a_label_with_invalid_utf8_is_set_aside_alone() {
+        let batch = LabelBatch {
+            sequence: 9,
+            model: "m".into(),
+            version: "1".into(),
+            labels: ["a", "\u{1F6A9}\u{1F6A9}\u{1F6A9}", "c"]
+                .iter()
+                .map(|id| pb::GroundTruth {
+                    request_id: (*id).into(),
+                    label: Some(pb::Label {
+                        value: Some(pb::label::Value::ClassIndex(1)),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut bytes = batch.encode_to_vec();
+        assert_eq!(bytes.len(), batch.encoded_len());
+        let oracle = generated::LabelBatch::decode(bytes.as_slice()).unwrap();
+        assert_eq!((oracle.sequence, oracle.labels.len()), (9, 3));
+        let marker = "\u{1F6A9}".as_bytes();
+        let at = bytes.windows(4).position(|w| w == marker).unwrap();
+        bytes[at] = 0xff;
+        assert!(generated::LabelBatch::decode(bytes.as_slice()).is_err());
+        let got = LabelBatch::decode(bytes.as_slice()).unwrap();
+        assert_eq!(got.labels.len(), 3);
+        assert_eq!(got.malformed.len(), 1);
+        assert_eq!(got.malformed[0].0, 1);
+        assert_eq!(got.labels[0], batch.labels[0]);
+        assert_eq!(got.labels[2], batch.labels[2]);
     }
 
     #[test]

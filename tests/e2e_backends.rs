@@ -546,6 +546,7 @@ async fn quality_from_delayed_labels_matches_scikit_learn_in_victoria_metrics() 
                 model: name.into(),
                 version: "1".into(),
                 labels,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -51,6 +51,7 @@ fn labels(truth: &[&str]) -> pb::LabelBatch {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 

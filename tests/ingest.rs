@@ -257,6 +257,7 @@ async fn delayed_labels_are_validated_and_counted() {
             },
             label("d"),
         ],
+        ..Default::default()
     };
     let ack = client.submit_labels(labels).await.unwrap().into_inner();
     assert_eq!((ack.sequence, ack.accepted), (3, 2));
@@ -740,6 +741,7 @@ async fn class_names_a_declaration_lacks_are_rejected_unless_the_model_allows_th
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         };
         let ack = client.submit_labels(labels).await.unwrap().into_inner();
         let rejects: Vec<(u32, &str, i32)> = ack

@@ -39,6 +39,7 @@ async fn send(sidecar: &common::TestSidecar, ds: &Value) -> Sent {
         model: name.into(),
         version: "1".into(),
         labels,
+        ..Default::default()
     };
     // The declaration first (class indices in labels need it), in a batch of its own.
     let mut declare = common::batch(0, name, Vec::new());

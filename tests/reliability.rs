@@ -366,10 +366,12 @@ impl tonic::codec::Codec for RawCodec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_that_is_not_utf8_is_rejected_alone() {
-    let s = common::start(common::config()).await;
-    let (batch, bytes) = inferscope::demo::encoded_with_invalid_utf8(7, 5, 2);
+/// Sends `bytes` as the request of the unary method `path`; the reply's bytes.
+async fn raw_unary(
+    s: &common::TestSidecar,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", s.sidecar.local_addr))
             .unwrap()
@@ -378,17 +380,19 @@ async fn a_record_that_is_not_utf8_is_rejected_alone() {
             .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let reply = grpc
-        .unary(
-            tonic::Request::new(bytes),
-            tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/inferscope.v1.IngestService/SubmitRecords",
-            ),
-            RawCodec,
-        )
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
         .await
-        .expect("the batch is taken, less its bad record")
-        .into_inner();
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_utf8_is_rejected_alone() {
+    let s = common::start(common::config()).await;
+    let (batch, bytes) = inferscope::demo::encoded_with_invalid_utf8(7, 5, 2);
+    let reply = raw_unary(&s, "/inferscope.v1.IngestService/SubmitRecords", bytes)
+        .await
+        .expect("the batch is taken, less its bad record");
     let ack = pb::BatchAck::decode(reply.as_slice()).unwrap();
     assert_eq!((ack.sequence, ack.accepted), (7, 4));
     assert_eq!(ack.rejects.len(), 1, "{:?}", ack.rejects);
@@ -410,4 +414,41 @@ async fn a_record_that_is_not_utf8_is_rejected_alone() {
         ),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_that_is_not_utf8_is_rejected_alone() {
+    let s = common::start(common::config()).await;
+    let batch = pb::LabelBatch {
+        sequence: 3,
+        model: "m".into(),
+        version: "1".into(),
+        labels: ["a", "\u{1F6A9}\u{1F6A9}", "c"]
+            .iter()
+            .map(|id| pb::GroundTruth {
+                request_id: (*id).into(),
+                label: Some(pb::Label {
+                    value: Some(pb::label::Value::ClassName("x".into())),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut bytes = batch.encode_to_vec();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == "\u{1F6A9}".as_bytes())
+        .unwrap();
+    bytes[at] = 0xff;
+    let reply = raw_unary(&s, "/inferscope.v1.IngestService/SubmitLabels", bytes)
+        .await
+        .expect("the batch is taken, less its bad label");
+    let ack = pb::LabelAck::decode(reply.as_slice()).unwrap();
+    assert_eq!((ack.sequence, ack.accepted), (3, 2));
+    assert_eq!(ack.rejects.len(), 1, "{:?}", ack.rejects);
+    assert_eq!(ack.rejects[0].index, 1);
+    assert_eq!(ack.rejects[0].field, "labels");
+    assert_eq!(ack.rejects[0].reason(), pb::RejectReason::Malformed);
+    s.stop().await;
 }
