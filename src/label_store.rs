@@ -38,16 +38,16 @@ const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
 /// first connection. Only the writer waits; ingest never does.
 const FIRST_CONNECTION_GRACE: Duration = Duration::from_secs(2);
 
-/// A prediction for the store.
+/// Predictions of one model version for the store, as `(request id, encoded prediction)`: the
+/// key is held once per run of a batch's predictions, not once per prediction.
 #[derive(Debug)]
-pub struct StoredPrediction {
+pub struct StoredPredictions {
     pub key: ModelKey,
-    pub request_id: String,
-    pub value: Vec<u8>,
+    pub predictions: Vec<(String, Vec<u8>)>,
 }
 
 enum Write {
-    Predictions(Vec<StoredPrediction>),
+    Predictions(Vec<StoredPredictions>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -118,8 +118,8 @@ impl LabelStore {
     }
 
     /// Queues a batch's predictions; never waits.
-    pub fn put(&self, predictions: Vec<StoredPrediction>) {
-        let n = predictions.len();
+    pub fn put(&self, predictions: Vec<StoredPredictions>) {
+        let n = predictions.iter().map(|p| p.predictions.len()).sum();
         if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
             self.writes.try_send(Write::Predictions(predictions))
         {
@@ -159,7 +159,7 @@ impl LabelStore {
                         let _ = done.send(());
                     }
                     Some(Write::Predictions(predictions)) => {
-                        let n = predictions.len();
+                        let n = predictions.iter().map(|p| p.predictions.len()).sum();
                         let Some(mut connection) = self.connection() else {
                             self.stats.emit(&PredictionsNotStored {
                                 predictions: n,
@@ -168,14 +168,16 @@ impl LabelStore {
                             continue;
                         };
                         let mut pipe = redis::pipe();
-                        for p in &predictions {
-                            pipe.cmd("SET")
-                                .arg(key(&p.key.model, &p.key.version, &p.request_id))
-                                .arg(&p.value)
-                                .arg("EX")
-                                .arg(ttl_seconds)
-                                .arg("NX")
-                                .ignore();
+                        for run in &predictions {
+                            for (request_id, value) in &run.predictions {
+                                pipe.cmd("SET")
+                                    .arg(key(&run.key.model, &run.key.version, request_id))
+                                    .arg(value)
+                                    .arg("EX")
+                                    .arg(ttl_seconds)
+                                    .arg("NX")
+                                    .ignore();
+                            }
                         }
                         let timeout = self.timeout;
                         in_flight.push(async move {
@@ -207,7 +209,8 @@ impl LabelStore {
         }
     }
 
-    fn failed(&self, predictions: usize, error: &str) {
+    /// Logs a failed request if it starts an outage.
+    fn down(&self, error: &str) {
         self.outage.failed(
             &LabelStoreDown {
                 redis: &self.redacted,
@@ -215,6 +218,10 @@ impl LabelStore {
             },
             crate::events::Uncounted,
         );
+    }
+
+    fn failed(&self, predictions: usize, error: &str) {
+        self.down(error);
         self.stats.emit(&PredictionsNotStored {
             predictions,
             why: "the write failed",
@@ -236,13 +243,7 @@ impl LabelStore {
         match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
             Ok(Ok(found)) => Some(found),
             Ok(Err(e)) => {
-                self.outage.failed(
-                    &LabelStoreDown {
-                        redis: &self.redacted,
-                        error: &e.to_string(),
-                    },
-                    crate::events::Uncounted,
-                );
+                self.down(&e.to_string());
                 None
             }
             Err(_) => None,

@@ -330,17 +330,24 @@ impl Shard {
         if shared.is_empty() {
             return;
         }
-        let predictions = shared
-            .into_iter()
-            .filter_map(|(id, request_id, value)| {
-                Some(crate::label_store::StoredPrediction {
-                    key: self.table.key_of(id)?.clone(),
-                    request_id,
-                    value,
-                })
-            })
-            .collect();
-        store.put(predictions);
+        // Runs of one model (a batch is usually one model): its key is cloned once per run.
+        let mut runs: Vec<(u32, crate::label_store::StoredPredictions)> = Vec::new();
+        for (id, request_id, value) in shared {
+            match runs.last_mut() {
+                Some((last, run)) if *last == id => run.predictions.push((request_id, value)),
+                _ => {
+                    let Some(key) = self.table.key_of(id) else {
+                        continue;
+                    };
+                    let run = crate::label_store::StoredPredictions {
+                        key: key.clone(),
+                        predictions: vec![(request_id, value)],
+                    };
+                    runs.push((id, run));
+                }
+            }
+        }
+        store.put(runs.into_iter().map(|(_, run)| run).collect());
     }
 
     /// Counts a label-join entry that left unjoined on the model that owns it.

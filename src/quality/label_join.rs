@@ -198,10 +198,7 @@ impl LabelJoin {
     ) -> Option<Departed> {
         let prediction = q.prediction(record)?;
         q.count_prediction(&prediction);
-        let at_unix_ns = match record.time_unix_nano {
-            0 => received_ns,
-            t => t,
-        };
+        let at_unix_ns = at_or_received(record.time_unix_nano, received_ns);
         if let Some(label) = &record.label {
             match q.truth(&prediction, label) {
                 Ok(truth) => match q.observe(&prediction, truth) {
@@ -277,10 +274,7 @@ impl LabelJoin {
             return self.on_label(q, truth, now_ms, received_ns);
         };
         q.advance(now_ms);
-        let at_unix_ns = match truth.time_unix_nano {
-            0 => received_ns,
-            t => t,
-        };
+        let at_unix_ns = at_or_received(truth.time_unix_nano, received_ns);
         match q.truth(&prediction, label) {
             Ok(resolved) => {
                 score(q, &prediction, resolved, predicted_ns, at_unix_ns);
@@ -305,10 +299,7 @@ impl LabelJoin {
     ) -> Option<Departed> {
         let label = truth.label.as_ref()?;
         q.advance(now_ms);
-        let at_unix_ns = match truth.time_unix_nano {
-            0 => received_ns,
-            t => t,
-        };
+        let at_unix_ns = at_or_received(truth.time_unix_nano, received_ns);
         let key = self.key(q.id, &truth.request_id);
         let mut departed = None;
         let unmatched = if let Some(pending) = self.pending.get(&key) {
@@ -354,6 +345,14 @@ impl LabelJoin {
             q.join.unmatched[reason as usize] += 1;
         }
         departed
+    }
+}
+
+/// A record's or label's own time, or when it was received when it carries none.
+fn at_or_received(time_unix_nano: u64, received_ns: u64) -> u64 {
+    match time_unix_nano {
+        0 => received_ns,
+        t => t,
     }
 }
 

@@ -140,22 +140,22 @@ mod tests {
             Scores::Two([0.1, 0.9]),
             Scores::Probabilities(vec![0.2, 0.3, 0.5].into_boxed_slice()),
         ] {
-            let sent = Prediction::Class { slot, scores };
+            let sent = Prediction::Class {
+                slot,
+                scores: scores.clone(),
+            };
             let bytes = writer.encode_shared(&sent, 123);
             let (got, at) = reader.decode_shared(&bytes).expect("decodes");
             assert_eq!(at, 123);
             let Prediction::Class {
                 slot: got_slot,
-                scores,
+                scores: got_scores,
             } = got
             else {
                 panic!("a class")
             };
             assert_eq!(reader.classes.names()[got_slot as usize], "c");
-            let Prediction::Class { scores: want, .. } = sent else {
-                unreachable!()
-            };
-            assert_eq!(scores, want);
+            assert_eq!(got_scores, scores);
         }
         let bytes = writer.encode_shared(&Prediction::Value(-2.5), 7);
         assert!(matches!(
