@@ -287,6 +287,43 @@ impl InternalEvent for LabelStoreRecovered<'_> {
     }
 }
 
+/// A fleet-wide quality update failed; emitted through an [`Outage`] (logged when an outage
+/// starts).
+#[derive(Debug)]
+pub struct FleetUpdateFailed<'a> {
+    pub redis: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for FleetUpdateFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::fleet",
+            redis = %self.redis,
+            error = %self.error,
+            "fleet-wide quality update failed: this sidecar's windows are not shared, or the \
+             fleet's are not merged (counted in inferscope.fleet.updates.failed); retried at \
+             the next export"
+        );
+    }
+}
+
+impl SelfEvent for FleetUpdateFailed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::FleetUpdatesFailed;
+}
+
+/// Fleet-wide quality updates work again.
+#[derive(Debug)]
+pub struct FleetUpdatesRecovered<'a> {
+    pub redis: &'a str,
+}
+
+impl InternalEvent for FleetUpdatesRecovered<'_> {
+    fn log(&self) {
+        tracing::info!(target: "inferscope::fleet", redis = %self.redis, "fleet-wide quality updates work again");
+    }
+}
+
 /// Predictions waiting for a label could not be handed to the shared label store.
 #[derive(Debug)]
 pub struct PredictionsNotStored {

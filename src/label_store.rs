@@ -117,6 +117,12 @@ impl LabelStore {
         self.connection.borrow().clone()
     }
 
+    /// The connection as it is made and remade, for the fleet's other users of the same Redis
+    /// (`src/fleet.rs`).
+    pub fn connection_watch(&self) -> watch::Receiver<Option<ConnectionManager>> {
+        self.connection.clone()
+    }
+
     /// Queues a batch's predictions; never waits.
     pub fn put(&self, predictions: Vec<StoredPredictions>) {
         let n = predictions.iter().map(|p| p.predictions.len()).sum();

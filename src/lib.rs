@@ -36,6 +36,7 @@ pub mod events;
 pub mod export;
 pub mod ingest;
 pub mod label_store;
+pub mod fleet;
 pub mod listener;
 pub mod models;
 pub mod operational;

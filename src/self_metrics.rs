@@ -41,6 +41,11 @@ pub enum SelfCounter {
     StateWritesFailed,
     /// Predictions not written to the shared label store.
     LabelStoreDropped,
+    /// Fleet-wide quality updates that failed (this sidecar's state not shared, or the merge
+    /// not read).
+    FleetUpdatesFailed,
+    /// Entries of the label stream that did not decode (acknowledged and skipped).
+    LabelStreamMalformed,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -183,6 +188,20 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.label_store.dropped",
         unit: "{prediction}",
         description: "Predictions waiting for a delayed label that were not written to the shared label store (--label-store): its queue was full, Redis was not connected, or the write failed or timed out.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::FleetUpdatesFailed,
+        name: "inferscope.fleet.updates.failed",
+        unit: "{update}",
+        description: "Fleet-wide quality updates that failed (--label-store): this sidecar's window states were not shared, or, on the sidecar holding the fleet lease, the fleet's states could not be read; the inferscope.fleet.quality.* series then go stale.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::LabelStreamMalformed,
+        name: "inferscope.label_stream.malformed",
+        unit: "{entry}",
+        description: "Entries of the label stream (inferscope:labels, written by `inferscope labels`) that were not a ground-truth label this sidecar can read: acknowledged and skipped.",
         instrument: Instrument::Counter,
     },
 ];

@@ -232,12 +232,23 @@ impl Sidecar {
 
         let exporter_stop = CancellationToken::new();
         let exporter = sinks.metrics.map(|transport| {
-            let exporter = MetricExporter::new(
-                transport,
-                resource::to_proto(&sinks.resource),
-                config.export.timeout,
-                stats.clone(),
-            );
+            let resource = resource::to_proto(&sinks.resource);
+            let fleet = label_store.as_ref().map(|store| {
+                crate::fleet::Fleet::start(
+                    store.connection_watch(),
+                    crate::fleet::FleetSettings {
+                        instance: resource::instance_id(&resource),
+                        interval: config.export.metric_interval,
+                        exact_cap: config.quality.exact_auc_pairs,
+                        timeout: config.label_store_timeout,
+                        redacted: store.redacted.clone(),
+                    },
+                    stats.clone(),
+                )
+            });
+            let exporter =
+                MetricExporter::new(transport, resource, config.export.timeout, stats.clone())
+                    .with_fleet(fleet);
             tokio::spawn(exporter.run_periodic(
                 pipeline.clone(),
                 config.export.metric_interval,

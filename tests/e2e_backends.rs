@@ -1000,3 +1000,184 @@ async fn every_dashboard_panel_has_data_from_the_demo() {
         "panels without data: {unexpected:#?}"
     );
 }
+
+/// Issue 11's fleet test: three sidecars share one redis-server (`--label-store`); each dataset's
+/// records are spread over the three and every delayed label goes to another sidecar than most
+/// of its predictions. The fleet-wide series in VictoriaMetrics equal what scikit-learn computes
+/// on all the records, the pods' join counts add up to every label, and no label whose
+/// prediction was acked is counted `unknown_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_quality_of_three_sidecars_matches_scikit_learn_on_the_union() {
+    use common::golden::{datasets, declaration, label, prediction};
+    let (_vm, vm) = start_victoria_metrics().await;
+    let redis = common::redis::Redis::start();
+    let metrics_export = export_config(format!("{vm}/opentelemetry"), OtlpProtocol::HttpProtobuf);
+    let mut sidecars = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let sinks = Sinks {
+            metrics: Some(MetricTransport::from_config(&metrics_export).unwrap()),
+            traces: None,
+            // A random service.instance.id per sidecar, as in three pods.
+            resource: resource::detect(),
+        };
+        let mut config = common::config();
+        config.export = metrics_export.clone();
+        config.label_store = Some(redis.url());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+        clients.push(
+            pb::ingest_service_client::IngestServiceClient::connect(format!(
+                "http://{}",
+                sidecar.local_addr
+            ))
+            .await
+            .unwrap(),
+        );
+        sidecars.push(sidecar);
+    }
+
+    let wanted = ["binary_imbalanced", "multiclass_3", "regression_outliers"];
+    let datasets: Vec<Value> = datasets()
+        .into_iter()
+        .filter(|d| wanted.contains(&d["name"].as_str().unwrap()))
+        .collect();
+    let mut predictions = 0;
+    for ds in &datasets {
+        let name = ds["name"].as_str().unwrap();
+        let rows = ds["records"].as_array().unwrap();
+        for (pod, client) in clients.iter_mut().enumerate() {
+            let mut records = batch(0, name, Vec::new());
+            records.declarations = declaration(ds).into_iter().collect();
+            records.records = (pod..rows.len())
+                .step_by(3)
+                .map(|i| pb::InferenceRecord {
+                    request_id: format!("{name}-{i}"),
+                    prediction: Some(prediction(&rows[i])),
+                    ..Default::default()
+                })
+                .collect();
+            client.submit_records(records).await.unwrap();
+        }
+        predictions += rows.len() as i64;
+    }
+    // Acked predictions are written to Redis by each sidecar's writer shortly after the ack.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis.keys() < predictions {
+        assert!(Instant::now() < deadline, "predictions never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for ds in &datasets {
+        let name = ds["name"].as_str().unwrap();
+        let rows = ds["records"].as_array().unwrap();
+        // Label i goes to sidecar (2i + 1) mod 3: the prediction's own sidecar for one in three.
+        for (pod, client) in clients.iter_mut().enumerate() {
+            let labels: Vec<pb::GroundTruth> = (0..rows.len())
+                .filter(|i| (2 * i + 1) % 3 == pod)
+                .map(|i| pb::GroundTruth {
+                    request_id: format!("{name}-{i}"),
+                    label: Some(label(ds, &rows[i])),
+                    ..Default::default()
+                })
+                .collect();
+            let n = labels.len();
+            let ack = client
+                .submit_labels(pb::LabelBatch {
+                    sequence: 1,
+                    model: name.into(),
+                    version: "1".into(),
+                    labels,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(ack.accepted as usize, n);
+        }
+    }
+
+    let mut failures = Vec::new();
+    let mut checks: Vec<(String, f64)> = vec![("inferscope_fleet_sidecars".into(), 3.0)];
+    for ds in &datasets {
+        let name = ds["name"].as_str().unwrap();
+        let e = &ds["expected"];
+        let sel = |extra: &str| {
+            format!(
+                r#"{{inferscope_model_name="{name}",inferscope_model_version="1",window="5m"{extra}}}"#
+            )
+        };
+        if ds["task"] == "regression" {
+            for metric in ["mae", "mse", "rmse", "mape", "r2", "mean_error"] {
+                let suffix = if metric == "mape" { "_ratio" } else { "" };
+                checks.push((
+                    format!("inferscope_fleet_quality_{metric}{suffix}{}", sel("")),
+                    e[metric].as_f64().unwrap(),
+                ));
+            }
+        } else {
+            let auc = if ds["task"] == "multiclass" {
+                r#",average="macro""#
+            } else {
+                ""
+            };
+            for (metric, extra, want) in [
+                ("accuracy_ratio", "", &e["accuracy"]),
+                ("balanced_accuracy_ratio", "", &e["balanced_accuracy"]),
+                (
+                    "f1_ratio",
+                    r#",average="macro""#,
+                    &e["averages"]["macro"]["f1"],
+                ),
+                (
+                    "f1_ratio",
+                    r#",average="weighted""#,
+                    &e["averages"]["weighted"]["f1"],
+                ),
+                ("log_loss", "", &e["log_loss"]),
+                ("brier_score", "", &e["brier_score"]),
+                // Under the exact-pair budget: exact.
+                ("roc_auc_ratio", auc, &e["roc_auc"]),
+                ("average_precision_ratio", auc, &e["average_precision"]),
+            ] {
+                if let Some(want) = want.as_f64() {
+                    checks.push((
+                        format!("inferscope_fleet_quality_{metric}{}", sel(extra)),
+                        want,
+                    ));
+                }
+            }
+        }
+        let n = ds["records"].as_array().unwrap().len() as f64;
+        let model = format!(r#"inferscope_model_name="{name}""#);
+        // Per-pod series add up: every label joined once in the fleet, none unknown.
+        checks.push((
+            format!(r#"sum(inferscope_labels_joined_total{{{model},source="delayed"}})"#),
+            n,
+        ));
+        checks.push((
+            format!(r#"sum(inferscope_labels_unmatched_total{{{model}}})"#),
+            0.0,
+        ));
+        checks.push((
+            format!(r#"count(inferscope_labels_joined_total{{{model},source="delayed"}})"#),
+            3.0,
+        ));
+    }
+    for (query, want) in checks {
+        let got = promql_near(&vm, &query, want).await;
+        if !got.is_some_and(|v| (v - want).abs() <= 1e-9 * want.abs().max(1.0)) {
+            failures.push(format!(
+                "{query}: VictoriaMetrics {got:?}, scikit-learn {want}"
+            ));
+        }
+    }
+    for sidecar in sidecars {
+        sidecar.stop().await.unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -19,7 +19,7 @@ pub(super) struct MetricsBuilder {
     /// Start of the process-wide series' cumulative period (Unix ns).
     pub(super) start: u64,
     /// Collection time (Unix ns).
-    now: u64,
+    pub(super) now: u64,
     metrics: Vec<Metric>,
 }
 
@@ -99,6 +99,11 @@ impl MetricsBuilder {
             description,
             metric::Data::Gauge(Gauge { data_points }),
         );
+    }
+
+    /// Adds a metric built elsewhere (the fleet's, renamed: `export/quality.rs`).
+    pub(super) fn push_metric(&mut self, metric: Metric) {
+        self.metrics.push(metric);
     }
 
     fn push(&mut self, name: &str, unit: &str, description: &str, data: metric::Data) {

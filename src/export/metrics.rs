@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::{
         metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest,
     },
     common::v1::{InstrumentationScope, KeyValue},
-    metrics::v1::{ResourceMetrics, ScopeMetrics},
+    metrics::v1::{Metric, ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,
 };
 use prost::Message;
@@ -48,23 +48,37 @@ pub fn encode(
     super::anomaly::encode(&mut b, snapshot);
     super::sidecar::encode(&mut b, snapshot);
 
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource_attributes,
+    let mut resource_metrics = Vec::new();
+    if let Some(fleet) = &snapshot.fleet {
+        // The fleet's series belong to no one sidecar: a resource without the instance's
+        // attributes keeps them one series when the lease moves.
+        let mut f = MetricsBuilder::new(unix_nanos(start), unix_nanos(now));
+        super::quality::encode_fleet(&mut f, fleet);
+        resource_metrics.push(resource_metrics_of(
+            super::resource::fleet_attributes(&resource_attributes),
+            f.finish(),
+        ));
+    }
+    resource_metrics.insert(0, resource_metrics_of(resource_attributes, b.finish()));
+    ExportMetricsServiceRequest { resource_metrics }
+}
+
+fn resource_metrics_of(attributes: Vec<KeyValue>, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: "inferscope".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()
             }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "inferscope".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                metrics: b.finish(),
-                ..Default::default()
-            }],
+            metrics,
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -190,6 +204,9 @@ pub struct MetricExporter {
     /// Whether the last export failed, so that an outage is logged once.
     outage: Outage,
     stats: Arc<SelfStats>,
+    /// With a shared label store: where this sidecar's quality windows go, and the fleet's
+    /// merge comes from.
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 impl MetricExporter {
@@ -207,7 +224,15 @@ impl MetricExporter {
             timeout,
             outage: Outage::default(),
             stats,
+            fleet: None,
         }
+    }
+
+    /// Shares each snapshot's quality windows with the fleet, and exports the fleet's merge
+    /// while this sidecar holds the fleet lease.
+    pub fn with_fleet(mut self, fleet: Option<crate::fleet::Fleet>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     pub async fn export(&mut self, snapshot: &SidecarSnapshot) -> Result<(), ExportError> {
@@ -244,7 +269,11 @@ impl MetricExporter {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let snapshot = SidecarSnapshot::collect(&pipeline).await;
+                    let mut snapshot = SidecarSnapshot::collect(&pipeline).await;
+                    if let Some(fleet) = &self.fleet {
+                        fleet.publish(&snapshot.quality);
+                        snapshot.fleet = fleet.view();
+                    }
                     // An export to a slow backend is given up at shutdown: the final export
                     // carries the same cumulative totals.
                     tokio::select! {

@@ -234,6 +234,35 @@ const ROC_AUC_BOUND: &str = "Largest possible difference between inferscope.qual
 const AP: &str = "Average precision (PR AUC) as sklearn average_precision_score.";
 const AP_BOUND: &str = "Largest possible difference between inferscope.quality.average_precision and the exact value (0 when computed exactly).";
 
+/// Adds the fleet's merged quality: the window gauges of every model version, named
+/// `inferscope.fleet.quality.*` instead of `inferscope.quality.*`, and how many sidecars the
+/// merge covers.
+pub(super) fn encode_fleet(b: &mut MetricsBuilder, fleet: &crate::fleet::FleetView) {
+    let mut gauges = Gauges::default();
+    for (key, q) in &fleet.quality {
+        let base = model_attributes(key);
+        for (window, state) in &q.windows {
+            let attrs = with(base.clone(), "window", window);
+            window_gauges(&mut gauges, b.start, &attrs, q, state);
+        }
+    }
+    let mut pod = MetricsBuilder::new(b.start, b.now);
+    gauges.flush(&mut pod);
+    for mut metric in pod.finish() {
+        if let Some(name) = metric.name.strip_prefix("inferscope.quality.") {
+            metric.name = format!("inferscope.fleet.quality.{name}");
+            metric.description = format!("Fleet-wide: {}", metric.description);
+            b.push_metric(metric);
+        }
+    }
+    b.gauge_double(
+        "inferscope.fleet.sidecars",
+        "{sidecar}",
+        "Sidecars whose quality windows the inferscope.fleet.quality.* series merge.",
+        vec![(b.start, Vec::new(), Some(fleet.sidecars as f64))],
+    );
+}
+
 /// Adds the quality and join instruments of every model.
 pub(super) fn encode(b: &mut MetricsBuilder, snapshot: &SidecarSnapshot) {
     let mut gauges = Gauges::default();

@@ -49,6 +49,37 @@ pub fn detect() -> Resource {
     builder.with_attributes(extra).build()
 }
 
+/// Resource attributes that describe a deployment, not one process: the fleet's series
+/// (`src/fleet.rs`) carry only these, so that they stay one series whichever sidecar exports them.
+pub const FLEET_ATTRIBUTES: &[&str] = &[
+    "service.name",
+    "service.namespace",
+    "k8s.namespace.name",
+    "k8s.deployment.name",
+    "deployment.environment.name",
+];
+
+/// The fleet's resource: the attributes of `attributes` listed in [`FLEET_ATTRIBUTES`].
+pub fn fleet_attributes(attributes: &[proto::KeyValue]) -> Vec<proto::KeyValue> {
+    attributes
+        .iter()
+        .filter(|kv| FLEET_ATTRIBUTES.contains(&kv.key.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The resource's `service.instance.id` (always set by [`detect`]).
+pub fn instance_id(attributes: &[proto::KeyValue]) -> String {
+    attributes
+        .iter()
+        .find(|kv| kv.key == "service.instance.id")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            proto::any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
+
 /// The resource's attributes as OTLP protobuf key-values.
 pub fn to_proto(resource: &Resource) -> Vec<proto::KeyValue> {
     resource

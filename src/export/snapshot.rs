@@ -30,6 +30,8 @@ pub struct SidecarSnapshot {
     pub self_metrics: SelfValues,
     pub queue_depths: Vec<usize>,
     pub queue_capacity: usize,
+    /// The fleet's merged quality, on the sidecar holding the fleet lease (`src/fleet.rs`).
+    pub fleet: Option<std::sync::Arc<crate::fleet::FleetView>>,
 }
 
 impl SidecarSnapshot {

@@ -129,7 +129,7 @@ impl Default for QualitySettings {
 }
 
 /// The model's task as far as quality is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Task {
     /// Not declared: classification by class names (no curves), or regression, as records come.
     Undeclared,

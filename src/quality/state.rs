@@ -62,7 +62,7 @@ pub struct CurveLayout<'a> {
     pub max_curves: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QualityState {
     /// Predictions per predicted class slot, labelled or not (for prediction rates).
     pub predictions: Vec<u64>,
@@ -205,6 +205,46 @@ impl QualityState {
 
     pub fn predictions_total(&self) -> u64 {
         self.predictions.iter().sum()
+    }
+
+    /// This state in another class table: slot `s` becomes `slots[s]` (merging sidecars' states,
+    /// whose tables number the same classes differently: `src/fleet.rs`). Multiclass curves are
+    /// per slot and move with it; a binary model's one curve (the positive class's) stays first.
+    /// `None` if a slot has no place in `slots`.
+    pub fn remapped(&self, slots: &[u32], curves_per_slot: bool) -> Option<QualityState> {
+        let to = |slot: usize| slots.get(slot).map(|&s| s as usize);
+        let mut out = QualityState {
+            log_loss_sum: self.log_loss_sum,
+            brier_sum: self.brier_sum,
+            probabilistic: self.probabilistic,
+            regression: self.regression.clone(),
+            ..Default::default()
+        };
+        for (slot, &n) in self.predictions.iter().enumerate() {
+            if n > 0 {
+                let s = to(slot)?;
+                if out.predictions.len() <= s {
+                    out.predictions.resize(s + 1, 0);
+                }
+                out.predictions[s] += n;
+            }
+        }
+        let cm = &self.confusion;
+        for t in 0..cm.classes() {
+            for p in 0..cm.classes() {
+                let n = cm.count(t, p);
+                if n > 0 {
+                    out.confusion.add(to(t)?, to(p)?, n);
+                }
+            }
+        }
+        for (i, c) in self.curves.iter().enumerate() {
+            if c.count() > 0 {
+                let i = if curves_per_slot { to(i)? } else { i };
+                *curve(&mut out.curves, i) = c.clone();
+            }
+        }
+        Some(out)
     }
 }
 

@@ -6,14 +6,46 @@
 //! Classes are dense indices `0..n` chosen by the caller; the matrix grows when a larger index
 //! arrives, so states of one model that saw different numbers of classes still merge.
 
-/// Counts of (true class, predicted class) pairs.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Counts of (true class, predicted class) pairs. Serialized as its side and counts (the fleet's
+/// shared window states, `src/fleet.rs`); a side that does not match the counts is refused.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ConfusionWire", into = "ConfusionWire")]
 pub struct ConfusionMatrix {
     /// Side of the matrix: every class index seen so far is below it.
     n: usize,
     /// Row-major: `counts[t * n + p]` pairs with true class `t` predicted as `p`.
     counts: Vec<u64>,
     total: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConfusionWire {
+    n: usize,
+    counts: Vec<u64>,
+}
+
+impl From<ConfusionMatrix> for ConfusionWire {
+    fn from(m: ConfusionMatrix) -> Self {
+        Self {
+            n: m.n,
+            counts: m.counts,
+        }
+    }
+}
+
+impl TryFrom<ConfusionWire> for ConfusionMatrix {
+    type Error = String;
+
+    fn try_from(w: ConfusionWire) -> Result<Self, String> {
+        if w.n.checked_mul(w.n) != Some(w.counts.len()) {
+            return Err(format!("{} counts for {} classes", w.counts.len(), w.n));
+        }
+        Ok(Self {
+            total: w.counts.iter().sum(),
+            n: w.n,
+            counts: w.counts,
+        })
+    }
 }
 
 /// How per-class scores are combined, as scikit-learn's `average` argument.
@@ -86,6 +118,13 @@ impl ConfusionMatrix {
         }
         self.counts[truth * self.n + predicted] += 1;
         self.total += 1;
+    }
+
+    /// Adds `n` pairs of one cell.
+    pub fn add(&mut self, truth: usize, predicted: usize, n: u64) {
+        self.grow(truth.max(predicted) + 1);
+        self.counts[truth * self.n + predicted] += n;
+        self.total += n;
     }
 
     pub fn merge(&mut self, other: &Self) {

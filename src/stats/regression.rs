@@ -8,7 +8,7 @@
 //! al.'s parallel formula, which stays accurate where Σy² − (Σy)²/n would cancel.
 
 /// Sums over (label, prediction) pairs.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RegressionErrors {
     count: u64,
     abs_error: f64,

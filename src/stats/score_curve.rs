@@ -55,8 +55,11 @@ pub fn score_bin(score: f64) -> usize {
     ((u * SCORE_BINS as f64).max(0.0) as usize).min(SCORE_BINS - 1)
 }
 
-/// Histogram and (while small) exact pairs of one binary problem's scores.
-#[derive(Debug, Clone, PartialEq)]
+/// Histogram and (while small) exact pairs of one binary problem's scores. Serialized with the
+/// bins as `(bin, count)` pairs of the non-empty ones (the fleet's shared window states,
+/// `src/fleet.rs`); counts that disagree with the bins are refused.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "CurveWire", into = "CurveWire")]
 pub struct ScoreCurve {
     /// Positives per bin; empty until the first score (most window buckets of idle classes stay
     /// empty and cost nothing).
@@ -66,6 +69,67 @@ pub struct ScoreCurve {
     negatives: u64,
     /// The raw pairs, while there are no more than the cap given to `update` / `merge`.
     exact: Option<Vec<(f64, bool)>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CurveWire {
+    positive: Vec<(u32, u64)>,
+    negative: Vec<(u32, u64)>,
+    exact: Option<Vec<(f64, bool)>>,
+}
+
+fn sparse(bins: &[u64]) -> Vec<(u32, u64)> {
+    (0..bins.len() as u32)
+        .zip(bins)
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| (i, n))
+        .collect()
+}
+
+/// Bins from `(bin, count)` pairs, and their total.
+fn dense(pairs: &[(u32, u64)]) -> Result<(Vec<u64>, u64), String> {
+    let mut bins = vec![0; SCORE_BINS];
+    let mut total = 0u64;
+    for &(i, n) in pairs {
+        let bin = bins
+            .get_mut(i as usize)
+            .ok_or_else(|| format!("score bin {i} out of range"))?;
+        *bin += n;
+        total = total.checked_add(n).ok_or("bin counts overflow")?;
+    }
+    Ok((bins, total))
+}
+
+impl From<ScoreCurve> for CurveWire {
+    fn from(c: ScoreCurve) -> Self {
+        Self {
+            positive: sparse(&c.positive_bins),
+            negative: sparse(&c.negative_bins),
+            exact: c.exact,
+        }
+    }
+}
+
+impl TryFrom<CurveWire> for ScoreCurve {
+    type Error = String;
+
+    fn try_from(w: CurveWire) -> Result<Self, String> {
+        let (positive_bins, positives) = dense(&w.positive)?;
+        let (negative_bins, negatives) = dense(&w.negative)?;
+        if let Some(exact) = &w.exact {
+            let p = exact.iter().filter(|(_, positive)| *positive).count() as u64;
+            if (p, exact.len() as u64 - p) != (positives, negatives) {
+                return Err("exact pairs disagree with the bins".into());
+            }
+        }
+        Ok(Self {
+            positive_bins,
+            negative_bins,
+            positives,
+            negatives,
+            exact: w.exact,
+        })
+    }
 }
 
 impl Default for ScoreCurve {

@@ -1,0 +1,514 @@
+//! Fleet-wide quality (`docs/fleet-design.md`, decision 6): the sidecars that share a label store
+//! also share their quality window states through it, and one of them exports the merge as
+//! `inferscope.fleet.quality.*`.
+//!
+//! Why merging is exact: with a shared store each delayed pair is scored by exactly one sidecar
+//! (the `GETDEL` of `src/label_store.rs`), and an inline pair by the sidecar that got its record,
+//! so the sidecars' window states partition the fleet's pairs. Every quality statistic is
+//! computed from a mergeable state (`src/quality/state.rs`), so the merge of the partition is
+//! the state of the union: confusion counts, sums and score curves add up; ROC AUC and average
+//! precision stay exact while the merged exact pairs fit `--exact-auc-max-pairs`, and carry
+//! their error bound past it, as in one sidecar.
+//!
+//! How, with Redis primitives only (no membership or consensus protocol of our own):
+//! - at every metric export each sidecar writes its windows (every model version, classes by
+//!   name since class slots differ between sidecars) as one JSON value under
+//!   `{inferscope-fleet}:q:<instance>`, expiring after [`TTL_INTERVALS`] export intervals, and
+//!   lists itself in the sorted set `{inferscope-fleet}:members` (score: when its entry expires);
+//! - the lease `{inferscope-fleet}:lease` (taken with `SET NX PX`, renewed by its holder in one
+//!   script) names the one sidecar that reads every member's value, merges them, and exports
+//!   the result with its next export. A holder that dies is replaced when the lease expires.
+//!
+//! One hash tag for all the fleet's keys keeps them on one Redis Cluster slot, so the read is one
+//! `MGET`. Nothing here is on the record path: the exporter hands its snapshot over and takes
+//! the last merge without waiting; a slow or absent Redis only makes the fleet series stale
+//! (counted in `inferscope.fleet.updates.failed`, logged once per outage).
+
+use crate::{
+    events::{FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
+    models::ModelKey,
+    quality::{state::QualityState, JoinStats, QualitySnapshot, Task},
+    self_metrics::SelfStats,
+    windows::{WindowState, SINCE_START},
+};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::watch;
+
+/// A sidecar's shared state (and its membership, and the lease) live this many export
+/// intervals: a sidecar that stops exporting leaves the merge, and a dead lease holder is
+/// replaced, after at most this many intervals.
+pub const TTL_INTERVALS: u32 = 3;
+/// Version of the shared JSON; values of another version are left out of the merge.
+const FORMAT: u32 = 1;
+const MEMBERS: &str = "{inferscope-fleet}:members";
+const LEASE: &str = "{inferscope-fleet}:lease";
+
+/// Takes the lease if it is free, renews it if this sidecar holds it; 1 if it holds it now.
+const LEASE_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+fn state_key(instance: &str) -> String {
+    format!("{{inferscope-fleet}}:q:{instance}")
+}
+
+/// One sidecar's quality windows, as shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SidecarQuality {
+    pub format: u32,
+    pub instance: String,
+    pub models: Vec<SharedModel>,
+}
+
+/// One model version's windows on one sidecar; class slots are positions in `classes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedModel {
+    pub model: String,
+    pub version: String,
+    pub task: Task,
+    pub classes: Vec<String>,
+    /// The positive class of a binary model.
+    pub positive: Option<String>,
+    /// The declared classes, in declared order.
+    pub declared: Vec<String>,
+    pub all_curves: bool,
+    /// `(window name, state)`; the since-start state is not shared (each sidecar's start
+    /// differs, so their union means nothing).
+    pub windows: Vec<(String, QualityState)>,
+}
+
+impl SidecarQuality {
+    /// The windows of every model version of a snapshot.
+    pub fn new(instance: &str, quality: &BTreeMap<ModelKey, QualitySnapshot>) -> Self {
+        let models = quality
+            .iter()
+            .map(|(key, q)| {
+                let name = |slot: u32| q.classes.get(slot as usize).cloned().unwrap_or_default();
+                SharedModel {
+                    model: key.model.clone(),
+                    version: key.version.clone(),
+                    task: q.task,
+                    classes: q.classes.clone(),
+                    positive: q.positive.map(name),
+                    declared: q.declared.iter().map(|&s| name(s)).collect(),
+                    all_curves: q.all_curves,
+                    windows: q
+                        .windows
+                        .iter()
+                        .filter(|(window, _)| window != SINCE_START)
+                        .cloned()
+                        .collect(),
+                }
+            })
+            .collect();
+        Self {
+            format: FORMAT,
+            instance: instance.to_owned(),
+            models,
+        }
+    }
+}
+
+/// The fleet's class table of one model version: names to slots, declared classes first.
+#[derive(Default)]
+struct Classes {
+    names: Vec<String>,
+    slots: HashMap<String, u32>,
+}
+
+impl Classes {
+    fn slot(&mut self, name: &str) -> u32 {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        let slot = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.slots.insert(name.to_owned(), slot);
+        slot
+    }
+}
+
+/// Merges the sidecars' states into one snapshot per model version (`exact_cap`: the exact-pair
+/// budget of `--exact-auc-max-pairs`). A sidecar state whose slots do not fit its class list is
+/// left out.
+pub fn merge(sidecars: &[SidecarQuality], exact_cap: usize) -> BTreeMap<ModelKey, QualitySnapshot> {
+    let mut parts: BTreeMap<ModelKey, Vec<&SharedModel>> = BTreeMap::new();
+    for m in sidecars.iter().flat_map(|s| &s.models) {
+        parts
+            .entry(ModelKey::new(&m.model, &m.version))
+            .or_default()
+            .push(m);
+    }
+    parts
+        .into_iter()
+        .map(|(key, models)| (key, merge_model(&models, exact_cap)))
+        .collect()
+}
+
+fn merge_model(models: &[&SharedModel], exact_cap: usize) -> QualitySnapshot {
+    let task = models
+        .iter()
+        .map(|m| m.task)
+        .find(|&t| t != Task::Undeclared)
+        .unwrap_or(Task::Undeclared);
+    let declared_names = models
+        .iter()
+        .map(|m| &m.declared)
+        .find(|d| !d.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let mut classes = Classes::default();
+    let declared: Vec<u32> = declared_names.iter().map(|n| classes.slot(n)).collect();
+    let positive = models
+        .iter()
+        .find_map(|m| m.positive.as_deref())
+        .map(|n| classes.slot(n));
+    let mut windows: Vec<(String, QualityState)> = Vec::new();
+    for m in models {
+        let slots: Vec<u32> = m.classes.iter().map(|n| classes.slot(n)).collect();
+        for (window, state) in &m.windows {
+            // A binary model keeps its one curve first; other curves are per class slot.
+            let Some(state) = state.remapped(&slots, m.positive.is_none()) else {
+                continue;
+            };
+            match windows.iter_mut().find(|(w, _)| w == window) {
+                Some((_, merged)) => merged.merge(&state, exact_cap),
+                None => windows.push((window.clone(), state)),
+            }
+        }
+    }
+    QualitySnapshot {
+        task,
+        classes: classes.names,
+        positive,
+        all_curves: models.iter().all(|m| m.all_curves),
+        declared,
+        windows,
+        join: JoinStats::default(),
+        classes_overflowed: 0,
+    }
+}
+
+/// The last merge of the fleet's states, on the sidecar that holds the lease.
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    /// Sidecars whose states were merged.
+    pub sidecars: usize,
+    pub quality: BTreeMap<ModelKey, QualitySnapshot>,
+}
+
+/// The exporter's handle on the fleet task.
+#[derive(Clone)]
+pub struct Fleet {
+    instance: String,
+    mine: watch::Sender<Option<String>>,
+    view: Arc<Mutex<Option<Arc<FleetView>>>>,
+}
+
+/// What the fleet task needs.
+pub struct FleetSettings {
+    pub instance: String,
+    /// The metric export interval: states and the lease expire after [`TTL_INTERVALS`] of it.
+    pub interval: Duration,
+    pub exact_cap: usize,
+    /// Longest wait for one Redis round trip.
+    pub timeout: Duration,
+    /// Where Redis is, password redacted (for logs).
+    pub redacted: String,
+}
+
+impl Fleet {
+    /// Starts the task that shares this sidecar's states and, while it holds the lease, merges
+    /// the fleet's.
+    pub fn start(
+        connection: watch::Receiver<Option<ConnectionManager>>,
+        settings: FleetSettings,
+        stats: Arc<SelfStats>,
+    ) -> Self {
+        let (mine, states) = watch::channel(None);
+        let fleet = Self {
+            instance: settings.instance.clone(),
+            mine,
+            view: Arc::default(),
+        };
+        tokio::spawn(run(connection, states, fleet.view.clone(), settings, stats));
+        fleet
+    }
+
+    /// Hands over this sidecar's windows (replacing any not yet shared); never waits.
+    pub fn publish(&self, quality: &BTreeMap<ModelKey, QualitySnapshot>) {
+        let state = SidecarQuality::new(&self.instance, quality);
+        match serde_json::to_string(&state) {
+            Ok(json) => {
+                self.mine.send_replace(Some(json));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode the fleet state"),
+        }
+    }
+
+    /// The fleet's last merge, if this sidecar holds the lease.
+    pub fn view(&self) -> Option<Arc<FleetView>> {
+        self.view.lock().expect("fleet view lock").clone()
+    }
+}
+
+async fn run(
+    connection: watch::Receiver<Option<ConnectionManager>>,
+    mut states: watch::Receiver<Option<String>>,
+    view: Arc<Mutex<Option<Arc<FleetView>>>>,
+    settings: FleetSettings,
+    stats: Arc<SelfStats>,
+) {
+    let outage = Outage::default();
+    let ttl = settings.interval * TTL_INTERVALS;
+    while states.changed().await.is_ok() {
+        let Some(json) = states.borrow_and_update().clone() else {
+            continue;
+        };
+        let failed = |error: &str| {
+            let event = FleetUpdateFailed {
+                redis: &settings.redacted,
+                error,
+            };
+            outage.failed(&event, stats.counter(FleetUpdateFailed::COUNTER));
+        };
+        let Some(mut redis) = connection.borrow().clone() else {
+            failed("Redis is not connected");
+            continue;
+        };
+        let update = tokio::time::timeout(
+            settings.timeout * 3,
+            update(&mut redis, &settings, &json, ttl),
+        )
+        .await;
+        let merged = match update {
+            Ok(Ok(merged)) => {
+                outage.recovered(&FleetUpdatesRecovered {
+                    redis: &settings.redacted,
+                });
+                merged
+            }
+            Ok(Err(e)) => {
+                failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                failed("timed out");
+                None
+            }
+        };
+        *view.lock().expect("fleet view lock") = merged.map(|states| {
+            Arc::new(FleetView {
+                sidecars: states.len(),
+                quality: merge(&states, settings.exact_cap),
+            })
+        });
+    }
+}
+
+/// Shares this sidecar's state and renews its membership; if it holds the lease, reads every
+/// member's state.
+async fn update(
+    redis: &mut ConnectionManager,
+    settings: &FleetSettings,
+    json: &str,
+    ttl: Duration,
+) -> redis::RedisResult<Option<Vec<SidecarQuality>>> {
+    let ttl_ms = ttl.as_millis() as u64;
+    let now_ms = crate::clock::unix_nanos(std::time::SystemTime::now()) / 1_000_000;
+    let holder: bool = redis::pipe()
+        .cmd("SET")
+        .arg(state_key(&settings.instance))
+        .arg(json)
+        .arg("PX")
+        .arg(ttl_ms)
+        .ignore()
+        .cmd("ZADD")
+        .arg(MEMBERS)
+        .arg(now_ms + ttl_ms)
+        .arg(&settings.instance)
+        .ignore()
+        // Members whose entries expired; the margin of one more TTL tolerates clock skew.
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(MEMBERS)
+        .arg("-inf")
+        .arg(now_ms.saturating_sub(ttl_ms))
+        .ignore()
+        .cmd("EVAL")
+        .arg(LEASE_SCRIPT)
+        .arg(1)
+        .arg(LEASE)
+        .arg(&settings.instance)
+        .arg(ttl_ms)
+        .query_async::<(bool,)>(redis)
+        .await?
+        .0;
+    if !holder {
+        return Ok(None);
+    }
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(MEMBERS)
+        .arg(0)
+        .arg(-1)
+        .query_async(redis)
+        .await?;
+    let keys: Vec<String> = members.iter().map(|m| state_key(m)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(redis).await?;
+    Ok(Some(
+        values
+            .iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str::<SidecarQuality>(json).ok())
+            .filter(|s| s.format == FORMAT)
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::state::{CurveLayout, Prediction, Scores, Truth};
+    use crate::stats::Average;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 4] = ["cat", "dog", "emu", "fox"];
+
+    /// A sidecar's quality for a declared 4-class model whose class table numbers the classes
+    /// in `order`, after the pairs `(truth, probabilities)` (prediction: the argmax).
+    fn sidecar(order: &[usize; 4], pairs: &[(usize, [f64; 4])], cap: usize) -> SidecarQuality {
+        let slot_of = |name: usize| order.iter().position(|&n| n == name).unwrap() as u32;
+        // Declared order is NAMES; slots follow `order`.
+        let declared: Vec<u32> = (0..4).map(slot_of).collect();
+        let layout = CurveLayout {
+            positive: None,
+            declared_slots: &declared,
+            max_curves: 8,
+        };
+        let mut state = QualityState::default();
+        for (t, ps) in pairs {
+            let argmax = (0..4).fold(0, |b, i| if ps[i] > ps[b] { i } else { b });
+            let prediction = Prediction::Class {
+                slot: slot_of(argmax),
+                scores: Scores::Probabilities(Box::new(*ps)),
+            };
+            state.count_prediction(slot_of(argmax));
+            let truth = Truth::Class {
+                slot: slot_of(*t),
+                declared: Some(*t as u32),
+            };
+            state.observe(&prediction, truth, layout, cap).unwrap();
+        }
+        SidecarQuality {
+            format: FORMAT,
+            instance: format!("{order:?}"),
+            models: vec![SharedModel {
+                model: "m".into(),
+                version: "1".into(),
+                task: Task::Multiclass,
+                classes: order.iter().map(|&n| NAMES[n].to_owned()).collect(),
+                positive: None,
+                declared: NAMES.iter().map(|n| n.to_string()).collect(),
+                all_curves: true,
+                windows: vec![("5m".into(), state)],
+            }],
+        }
+    }
+
+    fn pairs() -> impl Strategy<Value = Vec<(usize, [f64; 4])>> {
+        proptest::collection::vec(
+            (0usize..4, proptest::array::uniform4(1u32..30)).prop_map(|(t, w)| {
+                let s: u32 = w.iter().sum();
+                (t, w.map(|x| x as f64 / s as f64))
+            }),
+            0..60,
+        )
+    }
+
+    fn orders() -> impl Strategy<Value = [usize; 4]> {
+        Just([0usize, 1, 2, 3])
+            .prop_shuffle()
+            .prop_map(|v| [v[0], v[1], v[2], v[3]])
+    }
+
+    proptest! {
+        /// Merging per-sidecar states (each with its own class numbering, through their JSON)
+        /// equals processing the union of their pairs on one sidecar.
+        #[test]
+        fn merging_sidecars_equals_processing_the_union(
+            parts in proptest::collection::vec((orders(), pairs()), 1..4),
+            cap in 0usize..150,
+        ) {
+            let shared: Vec<SidecarQuality> = parts
+                .iter()
+                .map(|(order, p)| sidecar(order, p, cap))
+                .map(|s| serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap())
+                .collect();
+            let merged = merge(&shared, cap);
+            let all: Vec<_> = parts.iter().flat_map(|(_, p)| p.clone()).collect();
+            let union = &sidecar(&[0, 1, 2, 3], &all, cap).models[0].windows[0].1;
+            let m = &merged[&ModelKey::new("m", "1")];
+            prop_assert_eq!(&m.classes[..], &NAMES.map(String::from)[..]);
+            let (_, state) = &m.windows[0];
+            let trimmed = |v: &[u64]| v.iter().rposition(|&n| n > 0).map_or(vec![], |i| v[..=i].to_vec());
+            prop_assert_eq!(trimmed(&state.predictions), trimmed(&union.predictions));
+            for t in 0..4 {
+                for p in 0..4 {
+                    prop_assert_eq!(state.confusion.count(t, p), union.confusion.count(t, p));
+                }
+            }
+            prop_assert_eq!(state.confusion.accuracy(), union.confusion.accuracy());
+            for average in [Average::Micro, Average::Macro, Average::Weighted] {
+                prop_assert_eq!(state.confusion.averaged(average), union.confusion.averaged(average));
+            }
+            prop_assert_eq!(state.probabilistic, union.probabilistic);
+            prop_assert!((state.log_loss_sum - union.log_loss_sum).abs() < 1e-9);
+            prop_assert!((state.brier_sum - union.brier_sum).abs() < 1e-9);
+            for c in 0..4 {
+                let (a, b) = (state.curves.get(c), union.curves.get(c));
+                let count = |x: Option<&crate::stats::ScoreCurve>| x.map_or(0, |x| x.count());
+                prop_assert_eq!(count(a), count(b));
+                if let (Some(a), Some(b)) = (a, b) {
+                    prop_assert_eq!(a.is_exact(), b.is_exact());
+                    for (x, y) in [(a.roc_auc(), b.roc_auc()), (a.average_precision(), b.average_precision())] {
+                        prop_assert_eq!(x.is_some(), y.is_some());
+                        if let (Some(x), Some(y)) = (x, y) {
+                            prop_assert!((x.value - y.value).abs() < 1e-12);
+                            prop_assert!((x.error_bound - y.error_bound).abs() < 1e-12);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_with_a_slot_outside_its_classes_is_left_out() {
+        let mut s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10);
+        s.models[0].classes.truncate(1);
+        let merged = merge(&[s], 10);
+        assert!(merged[&ModelKey::new("m", "1")].windows.is_empty());
+    }
+
+    #[test]
+    fn corrupt_curves_do_not_decode() {
+        let bad = r#"{"positive":[[9999,1]],"negative":[],"exact":null}"#;
+        assert!(serde_json::from_str::<crate::stats::ScoreCurve>(bad).is_err());
+        let bad = r#"{"n":2,"counts":[1,2,3]}"#;
+        assert!(serde_json::from_str::<crate::stats::ConfusionMatrix>(bad).is_err());
+    }
+}
