@@ -19,12 +19,20 @@
 //!   script) names the one sidecar that reads every member's value, merges them, and exports
 //!   the result with its next export. A holder that dies is replaced when the lease expires.
 //!
+//! Reference profiles are shared the same way ([`share_references`], decision 7): a profile a
+//! sidecar captured from live traffic is written once for the fleet (`{<model>@<version>}:reference`,
+//! `SET NX`: the first capture wins) and listed in `{inferscope-fleet}:references`; every sidecar
+//! adopts the fleet's reference for a version it has no profile file for, so a new pod of a
+//! rollout measures drift against the same traffic as the pod it replaces instead of
+//! re-capturing from its own first records.
+//!
 //! One hash tag for all the fleet's keys keeps them on one Redis Cluster slot, so the read is one
 //! `MGET`. Nothing here is on the record path: the exporter hands its snapshot over and takes
 //! the last merge without waiting; a slow or absent Redis only makes the fleet series stale
 //! (counted in `inferscope.fleet.updates.failed`, logged once per outage).
 
 use crate::{
+    drift::{profile::Profile, registry::ProfileRegistry},
     events::{FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
     models::ModelKey,
     quality::{state::QualityState, JoinStats, QualitySnapshot, Task},
@@ -48,6 +56,9 @@ pub const TTL_INTERVALS: u32 = 3;
 const FORMAT: u32 = 1;
 const MEMBERS: &str = "{inferscope-fleet}:members";
 const LEASE: &str = "{inferscope-fleet}:lease";
+const REFERENCES: &str = "{inferscope-fleet}:references";
+/// How often a sidecar shares its new captures and looks for the fleet's.
+pub const REFERENCE_SYNC: Duration = Duration::from_secs(2);
 
 /// Takes the lease if it is free, renews it if this sidecar holds it; 1 if it holds it now.
 const LEASE_SCRIPT: &str = r"
@@ -377,6 +388,124 @@ async fn update(
             .filter(|s| s.format == FORMAT)
             .collect(),
     ))
+}
+
+fn reference_key(key: &ModelKey) -> String {
+    format!("{{{}@{}}}:reference", key.model, key.version)
+}
+
+/// Whether a profile was captured from live traffic (not loaded from `--profiles-dir`, which an
+/// operator chose and which stays in force on its sidecar).
+fn captured(profile: &Profile) -> bool {
+    profile.source.starts_with("live:")
+}
+
+/// Every [`REFERENCE_SYNC`], until `stop`: writes this sidecar's live captures for the fleet
+/// (the first capture of a version wins), and puts the fleet's reference of each version into
+/// `profiles` unless a profile file is in force for it. Redis failures are counted and logged
+/// like the quality updates'; nothing waits on this task.
+pub async fn share_references(
+    connection: watch::Receiver<Option<ConnectionManager>>,
+    profiles: Arc<ProfileRegistry>,
+    redacted: String,
+    timeout: Duration,
+    stats: Arc<SelfStats>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let outage = Outage::default();
+    // Versions whose profile here is the fleet's.
+    let mut agreed: std::collections::HashSet<ModelKey> = Default::default();
+    let mut tick = tokio::time::interval(REFERENCE_SYNC);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(mut redis) = connection.borrow().clone() else {
+            continue;
+        };
+        let sync = sync_references(&mut redis, &profiles, &mut agreed);
+        let error = match tokio::time::timeout(timeout * 3, sync).await {
+            Ok(Ok(())) => {
+                outage.recovered(&FleetUpdatesRecovered { redis: &redacted });
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        let event = FleetUpdateFailed {
+            redis: &redacted,
+            error: &error,
+        };
+        outage.failed(&event, stats.counter(FleetUpdateFailed::COUNTER));
+    }
+}
+
+async fn sync_references(
+    redis: &mut ConnectionManager,
+    profiles: &ProfileRegistry,
+    agreed: &mut std::collections::HashSet<ModelKey>,
+) -> redis::RedisResult<()> {
+    let local: HashMap<ModelKey, Arc<Profile>> = profiles
+        .all()
+        .into_iter()
+        .map(|p| (ModelKey::new(&p.model, &p.version), p))
+        .collect();
+    agreed.retain(|key| local.contains_key(key));
+    // Offer this sidecar's captures; SET NX keeps the first.
+    for (key, profile) in &local {
+        if agreed.contains(key) || !captured(profile) {
+            continue;
+        }
+        let json = serde_json::to_string(&**profile).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Client, "profile", e.to_string()))
+        })?;
+        redis::pipe()
+            .cmd("SET")
+            .arg(reference_key(key))
+            .arg(json)
+            .arg("NX")
+            .ignore()
+            .cmd("SADD")
+            .arg(REFERENCES)
+            .arg(format!("{}@{}", key.model, key.version))
+            .ignore()
+            .query_async::<()>(redis)
+            .await?;
+    }
+    // Take the fleet's where this sidecar has no file in force; it may replace a capture of
+    // this sidecar's that lost the race.
+    let listed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(REFERENCES)
+        .query_async(redis)
+        .await?;
+    for entry in listed {
+        let Some((model, version)) = entry.rsplit_once('@') else {
+            continue;
+        };
+        let key = ModelKey::new(model, version);
+        if agreed.contains(&key) || local.get(&key).is_some_and(|p| !captured(p)) {
+            continue;
+        }
+        let json: Option<String> = redis::cmd("GET")
+            .arg(reference_key(&key))
+            .query_async(redis)
+            .await?;
+        let Some(fleet) = json.and_then(|j| serde_json::from_str::<Profile>(&j).ok()) else {
+            continue;
+        };
+        if fleet.check("the fleet's reference").is_err()
+            || (fleet.model.as_str(), fleet.version.as_str()) != (model, version)
+        {
+            continue;
+        }
+        if local.get(&key).is_none_or(|p| **p != fleet) {
+            tracing::info!(model, version, source = %fleet.source, "reference profile taken from the fleet");
+            profiles.put(Arc::new(fleet));
+        }
+        agreed.insert(key);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

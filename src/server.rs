@@ -193,6 +193,16 @@ impl Sidecar {
             registries.label_store = Some(store);
         }
         let label_store = registries.label_store.clone();
+        if let Some(store) = &label_store {
+            tokio::spawn(crate::fleet::share_references(
+                store.connection_watch(),
+                registries.profiles.clone(),
+                store.redacted.clone(),
+                config.label_store_timeout,
+                stats.clone(),
+                shutdown.clone(),
+            ));
+        }
         let pipeline = Arc::new(Pipeline::start(
             config.shards,
             config.shard_queue_batches,

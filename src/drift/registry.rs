@@ -60,6 +60,12 @@ impl ProfileRegistry {
         }
     }
 
+    /// Every profile held now.
+    pub fn all(&self) -> Vec<Arc<Profile>> {
+        let profiles = self.profiles.read().unwrap_or_else(|e| e.into_inner());
+        profiles.values().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.profiles
             .read()
