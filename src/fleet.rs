@@ -640,4 +640,60 @@ mod tests {
         let bad = r#"{"n":2,"counts":[1,2,3]}"#;
         assert!(serde_json::from_str::<crate::stats::ConfusionMatrix>(bad).is_err());
     }
+
+    /// The size of one window's shared state (BENCHMARKS.md, "Fleet"): held exact pairs cost
+    /// about 26 bytes each in JSON, so the largest states are those just under the exact-pair
+    /// budget; past it only the non-empty score bins are sent.
+    #[test]
+    fn shared_state_sizes_stay_small_past_the_exact_budget() {
+        let mut sizes = Vec::new();
+        for (classes, pairs) in [
+            (2usize, 100usize),
+            (2, 2000),
+            (2, 100_000),
+            (10, 2000),
+            (10, 100_000),
+        ] {
+            let declared: Vec<u32> = (0..classes as u32).collect();
+            let layout = CurveLayout {
+                positive: (classes == 2).then_some(1),
+                declared_slots: &declared,
+                max_curves: 32,
+            };
+            let mut state = QualityState::default();
+            let mut x = 12345u64;
+            for _ in 0..pairs {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let t = (x >> 33) as usize % classes;
+                let mut ps: Vec<f64> = (0..classes)
+                    .map(|i| ((x >> (i * 3)) % 97 + 1) as f64)
+                    .collect();
+                let sum: f64 = ps.iter().sum();
+                ps.iter_mut().for_each(|p| *p /= sum);
+                let argmax = (0..classes).fold(0, |b, i| if ps[i] > ps[b] { i } else { b });
+                let scores = match classes {
+                    2 => Scores::Two([ps[0], ps[1]]),
+                    _ => Scores::Probabilities(ps.into()),
+                };
+                let prediction = Prediction::Class {
+                    slot: argmax as u32,
+                    scores,
+                };
+                let truth = Truth::Class {
+                    slot: t as u32,
+                    declared: Some(t as u32),
+                };
+                state.observe(&prediction, truth, layout, 2000).unwrap();
+            }
+            let bytes = serde_json::to_string(&state).unwrap().len();
+            eprintln!("{classes} classes, {pairs} pairs: {bytes} bytes per window");
+            sizes.push(bytes);
+        }
+        // Past the budget: bins only (2 classes: one curve; 10 classes: ten).
+        assert!(sizes[2] < 8_000 && sizes[4] < 60_000, "{sizes:?}");
+        // Under it the pairs themselves are the state.
+        assert!(sizes[1] > 2000 * 20, "{sizes:?}");
+    }
 }
