@@ -72,6 +72,9 @@ struct Args {
     unread: bool,
     /// Every feature NaN: each record raises flags, so acks are large.
     nan: bool,
+    /// Records per second offered by all streams together (0, the default: as fast as the
+    /// server acks): for figures at a fixed load rather than at saturation.
+    rate: f64,
 }
 
 fn parse() -> Args {
@@ -86,6 +89,7 @@ fn parse() -> Args {
         labels: "none".into(),
         unread: false,
         nan: false,
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,9 +105,10 @@ fn parse() -> Args {
             "--labels" => args.labels = value,
             "--unread" => args.unread = value.parse().expect("--unread true|false"),
             "--nan" => args.nan = value.parse().expect("--nan true|false"),
+            "--rate" => args.rate = value.parse().expect("--rate records per second"),
             other => panic!(
                 "unknown flag {other}; flags: --addr --streams --batch --features --seconds \
-                 --distinct --ids --labels none|inline"
+                 --distinct --ids --labels none|inline|delayed --unread --nan --rate"
             ),
         }
     }
@@ -194,6 +199,8 @@ async fn main() {
         let label_batches = label_batches.clone();
         let labels_sent = labels_sent.clone();
         let unread = args.unread;
+        // With --rate, each stream sends a batch every batch × streams / rate seconds.
+        let (rate, per_batch) = (args.rate, (args.batch * args.streams) as f64);
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("address")
@@ -217,8 +224,16 @@ async fn main() {
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.expect("ready");
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+            let mut pace = (rate > 0.0).then(|| {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(per_batch / rate));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick
+            });
             let producer = tokio::spawn(async move {
                 for template in templates.iter().cycle().skip(offset) {
+                    if let Some(pace) = &mut pace {
+                        pace.tick().await;
+                    }
                     if started.elapsed() >= deadline || tx.send(template.clone()).await.is_err() {
                         break;
                     }

@@ -20,6 +20,8 @@
 # Env: MODES="null inline ..." runs only those modes; BASELINE=/path/to/an/older/inferscope runs
 # every mode with that server too, right after this checkout's (`server=base` in the output), so
 # that a change is compared with what it replaced in the same run on a noisy machine.
+# RATE=N offers N records/s in total (the load generator's --rate) instead of saturating: figures
+# at a fixed load, e.g. the highest rate at which the redis mode stores every prediction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -58,7 +60,7 @@ for round in $(seq "$rounds"); do
       sleep 1
       before=$(cpu $pid)
       result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
-        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" | tail -1)
+        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" --rate "${RATE:-0}" | tail -1)
       rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
       records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
       used=$(echo "$(cpu $pid) - $before" | bc)
