@@ -211,6 +211,10 @@ settings! {
         /// the in-memory path; also the store's write timeout [default: 200].
         #[arg(long, env = "INFERSCOPE_LABEL_STORE_TIMEOUT_MS")]
         pub label_store_timeout_ms: Option<u64>,
+        /// File holding the label store's password (a mounted Secret), used instead of a
+        /// password in --label-store's URL; the user, for a Redis ACL, stays the URL's.
+        #[arg(long, env = "INFERSCOPE_LABEL_STORE_PASSWORD_FILE")]
+        pub label_store_password_file: Option<PathBuf>,
         /// Seconds between looks at the profiles directory [default: 10].
         #[arg(long, env = "INFERSCOPE_PROFILES_POLL_SECONDS")]
         pub profiles_poll_seconds: Option<f64>,
@@ -448,6 +452,8 @@ pub struct Config {
     /// `--label-store`: the fleet's Redis URL.
     pub label_store: Option<String>,
     pub label_store_timeout: Duration,
+    /// `--label-store-password-file`: replaces the URL's password.
+    pub label_store_password: Option<crate::label_store::Password>,
     /// Anomaly detectors, per model name (`[anomaly]` and `[anomaly.models."<name>"]`).
     pub anomaly: crate::anomaly::AnomalyConfig,
     pub span_queue: usize,
@@ -691,6 +697,7 @@ impl Config {
             )),
         };
         let profiles_dir = bad.check(existing_dir("--profiles-dir", given.profiles_dir));
+        let store_given = given.label_store.is_some();
         let label_store = bad.check(match given.label_store {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 Err(invalid(
@@ -700,6 +707,14 @@ impl Config {
                 ))
             }
             url => Ok(url),
+        });
+        let label_store_password = bad.check(match given.label_store_password_file {
+            Some(path) if !store_given => Err(invalid(
+                "INFERSCOPE_LABEL_STORE_PASSWORD_FILE (--label-store-password-file)",
+                path.display(),
+                "a password needs a label store: give --label-store too",
+            )),
+            path => crate::label_store::Password::read(path),
         });
         let label_store_timeout = bad.check(match given.label_store_timeout_ms {
             None => Ok(Duration::from_millis(200)),
@@ -804,6 +819,7 @@ impl Config {
             state_dir: given.state_dir,
             label_store,
             label_store_timeout,
+            label_store_password,
             anomaly,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
@@ -1153,6 +1169,13 @@ mod tests {
                     ..Default::default()
                 },
                 "--max-features-per-model",
+            ),
+            (
+                ConfigArgs {
+                    label_store_password_file: Some("/run/secrets/redis".into()),
+                    ..Default::default()
+                },
+                "--label-store-password-file",
             ),
         ];
         for (args, setting) in cases {

@@ -268,11 +268,33 @@ impl InternalEvent for LabelStoreDown<'_> {
             target: "inferscope::label_store",
             redis = %self.redis,
             error = %self.error,
-            "the label store failed: predictions are not stored (counted in \
-             inferscope.label_store.dropped) and labels are joined in memory only until it \
-             answers again"
+            "the label store failed: until it answers again predictions are not stored \
+             (counted in inferscope.label_store.dropped), and labels whose lookup fails \
+             (counted in inferscope.label_store.lookup_failures) are held in memory and \
+             looked up again until their hold ends"
         );
     }
+}
+
+/// Delayed labels whose lookup in the shared label store failed when they arrived; logged by
+/// the store's [`Outage`] ([`LabelStoreDown`]), so only counted here.
+#[derive(Debug)]
+pub struct LabelLookupsFailed {
+    pub labels: usize,
+}
+
+impl InternalEvent for LabelLookupsFailed {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.labels as u64
+    }
+}
+
+impl SelfEvent for LabelLookupsFailed {
+    const COUNTER: SelfCounter = SelfCounter::LabelStoreLookupFailures;
 }
 
 /// The shared label store answers again.

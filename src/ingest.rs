@@ -1,16 +1,26 @@
 //! The gRPC ingest service: decodes batches, validates records, hands them to the shards and
 //! answers with acks. This is the one place where errors become `tonic::Status`.
+//!
+//! With a shared label store (`--label-store`) ingest also runs the label retry
+//! (`docs/fleet-design.md`, decision 2): a delayed label whose prediction the store did not have
+//! when it came (the sidecar that saw the prediction had not stored it yet, or the lookup
+//! failed) is looked up again every second, all such labels in one round trip, until its
+//! shard's early-label hold is nearly over; a prediction found then is joined by the shard that
+//! holds the label.
 
 use crate::{
+    clock::unix_nanos,
     config::Config,
     drift::registry::ProfileRegistry,
     events::{
         AckFlagsDropped, AcksUnread, BatchesRejected, DeclarationsEvicted, IngestBudgetFull,
-        RecordsShed, StreamFailed,
+        LabelLookupsFailed, RecordsShed, StreamFailed,
     },
+    label_store::LabelStore,
     models::{Declaration, DeclarationRegistry, ModelKey},
     pb::{self, ingest_service_server::IngestService},
     pipeline::{Pipeline, RejectedRecord, ShardWork, Shed},
+    quality::{label_join::at_or_received, QualitySettings},
     self_metrics::{SelfCounter, SelfStats},
     state::{Registries, StateStore},
     validation::{self, BatchError, FieldError, Limits},
@@ -18,10 +28,19 @@ use crate::{
 use futures_util::Stream;
 use std::{
     pin::Pin,
-    sync::{atomic::Ordering::Relaxed, Arc},
-    time::SystemTime,
+    sync::{
+        atomic::{
+            AtomicUsize,
+            Ordering::{AcqRel, Acquire, Relaxed},
+        },
+        Arc,
+    },
+    time::{Duration, SystemTime},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -67,7 +86,10 @@ pub struct Ingest {
     /// Where declarations are saved to survive a restart (`--state-dir`), if anywhere.
     state: Option<StateStore>,
     /// The fleet's shared store of predictions waiting for labels, if any.
-    label_store: Option<crate::label_store::LabelStore>,
+    label_store: Option<LabelStore>,
+    /// With a label store: where labels it did not have the prediction of are retried. `None`
+    /// in the retry task's own copy.
+    label_retry: Option<LabelRetry>,
     limits: Arc<Limits>,
     null_sink: bool,
     max_inflight: usize,
@@ -330,26 +352,32 @@ impl<'a> Sorter<'a> {
 }
 
 impl Ingest {
+    /// The service; with a label store, also starts the label retry task (until `shutdown`).
     pub fn new(
         pipeline: Arc<Pipeline>,
         registries: &Registries,
         config: &Config,
         shutdown: CancellationToken,
     ) -> Self {
-        Self {
+        let mut ingest = Self {
             budget: Arc::new(MemoryBudget::new(config.max_ingest_bytes)),
             pipeline,
             declarations: registries.declarations.clone(),
             profiles: registries.profiles.clone(),
             state: registries.state.clone(),
             label_store: registries.label_store.clone(),
+            label_retry: None,
             limits: Arc::new(config.limits.clone()),
             null_sink: config.null_sink,
             max_inflight: config.max_inflight_batches,
             ack_limit: config.max_message_bytes,
             ack_timeout: config.ack_timeout,
             shutdown,
+        };
+        if let Some(store) = &ingest.label_store {
+            ingest.label_retry = LabelRetry::start(ingest.clone(), store.clone(), &config.quality);
         }
+        ingest
     }
 
     /// Bytes of batches and acks in flight now, and the budget (for export).
@@ -359,32 +387,39 @@ impl Ingest {
 
     /// With a shared label store: fills each share's `stored`, the stored prediction of each
     /// accepted label, taken out of the store in one round trip. Left empty without a store or
-    /// when it does not answer in time (the labels then take the in-memory path).
-    async fn take_stored_predictions(&self, batch: &pb::LabelBatch, shares: &mut [ShardShare]) {
+    /// when it does not answer in time (the labels then take the in-memory path, counted in
+    /// `inferscope.label_store.lookup_failures`). Returns the accepted labels whose prediction
+    /// the store did not give, for the retry.
+    async fn take_stored_predictions(
+        &self,
+        batch: &pb::LabelBatch,
+        shares: &mut [ShardShare],
+    ) -> Vec<u32> {
         let Some(store) = &self.label_store else {
-            return;
+            return Vec::new();
         };
         let labels: Vec<(&str, &str, &str)> = shares
             .iter()
             .flat_map(|share| &share.accepted)
             .map(|&i| {
-                let truth = &batch.labels[i as usize];
-                let (model, version) = validation::model_of(
-                    &truth.model,
-                    &truth.version,
-                    &batch.model,
-                    &batch.version,
-                );
+                let (truth, model, version) = label_of(batch, i);
                 (model, version, truth.request_id.as_str())
             })
             .collect();
         let Some(found) = store.take(&labels).await else {
-            return;
+            self.pipeline.stats.emit(&LabelLookupsFailed {
+                labels: labels.len(),
+            });
+            return shares.iter().flat_map(|s| s.accepted.clone()).collect();
         };
         let mut found = found.into_iter();
+        let mut missed = Vec::new();
         for share in shares {
             share.stored = found.by_ref().take(share.accepted.len()).collect();
+            let stored = share.accepted.iter().zip(&share.stored);
+            missed.extend(stored.filter(|(_, p)| p.is_none()).map(|(&i, _)| i));
         }
+        missed
     }
 
     /// Stores the batch's declarations; returns them for the shards that own their models.
@@ -528,7 +563,8 @@ impl Ingest {
         })
     }
 
-    /// Validates and dispatches delayed labels.
+    /// Validates and dispatches delayed labels; waits until their shards have them. With a
+    /// label store, the labels whose prediction it did not have go to the retry.
     pub async fn accept_labels(&self, batch: pb::LabelBatch) -> Result<pb::LabelAck, IngestError> {
         let n = batch.labels.len();
         let _reservation = self.reserve(&batch, 0)?;
@@ -540,6 +576,34 @@ impl Ingest {
             }
             .into());
         }
+        let (mut shares, rejects) = self.sort_labels(&batch, true);
+        let received = std::time::SystemTime::now();
+        let arrived = Instant::now();
+        let missed = self.take_stored_predictions(&batch, &mut shares).await;
+        let sequence = batch.sequence;
+        let batch = Arc::new(batch);
+        let waits = self.dispatch_labels(batch.clone(), shares, received, false)?;
+        for wait in waits {
+            let _ = wait.await;
+        }
+        // Held as early labels by their shards now: a prediction the retry finds joins them.
+        if let Some(retry) = &self.label_retry {
+            retry.hand_over(&batch, &missed, received, arrived);
+        }
+        Ok(pb::LabelAck {
+            sequence,
+            accepted: (n - rejects.len()) as u32,
+            rejects,
+        })
+    }
+
+    /// Sorts a label batch into per-shard shares. `validate`: each label is checked against its
+    /// model's declaration (retried labels were, when they came).
+    fn sort_labels(
+        &self,
+        batch: &pb::LabelBatch,
+        validate: bool,
+    ) -> (Vec<ShardShare>, Vec<pb::RecordReject>) {
         let mut sorter = Sorter::new(self);
         let mut malformed = batch.malformed.iter().peekable();
         for (index, truth) in batch.labels.iter().enumerate() {
@@ -547,6 +611,7 @@ impl Ingest {
                 validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
             let undecoded = malformed.next_if(|(i, _)| *i as usize == index);
             sorter.sort(index, model, version, |declaration| match undecoded {
+                None if !validate => Ok(()),
                 None => {
                     validation::check_ground_truth(truth, model, version, declaration, &self.limits)
                 }
@@ -555,28 +620,225 @@ impl Ingest {
                     .and(Err(validation::malformed("labels", error))),
             });
         }
-        let (mut shares, rejects) = sorter.finish();
-        let received = std::time::SystemTime::now();
-        self.take_stored_predictions(&batch, &mut shares).await;
-        let sequence = batch.sequence;
-        let batch = Arc::new(batch);
-        let waits = self.dispatch(shares, |share, done| ShardWork::Labels {
+        sorter.finish()
+    }
+
+    /// Queues the shares of a label batch on their shards (all or nothing). `retried`: labels
+    /// back from the retry with their predictions (counted as received when they came).
+    fn dispatch_labels(
+        &self,
+        batch: Arc<pb::LabelBatch>,
+        shares: Vec<ShardShare>,
+        received: SystemTime,
+        retried: bool,
+    ) -> Result<Vec<oneshot::Receiver<()>>, Shed> {
+        self.dispatch(shares, |share, done| ShardWork::Labels {
             batch: batch.clone(),
             stored: share.stored,
             accepted: share.accepted,
             rejected: share.rejected,
             received,
+            retried,
             done,
-        })?;
-        for wait in waits {
-            let _ = wait.await;
-        }
-        Ok(pb::LabelAck {
-            sequence,
-            accepted: (n - rejects.len()) as u32,
-            rejects,
         })
     }
+
+    /// The label retry task: takes the labels ingest hands over, and every
+    /// [`LABEL_RETRY_PERIOD`] looks up all those it holds in one round trip. Ends with ingest's
+    /// shutdown, after handing over the predictions it has found.
+    async fn retry_labels(
+        self,
+        store: LabelStore,
+        mut handed: mpsc::Receiver<Vec<RetriedLabel>>,
+        held: Arc<AtomicUsize>,
+    ) {
+        let mut waiting = Vec::new();
+        let mut ticks = tokio::time::interval(LABEL_RETRY_PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let before = waiting.len();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    self.dispatch_found(&mut waiting);
+                    break;
+                }
+                labels = handed.recv() => match labels {
+                    Some(labels) => waiting.extend(labels),
+                    None => break,
+                },
+                _ = ticks.tick() => {
+                    self.retry_round(&store, &mut waiting).await;
+                    held.fetch_sub(before - waiting.len(), AcqRel);
+                }
+            }
+        }
+    }
+
+    /// One round of the retry: forgets the labels whose time is up (their shards count them
+    /// `unknown_request` when the hold ends), looks the others up, and hands those found to
+    /// their shards.
+    async fn retry_round(&self, store: &LabelStore, waiting: &mut Vec<RetriedLabel>) {
+        let now = Instant::now();
+        waiting.retain(|label| label.until > now);
+        let found = {
+            let keys: Vec<(&str, &str, &str)> = waiting
+                .iter()
+                .filter(|label| label.stored.is_none())
+                .map(|label| {
+                    let t = &label.truth;
+                    (t.model.as_str(), t.version.as_str(), t.request_id.as_str())
+                })
+                .collect();
+            store.take(&keys).await
+        };
+        // Nothing found when the store does not answer: the next round asks again.
+        if let Some(found) = found {
+            let looked_up = waiting.iter_mut().filter(|label| label.stored.is_none());
+            for (label, stored) in looked_up.zip(found) {
+                label.stored = stored;
+            }
+        }
+        self.dispatch_found(waiting);
+    }
+
+    /// Hands the retried labels whose prediction was found to their shards, as label work with
+    /// the stored bytes. When a shard queue is full they stay for the next round: their
+    /// predictions are out of the store, nobody else has them.
+    fn dispatch_found(&self, waiting: &mut Vec<RetriedLabel>) {
+        let (found, rest): (Vec<_>, Vec<_>) = std::mem::take(waiting)
+            .into_iter()
+            .partition(|label| label.stored.is_some());
+        *waiting = rest;
+        if found.is_empty() {
+            return;
+        }
+        let batch = pb::LabelBatch {
+            labels: found.iter().map(|label| label.truth.clone()).collect(),
+            ..Default::default()
+        };
+        let (mut shares, _) = self.sort_labels(&batch, false);
+        for share in &mut shares {
+            share.stored = share
+                .accepted
+                .iter()
+                .map(|&i| found[i as usize].stored.clone())
+                .collect();
+        }
+        // Each retried label carries its own time (the time it was received, if it had none).
+        if self
+            .dispatch_labels(Arc::new(batch), shares, SystemTime::now(), true)
+            .is_err()
+        {
+            waiting.extend(found);
+        }
+    }
+}
+
+/// How often the labels whose prediction the shared store did not have are looked up again.
+const LABEL_RETRY_PERIOD: Duration = Duration::from_secs(1);
+/// Retrying stops this long before the shard's early-label hold ends, so that a label joined by
+/// a retry never races the expiry that counts it `unknown_request`.
+const LABEL_RETRY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Ingest's end of the label retry: hands labels to the retry task without waiting.
+#[derive(Clone)]
+struct LabelRetry {
+    handed: mpsc::Sender<Vec<RetriedLabel>>,
+    /// Labels handed over and not yet joined or given up, at most `max` (`--max-early-labels`,
+    /// in total): past it a label is not retried. Its shard holds it all the same, and counts it
+    /// `unknown_request` when its hold ends unless its prediction reaches this sidecar.
+    held: Arc<AtomicUsize>,
+    max: usize,
+    /// How long a label is retried: the early-label hold less [`LABEL_RETRY_MARGIN`].
+    lasts: Duration,
+}
+
+/// A label in the retry.
+struct RetriedLabel {
+    /// The label as accepted, with its model, version and time (when it was received, if it
+    /// had none) filled in: it stands alone in a batch of retried labels.
+    truth: pb::GroundTruth,
+    /// When retrying it stops.
+    until: Instant,
+    /// Its prediction once found, kept until its shard's queue has room.
+    stored: Option<Vec<u8>>,
+}
+
+impl LabelRetry {
+    /// Starts the retry task; `None` when labels are not held (`--max-early-labels 0`, a hold
+    /// of a second or less) or the delayed join is off.
+    fn start(ingest: Ingest, store: LabelStore, quality: &QualitySettings) -> Option<Self> {
+        let lasts = quality
+            .early_label_hold
+            .checked_sub(LABEL_RETRY_MARGIN)
+            .filter(|lasts| !lasts.is_zero())?;
+        let max = quality.max_early_labels;
+        if max == 0 || quality.max_pending == 0 {
+            return None;
+        }
+        // Every message holds at least one counted label: the queue is never full while
+        // `held` has room.
+        let (handed, labels) = mpsc::channel(max);
+        let held = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(ingest.retry_labels(store, labels, held.clone()));
+        Some(Self {
+            handed,
+            held,
+            max,
+            lasts,
+        })
+    }
+
+    /// Hands the labels of `batch` at `missed` to the retry task, as many as there is room
+    /// for; never waits.
+    fn hand_over(
+        &self,
+        batch: &pb::LabelBatch,
+        missed: &[u32],
+        received: SystemTime,
+        arrived: Instant,
+    ) {
+        let before = self
+            .held
+            .fetch_update(AcqRel, Acquire, |held| {
+                Some(held + missed.len().min(self.max.saturating_sub(held)))
+            })
+            .unwrap_or_else(|held| held);
+        let taken = missed.len().min(self.max.saturating_sub(before));
+        if taken == 0 {
+            return;
+        }
+        let received_ns = unix_nanos(received);
+        let until = arrived + self.lasts;
+        let labels = missed[..taken]
+            .iter()
+            .map(|&i| {
+                let (truth, model, version) = label_of(batch, i);
+                RetriedLabel {
+                    truth: pb::GroundTruth {
+                        model: model.to_owned(),
+                        version: version.to_owned(),
+                        time_unix_nano: at_or_received(truth.time_unix_nano, received_ns),
+                        ..truth.clone()
+                    },
+                    until,
+                    stored: None,
+                }
+            })
+            .collect();
+        if self.handed.try_send(labels).is_err() {
+            // The task has stopped (shutdown).
+            self.held.fetch_sub(taken, AcqRel);
+        }
+    }
+}
+
+/// Label `i` of `batch`, with its model and version (the batch's where it names none).
+fn label_of(batch: &pb::LabelBatch, i: u32) -> (&pb::GroundTruth, &str, &str) {
+    let truth = &batch.labels[i as usize];
+    let (model, version) =
+        validation::model_of(&truth.model, &truth.version, &batch.model, &batch.version);
+    (truth, model, version)
 }
 
 /// Keeps `inferscope.streams.active` right however a stream ends.

@@ -10,9 +10,14 @@
 //! task through a bounded queue and go on (a full queue, or Redis unreachable, drops them:
 //! counted in `inferscope.label_store.dropped`, logged once per outage). The writer sends one
 //! pipeline per batch. A label batch looks its predictions up in one pipeline, waiting at most
-//! `--label-store-timeout-ms`; past it the labels take the in-memory path (held briefly, then
-//! `unknown_request`). The connection is made in the background and remade with backoff by the
-//! `redis` crate's `ConnectionManager`, so Redis absent at start delays nothing.
+//! `--label-store-timeout-ms`; past it, or for a label whose prediction is not stored yet, the
+//! label is held in the shard's memory and looked up again every second until its hold is
+//! nearly over (ingest's label retry). A lookup that fails is counted in
+//! `inferscope.label_store.lookup_failures`; every failure is logged once per outage. The
+//! connection is made in the background and remade with backoff by the `redis` crate's
+//! `ConnectionManager`, so Redis absent at start delays nothing. The password may come from a
+//! file (`--label-store-password-file`, a mounted Secret) instead of the URL; it never reaches
+//! a log.
 
 use crate::{
     events::{LabelStoreDown, LabelStoreRecovered, Outage, PredictionsNotStored},
@@ -20,7 +25,7 @@ use crate::{
     self_metrics::SelfStats,
 };
 use redis::aio::ConnectionManager;
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Batches of predictions waiting for the writer: with 1000-record batches about 64 000
@@ -71,6 +76,49 @@ impl std::fmt::Debug for LabelStore {
     }
 }
 
+/// The label store's password, read from `--label-store-password-file`; printed as
+/// `<redacted>`.
+#[derive(Clone, PartialEq)]
+pub struct Password(Arc<str>);
+
+impl Password {
+    /// The password in `path`, without surrounding whitespace (a Secret file often ends with a
+    /// newline).
+    pub fn read(path: Option<PathBuf>) -> Result<Option<Self>, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        const SETTING: &str = "INFERSCOPE_LABEL_STORE_PASSWORD_FILE (--label-store-password-file)";
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        match String::from_utf8(crate::security::read_secret(SETTING, &path)?) {
+            Ok(password) if !password.is_empty() => Ok(Some(Self(password.into()))),
+            _ => Err(ConfigError::Invalid {
+                setting: SETTING,
+                value: path.display().to_string(),
+                fix: "the file must hold the password as UTF-8 text, not empty",
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A client of the Redis at `url`, with `password` in place of the URL's (the user, for a
+/// Redis ACL, stays the URL's).
+pub fn client(url: &str, password: Option<&Password>) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let mut info = url.into_connection_info()?;
+    if let Some(password) = password {
+        let settings = info.redis_settings().clone().set_password(&*password.0);
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info)
+}
+
 /// `url` with its password (if any) replaced, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -89,15 +137,16 @@ fn key(model: &str, version: &str, request_id: &str) -> String {
 }
 
 impl LabelStore {
-    /// Starts connecting to `url` in the background and the writer task; fails only on a URL
-    /// that cannot be used.
+    /// Starts connecting to `url` (with `password` in place of the URL's, if given) in the
+    /// background and the writer task; fails only on a URL that cannot be used.
     pub fn start(
         url: &str,
+        password: Option<&Password>,
         ttl: Duration,
         timeout: Duration,
         stats: Arc<SelfStats>,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        let client = client(url, password)?;
         let (connected, connection) = watch::channel(None);
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let store = Self {
@@ -234,25 +283,37 @@ impl LabelStore {
         });
     }
 
-    /// Takes the stored predictions of `labels` (model, version, request id) out of the store,
-    /// in order (`None` where there is none); `None` as a whole when Redis cannot answer within
-    /// the timeout.
+    /// Takes the stored predictions of `labels` (model, version, request id) out of the store
+    /// in one round trip, in order (`None` where there is none); `None` as a whole when Redis is
+    /// not connected or does not answer within the timeout (logged if that starts an outage;
+    /// the caller counts the labels).
     pub async fn take(&self, labels: &[(&str, &str, &str)]) -> Option<Vec<Option<Vec<u8>>>> {
         if labels.is_empty() {
             return Some(Vec::new());
         }
-        let mut connection = self.connection()?;
+        let Some(mut connection) = self.connection() else {
+            self.down("not connected");
+            return None;
+        };
         let mut pipe = redis::pipe();
         for (model, version, request_id) in labels {
             pipe.cmd("GETDEL").arg(key(model, version, request_id));
         }
         match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
-            Ok(Ok(found)) => Some(found),
+            Ok(Ok(found)) => {
+                self.outage.recovered(&LabelStoreRecovered {
+                    redis: &self.redacted,
+                });
+                Some(found)
+            }
             Ok(Err(e)) => {
                 self.down(&e.to_string());
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                self.down("timed out");
+                None
+            }
         }
     }
 }
@@ -281,7 +342,11 @@ async fn connect(
             }
             Err(e) => {
                 if !logged {
-                    tracing::warn!(redis = %redacted, error = %e, "cannot reach the label store; retrying in the background (predictions are not stored meanwhile)");
+                    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+                        tracing::error!(redis = %redacted, error = %e, "the label store refused the password (check --label-store-password-file, or the user and password of --label-store); retrying in the background (predictions are not stored meanwhile)");
+                    } else {
+                        tracing::warn!(redis = %redacted, error = %e, "cannot reach the label store; retrying in the background (predictions are not stored meanwhile)");
+                    }
                     logged = true;
                 }
                 tokio::time::sleep(backoff).await;
@@ -303,6 +368,35 @@ mod tests {
         );
         assert_eq!(redact("rediss://:s3cret@r:6380"), "rediss://:***@r:6380");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_password_file_is_trimmed_replaces_the_urls_and_is_never_printed() {
+        let dir = std::env::temp_dir().join(format!("inferscope-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("password");
+        std::fs::write(&path, "s3cret pass\n").unwrap();
+        let password = Password::read(Some(path.clone())).unwrap().unwrap();
+        assert!(!format!("{password:?}").contains("s3cret"));
+        let acl = client("redis://ops:old@127.0.0.1:6379/2", Some(&password)).unwrap();
+        let settings = acl.get_connection_info().redis_settings();
+        assert_eq!(settings.password(), Some("s3cret pass"));
+        assert_eq!(settings.username(), Some("ops"));
+        assert_eq!(settings.db(), 2);
+        let plain = client("redis://127.0.0.1:6379", Some(&password)).unwrap();
+        assert_eq!(
+            plain.get_connection_info().redis_settings().password(),
+            Some("s3cret pass")
+        );
+
+        std::fs::write(&path, " \n").unwrap();
+        let err = Password::read(Some(path)).unwrap_err().to_string();
+        assert!(err.contains("--label-store-password-file"), "{err}");
+        let err = Password::read(Some(dir.join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--label-store-password-file"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

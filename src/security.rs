@@ -10,7 +10,7 @@
 
 use crate::config::ConfigError;
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering::Relaxed},
         Arc,
@@ -21,6 +21,17 @@ use tonic::{
     transport::{Certificate, Identity, ServerTlsConfig},
     Request, Status,
 };
+
+/// The contents of a file holding a secret (a token, a password) that `setting` names, without
+/// surrounding whitespace (a mounted Secret often ends with a newline).
+pub fn read_secret(setting: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let text = std::fs::read(path).map_err(|source| ConfigError::File {
+        setting,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.trim_ascii().to_vec())
+}
 
 /// The contents of a PEM file a setting names (certificates, a CA bundle or a private key).
 #[derive(Clone, PartialEq, Eq)]
@@ -92,12 +103,7 @@ impl AuthToken {
         let Some(path) = path else {
             return Ok(None);
         };
-        let text = std::fs::read(&path).map_err(|source| ConfigError::File {
-            setting: SETTING,
-            path: path.clone(),
-            source,
-        })?;
-        Self::new(text.trim_ascii())
+        Self::new(&read_secret(SETTING, &path)?)
             .map(Some)
             .ok_or(ConfigError::Invalid {
                 setting: SETTING,

@@ -41,6 +41,8 @@ pub enum SelfCounter {
     StateWritesFailed,
     /// Predictions not written to the shared label store.
     LabelStoreDropped,
+    /// Delayed labels whose lookup in the shared label store failed when they arrived.
+    LabelStoreLookupFailures,
     /// Fleet-wide quality updates that failed (this sidecar's state not shared, or the merge
     /// not read).
     FleetUpdatesFailed,
@@ -188,6 +190,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.label_store.dropped",
         unit: "{prediction}",
         description: "Predictions waiting for a delayed label that were not written to the shared label store (--label-store): its queue was full, Redis was not connected, or the write failed or timed out.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::LabelStoreLookupFailures,
+        name: "inferscope.label_store.lookup_failures",
+        unit: "{label}",
+        description: "Delayed labels whose prediction could not be looked up in the shared label store (--label-store) when they arrived: Redis was not connected, failed, or did not answer within --label-store-timeout-ms. They are held in memory and looked up again until their hold ends.",
         instrument: Instrument::Counter,
     },
     SelfMetric {

@@ -184,6 +184,7 @@ impl Sidecar {
         if let Some(url) = &config.label_store {
             let store = crate::label_store::LabelStore::start(
                 url,
+                config.label_store_password.as_ref(),
                 config.quality.label_ttl,
                 config.label_store_timeout,
                 stats.clone(),

@@ -5,8 +5,11 @@
 mod common;
 
 use common::{redis::Redis, value};
-use inferscope::{config::Config, pb};
-use std::time::{Duration, Instant};
+use inferscope::{config::Config, label_store::Password, models::ModelKey, pb};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 fn fleet_config(url: String) -> Config {
     Config {
@@ -132,7 +135,14 @@ async fn a_label_at_one_sidecar_joins_the_prediction_made_at_another() {
 async fn without_redis_acks_come_at_once_and_the_predictions_not_stored_are_counted() {
     // Nothing listens on this port.
     let url = format!("redis://127.0.0.1:{}/0", common::process::free_port());
-    let s = common::start(fleet_config(url)).await;
+    acks_without_a_usable_store(fleet_config(url)).await;
+}
+
+/// Sends 100 predictions and their labels to a sidecar whose label store cannot be used:
+/// neither ack waits for it, and every prediction not stored and every label not looked up is
+/// counted.
+async fn acks_without_a_usable_store(config: Config) {
+    let s = common::start(config).await;
     let mut client = s.client().await;
     let predicted = vec!["yes"; 100];
     let started = Instant::now();
@@ -155,6 +165,10 @@ async fn without_redis_acks_come_at_once_and_the_predictions_not_stored_are_coun
     );
     let (metrics, _) = s.stop().await;
     assert_eq!(value(&metrics, "inferscope.label_store.dropped", &[]), 100);
+    assert_eq!(
+        value(&metrics, "inferscope.label_store.lookup_failures", &[]),
+        100
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,4 +213,168 @@ async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout
     // The writes that timed out while Redis was stopped are counted, never more than were sent.
     let dropped = value(&metrics, "inferscope.label_store.dropped", &[]);
     assert!((1..=1000).contains(&dropped), "{dropped}");
+}
+
+/// Waits (at most 10 s) until `sidecar` has joined `want` delayed labels of model m.
+async fn wait_for_joins(sidecar: &common::TestSidecar, want: u64) {
+    let key = ModelKey::new("m", "1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = sidecar.sidecar.snapshot().await;
+        let joined = snapshot
+            .quality
+            .get(&key)
+            .map_or(0, |q| q.join.joined_delayed);
+        if joined == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{joined} delayed labels joined, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_that_comes_before_its_prediction_reaches_another_sidecar_is_joined_once() {
+    // Short, so that a label left held is counted unknown_request before the sidecars stop.
+    const HOLD: Duration = Duration::from_secs(3);
+    let redis = Redis::start();
+    let config = || {
+        let mut config = fleet_config(redis.url());
+        config.quality.early_label_hold = HOLD;
+        config
+    };
+    let a = common::start(config()).await;
+    let b = common::start(config()).await;
+    let sent = Instant::now();
+    let ack = b
+        .client()
+        .await
+        .submit_labels(labels(&["yes"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 1);
+    let ack = a
+        .client()
+        .await
+        .submit_records(predictions(&["yes"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 1);
+    // B looks the label up again until A's writer has stored the prediction.
+    wait_for_joins(&b, 1).await;
+    // Past B's hold: the label it joined is not also counted unknown_request.
+    let past_hold = sent + HOLD + Duration::from_millis(500);
+    tokio::time::sleep(past_hold.saturating_duration_since(Instant::now())).await;
+
+    let (at_a, _) = a.stop().await;
+    let (at_b, _) = b.stop().await;
+    let m = [
+        ("inferscope.model.name", "m"),
+        ("inferscope.model.version", "1"),
+    ];
+    for (at, joined) in [(&at_a, 0), (&at_b, 1)] {
+        let delayed = [m[0], m[1], ("source", "delayed")];
+        assert_eq!(value(at, "inferscope.labels.joined", &delayed), joined);
+        let unknown = [m[0], m[1], ("reason", "unknown_request")];
+        assert_eq!(value(at, "inferscope.labels.unmatched", &unknown), 0);
+    }
+    // Received once, though handed to the shard twice (when it came, and when it was found).
+    assert_eq!(value(&at_b, "inferscope.labels.received", &m), 1);
+}
+
+const PASSWORD: &str = "fleet-s3cret";
+
+/// A file holding `password`, as a mounted Secret does (with a trailing newline), in a
+/// directory of its own named after `test`.
+fn password_file(test: &str, password: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inferscope-fleet-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("password");
+    std::fs::write(&path, format!("{password}\n")).unwrap();
+    path
+}
+
+fn with_password_file(redis: &Redis, file: &Path) -> Config {
+    Config {
+        label_store_password: Password::read(Some(file.to_owned())).unwrap(),
+        ..fleet_config(redis.url())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_file_opens_a_redis_that_requires_a_password() {
+    let redis = Redis::start_requiring(Some(PASSWORD));
+    let file = password_file("right", PASSWORD);
+    let a = common::start(with_password_file(&redis, &file)).await;
+    let b = common::start(with_password_file(&redis, &file)).await;
+    let predicted = vec!["yes"; 20];
+    a.client()
+        .await
+        .submit_records(predictions(&predicted))
+        .await
+        .unwrap();
+    b.client()
+        .await
+        .submit_labels(labels(&predicted))
+        .await
+        .unwrap();
+    wait_for_joins(&b, 20).await;
+    let (at_a, _) = a.stop().await;
+    let (at_b, _) = b.stop().await;
+    assert_eq!(value(&at_a, "inferscope.label_store.dropped", &[]), 0);
+    assert_eq!(
+        value(&at_b, "inferscope.label_store.lookup_failures", &[]),
+        0
+    );
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_holds_no_ack_and_what_is_not_stored_or_looked_up_is_counted() {
+    let redis = Redis::start_requiring(Some(PASSWORD));
+    let file = password_file("wrong", "not-the-password");
+    acks_without_a_usable_store(with_password_file(&redis, &file)).await;
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+#[test]
+fn a_refused_password_is_logged_as_such_and_never_printed() {
+    use common::process::{Served, BIN};
+    let redis = Redis::start_requiring(Some(PASSWORD));
+    let file = password_file("logged", "not-the-password");
+    // The binary's log goes to a file, read while it runs: the refusal is logged once the
+    // connection's own retries give up, a few seconds after start.
+    let log = file.with_file_name("log");
+    let addr = format!("127.0.0.1:{}", common::process::free_port());
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--no-metrics", "--no-traces"])
+        .args(["--label-store", &redis.url(), "--label-store-password-file"])
+        .arg(&file)
+        .env_remove("INFERSCOPE_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::process::wait_healthy(&mut child, &addr);
+    let served = Served {
+        child: Some(child),
+        addr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logged = loop {
+        let logged = std::fs::read_to_string(&log).unwrap();
+        if logged.contains("refused the password") || Instant::now() > deadline {
+            break logged;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(served);
+    assert!(logged.contains("refused the password"), "{logged}");
+    assert!(!logged.contains("not-the-password"), "{logged}");
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }

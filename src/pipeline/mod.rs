@@ -85,6 +85,9 @@ pub enum ShardWork {
         /// (taken out of the store for this shard to score); empty when there is no store or it
         /// did not answer in time.
         stored: Vec<Option<Vec<u8>>>,
+        /// Labels back from ingest's retry of the shared store with their predictions: counted
+        /// as received when they first came (and held as early labels since).
+        retried: bool,
         done: oneshot::Sender<()>,
     },
 }

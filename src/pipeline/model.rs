@@ -211,16 +211,20 @@ impl ModelState {
     }
 
     /// One accepted delayed label, with its prediction when the shared label store gave it back;
-    /// returns the entry the label join pushed out, if any.
+    /// returns the entry the label join pushed out, if any. A `retried` label (its prediction
+    /// found by a later lookup) was counted as received when it came.
     pub fn observe_label(
         &mut self,
         truth: &pb::GroundTruth,
         stored: Option<&[u8]>,
+        retried: bool,
         join: &mut LabelJoin,
         now_ms: u64,
         received_ns: u64,
     ) -> Option<Departed> {
-        self.ops.labels_accepted += 1;
+        if !retried {
+            self.ops.labels_accepted += 1;
+        }
         let a = self.analyses.as_mut()?;
         match stored {
             // Its prediction, from the shared label store.

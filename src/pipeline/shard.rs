@@ -224,6 +224,7 @@ impl Shard {
                 rejected,
                 received,
                 stored,
+                retried,
                 done,
             } => {
                 let now_ms = self.now_ms();
@@ -236,6 +237,7 @@ impl Shard {
                     let departed = self.table.get_mut(m).observe_label(
                         truth,
                         stored.get(j).and_then(Option::as_deref),
+                        retried,
                         &mut self.join,
                         now_ms,
                         received_ns,

@@ -165,6 +165,7 @@ async fn label(pipeline: &Pipeline, ids: &[&str], value: pb::label::Value) {
     });
     let work = ShardWork::Labels {
         stored: Vec::new(),
+        retried: false,
         accepted: (0..batch.labels.len() as u32).collect(),
         batch,
         rejected: Vec::new(),

@@ -261,6 +261,10 @@ impl LabelJoin {
     /// A delayed label whose prediction the shared store gave back (`stored`, taken out of the
     /// store: no other sidecar scores it): scored here. Bytes that do not decode leave the label
     /// to [`Self::on_label`]; a label that does not fit its prediction is counted.
+    ///
+    /// The label may also be held as early: ingest's retry found its prediction after the first
+    /// lookup missed, or the same label came before and missed. That entry's story ends here,
+    /// so that the hold's expiry does not count the label `unknown_request` as well.
     pub fn on_stored_label(
         &mut self,
         q: &mut ModelQuality,
@@ -274,11 +278,14 @@ impl LabelJoin {
             return self.on_label(q, truth, now_ms, received_ns);
         };
         q.advance(now_ms);
+        let key = self.key(q.id, &truth.request_id);
+        if self.early.take(&key).is_some() {
+            q.join.early -= 1;
+        }
         let at_unix_ns = at_or_received(truth.time_unix_nano, received_ns);
         match q.truth(&prediction, label) {
             Ok(resolved) => {
                 score(q, &prediction, resolved, predicted_ns, at_unix_ns);
-                let key = self.key(q.id, &truth.request_id);
                 self.resolve(key, Resolution::Labelled);
             }
             Err(reason) => q.join.unmatched[reason as usize] += 1,
@@ -349,7 +356,7 @@ impl LabelJoin {
 }
 
 /// A record's or label's own time, or when it was received when it carries none.
-fn at_or_received(time_unix_nano: u64, received_ns: u64) -> u64 {
+pub fn at_or_received(time_unix_nano: u64, received_ns: u64) -> u64 {
     match time_unix_nano {
         0 => received_ns,
         t => t,
@@ -372,5 +379,48 @@ fn score(
                 .update(delay_seconds(predicted_ns, labelled_ns));
         }
         Err(_) => q.join.unmatched[Unmatched::KindMismatch as usize] += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn label(request_id: &str, value: f64) -> pb::GroundTruth {
+        pb::GroundTruth {
+            request_id: request_id.into(),
+            label: Some(pb::Label {
+                value: Some(pb::label::Value::RegressionValue(value)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stored_prediction_found_for_a_held_label_ends_its_hold() {
+        let settings = QualitySettings {
+            shared_store: true,
+            early_label_hold: Duration::from_secs(60),
+            ..QualitySettings::default()
+        };
+        let mut join = LabelJoin::new(&settings);
+        let mut q = ModelQuality::new(1, &settings, 0);
+        // The first lookup missed: the label is held.
+        assert_eq!(join.on_label(&mut q, &label("r", 2.0), 0, 1), None);
+        assert_eq!(q.join.early, 1);
+        // A retry found the prediction another sidecar stored meanwhile.
+        let stored = q.encode_shared(&Prediction::Value(1.5), 1);
+        join.on_stored_label(&mut q, &label("r", 2.0), &stored, 1_000, 1);
+        assert_eq!((q.join.joined_delayed, q.join.early), (1, 0));
+        // The hold's end finds nothing left to count unknown_request.
+        let mut departed = Vec::new();
+        join.expire(120_000, |d| departed.push(d));
+        assert_eq!(departed, Vec::new());
+        assert_eq!(q.join.unmatched, [0; 6]);
+        // A label for a request the store had no prediction of is still held and expires.
+        join.on_label(&mut q, &label("s", 2.0), 120_000, 1);
+        join.expire(200_000, |d| departed.push(d));
+        assert_eq!(departed, vec![Departed::EarlyLabel(1)]);
     }
 }

@@ -12,11 +12,18 @@ use std::{
 pub struct Redis {
     child: Child,
     pub port: u16,
+    /// `--requirepass`, if the server asks for one: [`Self::command`] authenticates with it.
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_requiring(None)
+    }
+
+    /// [`Self::start`], with a server that requires `password` (`--requirepass`) if given.
+    pub fn start_requiring(password: Option<&str>) -> Self {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/redis-server");
         assert!(
             bin.exists(),
@@ -27,11 +34,17 @@ impl Redis {
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let redis = Self { child, port };
+        let password = password.map(str::to_owned);
+        let redis = Self {
+            child,
+            port,
+            password,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.try_command(&["PING"]).as_deref() != Some("+PONG") {
             assert!(
@@ -55,13 +68,23 @@ impl Redis {
     fn try_command(&self, args: &[&str]) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut request = format!("*{}\r\n", args.len());
-        for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        // With a password, AUTH goes first in the same write; its answer is read and skipped.
+        let auth = self.password.as_deref().map(|p| ["AUTH", p]);
+        let commands: Vec<&[&str]> = auth.iter().map(|a| &a[..]).chain([args]).collect();
+        let mut request = String::new();
+        for command in &commands {
+            request.push_str(&format!("*{}\r\n", command.len()));
+            for a in *command {
+                request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
         }
         stream.write_all(request.as_bytes()).ok()?;
+        let mut reader = BufReader::new(&mut stream);
         let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line).ok()?;
+        for _ in &commands {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+        }
         Some(line.trim_end().to_owned())
     }
 
