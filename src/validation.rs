@@ -274,6 +274,26 @@ fn check_label(
             check_class_index("label.class_index", *i, declaration)
         }
         Some(pb::label::Value::RegressionValue(v)) => check_finite("label.regression_value", *v),
+        Some(pb::label::Value::Evaluation(e)) => {
+            if e.name.is_empty() {
+                return Err(reject(
+                    "label.evaluation.name",
+                    RejectReason::MissingField,
+                    "an evaluation needs its name (gen_ai.evaluation.name)",
+                ));
+            }
+            check_name("label.evaluation.name", &e.name, limits)?;
+            check_name("label.evaluation.label", &e.label, limits)?;
+            match e.score {
+                Some(score) => check_finite("label.evaluation.score", score),
+                None if e.label.is_empty() => Err(reject(
+                    "label.evaluation",
+                    RejectReason::MissingField,
+                    "an evaluation needs a score or a label",
+                )),
+                None => Ok(()),
+            }
+        }
     }
 }
 
