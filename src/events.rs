@@ -372,6 +372,62 @@ impl SelfEvent for PredictionsNotStored {
     const COUNTER: SelfCounter = SelfCounter::LabelStoreDropped;
 }
 
+/// An entry of the label stream that is not a label this sidecar can read; acknowledged and
+/// skipped (`crate::label_stream`).
+#[derive(Debug)]
+pub struct LabelEntriesMalformed<'a> {
+    pub id: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for LabelEntriesMalformed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::label_stream",
+            entry = self.id,
+            error = self.error,
+            "an entry of the label stream is not a label: skipped (counted in \
+             inferscope.label_stream.malformed); write labels with `inferscope labels`"
+        );
+    }
+}
+
+impl SelfEvent for LabelEntriesMalformed<'_> {
+    const COUNTER: SelfCounter = SelfCounter::LabelStreamMalformed;
+}
+
+/// The label stream cannot be read; emitted through an [`Outage`] (logged when an outage
+/// starts).
+#[derive(Debug)]
+pub struct LabelStreamDown<'a> {
+    pub redis: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for LabelStreamDown<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::label_stream",
+            redis = %self.redis,
+            error = %self.error,
+            "cannot read the label stream: labels from `inferscope labels` wait in Redis until \
+             it answers again (retrying with backoff)"
+        );
+    }
+}
+
+/// The label stream is read again.
+#[derive(Debug)]
+pub struct LabelStreamRecovered<'a> {
+    pub redis: &'a str,
+}
+
+impl InternalEvent for LabelStreamRecovered<'_> {
+    fn log(&self) {
+        tracing::info!(target: "inferscope::label_stream", redis = %self.redis, "the label stream answers again");
+    }
+}
+
 /// A change to the state directory was not written.
 #[derive(Debug)]
 pub struct StateWriteFailed<'a> {

@@ -26,6 +26,8 @@
 //! - [`security`]: TLS, mutual TLS and the bearer token of ingest.
 //! - [`server`]: assembles the above and shuts it down in order.
 //! - [`demo`]: a built-in synthetic model server for `inferscope demo`.
+//! - [`label_stream`] and [`label_import`]: labels from outside the pod, appended to a Redis
+//!   stream by `inferscope labels` and read by every sidecar of a fleet into ingest.
 
 pub mod anomaly;
 pub mod clock;
@@ -34,9 +36,11 @@ pub mod demo;
 pub mod drift;
 pub mod events;
 pub mod export;
-pub mod ingest;
-pub mod label_store;
 pub mod fleet;
+pub mod ingest;
+pub mod label_import;
+pub mod label_store;
+pub mod label_stream;
 pub mod listener;
 pub mod models;
 pub mod operational;

@@ -53,6 +53,13 @@ enum Command {
     /// not. For container health checks and Kubernetes exec probes: the sidecar listens on
     /// loopback, which kubelet's own gRPC probes cannot reach.
     Health(HealthArgs),
+    /// Send delayed labels (ground truth) from CSV or JSON Lines files to the fleet's label
+    /// stream in Redis, from where the sidecars of --label-store join them with their
+    /// predictions: for labels produced where no sidecar can be reached (a nightly job, a
+    /// labelling tool). Exit codes: 0 every row sent; 3 some rows rejected (reported with their
+    /// file and line; the others were sent); 4 the store cannot be reached or failed; 1 other
+    /// errors (a file that cannot be read); 2 bad arguments.
+    Labels(LabelsArgs),
 }
 
 /// How a command reaches a running sidecar. With TLS on ingest it connects over TLS (and with
@@ -165,6 +172,45 @@ struct ProfileArgs {
     sample: usize,
 }
 
+/// `inferscope labels` arguments.
+#[derive(clap::Args)]
+struct LabelsArgs {
+    /// Label files: `.csv` (with a header row) or `.jsonl` (one object a line); `-` reads JSON
+    /// Lines from standard input. Columns: request_id; model and version (unless --model and
+    /// --version); one of class, class_index or value; optionally time_unix_nano or time
+    /// (RFC 3339).
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// The fleet's Redis, as given to the sidecars' --label-store (`redis://host:6379/0`,
+    /// `rediss://…`).
+    #[arg(
+        long,
+        env = "INFERSCOPE_LABEL_STORE",
+        required_unless_present = "dry_run"
+    )]
+    store: Option<String>,
+    /// File holding the store's password (a mounted Secret), used instead of a password in the
+    /// URL, as the sidecars' --label-store-password-file.
+    #[arg(long, env = "INFERSCOPE_LABEL_STORE_PASSWORD_FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// Model of the rows that name none.
+    #[arg(long)]
+    model: Option<String>,
+    /// Model version of the rows that name none.
+    #[arg(long)]
+    version: Option<String>,
+    /// Format of every file [default: from each file's extension; standard input: jsonl].
+    #[arg(long, value_enum)]
+    format: Option<inferscope::label_import::Format>,
+    /// Entries the stream keeps at most, approximately (XADD MAXLEN ~): the oldest are trimmed,
+    /// read or not.
+    #[arg(long, default_value_t = inferscope::label_stream::DEFAULT_MAX_LEN)]
+    max_len: u64,
+    /// Check every row and report, send nothing (no Redis needed).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Logs to stdout: text, coloured only on a terminal (under Kubernetes stdout is a pipe and
 /// colour codes would end up in the log store), or one JSON object a line.
 fn init_logging(format: LogFormat) {
@@ -198,6 +244,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config } => serve(config).await,
+        Command::Labels(args) => {
+            use inferscope::label_import::{self, ImportOptions};
+            let options = ImportOptions {
+                files: args.files,
+                store: args.store,
+                password_file: args.password_file,
+                model: args.model,
+                version: args.version,
+                format: args.format,
+                max_len: args.max_len,
+                dry_run: args.dry_run,
+            };
+            // The summary on stdout; rejected rows, progress and errors on stderr, in one line
+            // each whatever RUST_BACKTRACE says.
+            match label_import::run(options).await {
+                Ok(summary) => {
+                    print!("{summary}");
+                    std::process::exit(summary.exit_code())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(e.exit_code())
+                }
+            }
+        }
         Command::Demo {
             config,
             duration,

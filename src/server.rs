@@ -213,6 +213,21 @@ impl Sidecar {
         ));
 
         let ingest = Ingest::new(pipeline.clone(), &registries, &config, shutdown.clone());
+        // Labels from outside the pod (`inferscope labels`), read from the store's Redis stream.
+        let label_stream = match &config.label_store {
+            Some(url) => Some(
+                crate::label_stream::LabelStreamConsumer::start(
+                    url,
+                    config.label_store_password.as_ref(),
+                    ingest.clone(),
+                    config.limits.max_batch_records,
+                    stats.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| ServeError::LabelStore(crate::label_store::redact(url), e))?,
+            ),
+            None => None,
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -294,6 +309,10 @@ impl Sidecar {
                             Ok(())
                         }
                     };
+                    // The label stream's batch in hand reaches the shards before they drain.
+                    if let Some(task) = label_stream {
+                        let _ = task.await;
+                    }
                     let finals = pipeline.drain().await;
                     // The shards' last predictions, written before the process ends.
                     if let Some(store) = &label_store {

@@ -58,18 +58,6 @@ fn labels(truth: &[&str]) -> pb::LabelBatch {
     }
 }
 
-fn wait_for_keys(redis: &Redis, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.keys() != want {
-        assert!(
-            Instant::now() < deadline,
-            "redis holds {} keys, not {want}",
-            redis.keys()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_label_at_one_sidecar_joins_the_prediction_made_at_another() {
     let redis = Redis::start();
@@ -88,7 +76,7 @@ async fn a_label_at_one_sidecar_joins_the_prediction_made_at_another() {
         .unwrap()
         .into_inner();
     assert_eq!(ack.accepted, 60);
-    wait_for_keys(&redis, 60);
+    redis.wait_for_predictions(60);
     let ack = b
         .client()
         .await
@@ -98,7 +86,7 @@ async fn a_label_at_one_sidecar_joins_the_prediction_made_at_another() {
         .into_inner();
     assert_eq!(ack.accepted, 60);
     // Each prediction was taken out by the label that joined it.
-    assert_eq!(redis.keys(), 0);
+    assert_eq!(redis.predictions(), 0);
 
     let (at_a, _) = a.stop().await;
     let (at_b, _) = b.stop().await;
@@ -184,7 +172,7 @@ async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout
         .submit_records(predictions(&["yes"; 10]))
         .await
         .unwrap();
-    wait_for_keys(&redis, 10);
+    redis.wait_for_predictions(10);
     redis.signal("-STOP");
     let mut slowest = Duration::ZERO;
     for sequence in 2..22 {

@@ -116,6 +116,21 @@ pub fn record(request_id: &str, latency: f64) -> pb::InferenceRecord {
     }
 }
 
+/// A classifier's record: `request_id` predicted `class`.
+pub fn classified(request_id: String, class: &str) -> pb::InferenceRecord {
+    pb::InferenceRecord {
+        request_id,
+        latency_seconds: Some(0.01),
+        prediction: Some(pb::inference_record::Prediction::Classification(
+            pb::Classification {
+                predicted_class: class.into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 pub fn batch(sequence: u64, model: &str, records: Vec<pb::InferenceRecord>) -> pb::RecordBatch {
     pb::RecordBatch {
         sequence,

@@ -96,6 +96,28 @@ impl Redis {
             .unwrap()
     }
 
+    /// Predictions waiting for a label in the shared store (keys `{model@version}:p:…`; other
+    /// keys, such as the label stream, are not counted).
+    pub fn predictions(&self) -> i64 {
+        self.command(&["EVAL", "return #redis.call('KEYS', '*}:p:*')", "0"])
+            .trim_start_matches(':')
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits (at most 10 s) until the store holds `want` predictions.
+    pub fn wait_for_predictions(&self, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.predictions() != want {
+            assert!(
+                Instant::now() < deadline,
+                "redis holds {} predictions, not {want}",
+                self.predictions()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops (SIGSTOP) or resumes (SIGCONT) the server, for fault tests.
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
