@@ -24,7 +24,7 @@ use crate::{
     models::ModelKey,
     self_metrics::SelfStats,
 };
-use redis::aio::ConnectionManager;
+use redis::{aio::ConnectionManager, Cmd};
 use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -131,9 +131,44 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The key of a pending prediction.
-fn key(model: &str, version: &str, request_id: &str) -> String {
-    format!("{{{model}@{version}}}:p:{request_id}")
+
+/// A command on one pending prediction's key, with room for `more` further arguments of
+/// `more_bytes` in all: its buffers are sized once, and the key is written straight into them
+/// (the writer and the lookups build one per prediction; BENCHMARKS.md, "Fleet").
+fn keyed(name: &str, model: &str, version: &str, request_id: &str, more: (usize, usize)) -> Cmd {
+    let key = model.len() + version.len() + request_id.len() + 6;
+    let mut cmd = Cmd::with_capacity(2 + more.0, name.len() + key + more.1);
+    cmd.arg(name).arg(PendingKey {
+        model,
+        version,
+        request_id,
+    });
+    cmd
+}
+
+/// A pending prediction's key, `{<model>@<version>}:p:<request id>`, as a command argument, written without a `String` of its own.
+struct PendingKey<'a> {
+    model: &'a str,
+    version: &'a str,
+    request_id: &'a str,
+}
+
+impl redis::ToRedisArgs for PendingKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        for part in [
+            "{",
+            self.model,
+            "@",
+            self.version,
+            "}:p:",
+            self.request_id,
+        ] {
+            // Writes into the command's buffer: cannot fail.
+            let _ = arg.write_all(part.as_bytes());
+        }
+    }
 }
 
 impl LabelStore {
@@ -222,16 +257,14 @@ impl LabelStore {
                             });
                             continue;
                         };
-                        let mut pipe = redis::pipe();
+                        let mut pipe = redis::Pipeline::with_capacity(n);
                         for run in &predictions {
+                            let (model, version) = (&run.key.model, &run.key.version);
                             for (request_id, value) in &run.predictions {
-                                pipe.cmd("SET")
-                                    .arg(key(&run.key.model, &run.key.version, request_id))
-                                    .arg(value)
-                                    .arg("EX")
-                                    .arg(ttl_seconds)
-                                    .arg("NX")
-                                    .ignore();
+                                let mut set =
+                                    keyed("SET", model, version, request_id, (4, value.len() + 24));
+                                set.arg(value).arg("EX").arg(ttl_seconds).arg("NX");
+                                pipe.add_command(set).ignore();
                             }
                         }
                         let timeout = self.timeout;
@@ -295,9 +328,9 @@ impl LabelStore {
             self.down("not connected");
             return None;
         };
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(labels.len());
         for (model, version, request_id) in labels {
-            pipe.cmd("GETDEL").arg(key(model, version, request_id));
+            pipe.add_command(keyed("GETDEL", model, version, request_id, (0, 0)));
         }
         match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
             Ok(Ok(found)) => {
@@ -399,8 +432,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    fn key(model: &str, version: &str, request_id: &str) -> String {
+        format!("{{{model}@{version}}}:p:{request_id}")
+    }
+
     #[test]
     fn a_model_version_is_one_hash_tag() {
         assert_eq!(key("fraud", "7", "r-1"), "{fraud@7}:p:r-1");
+        let mut built = redis::cmd("GETDEL");
+        built.arg(key("fraud", "7", "r-1"));
+        assert_eq!(
+            keyed("GETDEL", "fraud", "7", "r-1", (0, 0)).get_packed_command(),
+            built.get_packed_command()
+        );
     }
 }
