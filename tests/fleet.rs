@@ -203,6 +203,54 @@ async fn a_frozen_redis_delays_no_record_ack_and_labels_wait_at_most_the_timeout
     assert!((1..=1000).contains(&dropped), "{dropped}");
 }
 
+/// The fault test: Redis frozen (SIGSTOP) for 10 s while a client keeps sending: every
+/// batch is acked, the ack latency's p99 over the freeze is printed (and held far below the
+/// store's timeout), and the predictions that could not be written are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_for_ten_seconds_under_load_holds_no_ack() {
+    let redis = Redis::start();
+    let s = common::start(fleet_config(redis.url())).await;
+    let mut client = s.client().await;
+    client
+        .submit_records(predictions(&["yes"; 10]))
+        .await
+        .unwrap();
+    redis.wait_for_predictions(10);
+    redis.signal("-STOP");
+    let frozen = Instant::now();
+    let mut latencies = Vec::new();
+    let mut sequence = 1;
+    while frozen.elapsed() < Duration::from_secs(10) {
+        sequence += 1;
+        let mut batch = predictions(&["no"; 100]);
+        batch.sequence = sequence;
+        for r in &mut batch.records {
+            r.request_id = format!("{sequence}-{}", r.request_id);
+        }
+        let started = Instant::now();
+        let ack = client.submit_records(batch).await.unwrap().into_inner();
+        latencies.push(started.elapsed());
+        assert_eq!(ack.accepted, 100);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    redis.signal("-CONT");
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "Redis frozen 10 s: {} batches of 100 acked, ack p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        p99,
+        latencies.last().unwrap()
+    );
+    // The store's timeout is 200 ms; an ack that waited for Redis would take at least that.
+    assert!(p99 < Duration::from_millis(150), "ack p99 {p99:?}");
+    let (metrics, _) = s.stop().await;
+    let dropped = value(&metrics, "inferscope.label_store.dropped", &[]);
+    let sent = latencies.len() as i64 * 100;
+    assert!(dropped > 0 && dropped <= sent, "{dropped} of {sent}");
+}
+
 /// Waits (at most 10 s) until `sidecar` has joined `want` delayed labels of model m.
 async fn wait_for_joins(sidecar: &common::TestSidecar, want: u64) {
     let key = ModelKey::new("m", "1");
