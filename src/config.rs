@@ -322,6 +322,18 @@ settings! {
         /// Anomaly detectors: defaults and per-model sections (file only).
         #[arg(skip)]
         pub anomaly: Option<crate::anomaly::settings::AnomalyFile>,
+        /// Address of an OTLP/gRPC traces receiver (`TraceService/Export`, conventionally
+        /// 127.0.0.1:4317): GenAI spans become generation records, every span is forwarded to
+        /// the traces endpoint [default: off].
+        #[arg(long, env = "INFERSCOPE_OTLP_RECEIVE_GRPC")]
+        pub otlp_receive_grpc: Option<SocketAddr>,
+        /// Address of an OTLP/HTTP traces receiver (`POST /v1/traces`, protobuf, conventionally
+        /// 127.0.0.1:4318), as --otlp-receive-grpc [default: off].
+        #[arg(long, env = "INFERSCOPE_OTLP_RECEIVE_HTTP")]
+        pub otlp_receive_http: Option<SocketAddr>,
+        /// No-code capture: `[capture.otlp]` (file only).
+        #[arg(skip)]
+        pub capture: Option<crate::capture::CaptureFile>,
     }
 }
 
@@ -456,6 +468,8 @@ pub struct Config {
     pub label_store_password: Option<crate::label_store::Password>,
     /// Anomaly detectors, per model name (`[anomaly]` and `[anomaly.models."<name>"]`).
     pub anomaly: crate::anomaly::AnomalyConfig,
+    /// OTLP traces receivers (`--otlp-receive-grpc`, `--otlp-receive-http`, `[capture.otlp]`).
+    pub otlp_receive: crate::capture::otlp::OtlpReceive,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
     pub null_sink: bool,
@@ -797,6 +811,20 @@ impl Config {
                 .map_err(ConfigError::from),
         );
 
+        let mapping = given.capture.and_then(|c| c.otlp).unwrap_or_default();
+        if mapping.model_attributes.is_empty() {
+            bad.report(invalid(
+                "[capture.otlp] model_attributes",
+                "[]",
+                "name at least one attribute, e.g. [\"gen_ai.request.model\", \"service.name\"]",
+            ));
+        }
+        let otlp_receive = crate::capture::otlp::OtlpReceive {
+            grpc: given.otlp_receive_grpc,
+            http: given.otlp_receive_http,
+            mapping,
+        };
+
         bad.finish()?;
         Ok(Config {
             listen,
@@ -821,6 +849,7 @@ impl Config {
             label_store_timeout,
             label_store_password,
             anomaly,
+            otlp_receive,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
             null_sink: given.null_sink,

@@ -818,6 +818,134 @@ impl SelfEvent for AcksUnread {
     const COUNTER: SelfCounter = SelfCounter::StreamsUnread;
 }
 
+// No-code capture: OTLP traces in (`crate::capture::otlp`).
+
+/// Spans received by an OTLP receiver; only counted.
+#[derive(Debug)]
+pub struct OtlpSpansReceived {
+    pub spans: u64,
+}
+
+impl InternalEvent for OtlpSpansReceived {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.spans
+    }
+}
+
+impl SelfEvent for OtlpSpansReceived {
+    const COUNTER: SelfCounter = SelfCounter::OtlpSpansReceived;
+}
+
+/// Generation records made from GenAI spans; only counted.
+#[derive(Debug)]
+pub struct OtlpRecordsCaptured {
+    pub records: u64,
+}
+
+impl InternalEvent for OtlpRecordsCaptured {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.records
+    }
+}
+
+impl SelfEvent for OtlpRecordsCaptured {
+    const COUNTER: SelfCounter = SelfCounter::OtlpRecordsCaptured;
+}
+
+/// An OTLP request refused as bad input (the sender is told why in its answer).
+#[derive(Debug)]
+pub struct OtlpRequestRejected<'a> {
+    /// `undecodable`, `content_type`, `content_encoding` or `too_large`.
+    pub reason: &'static str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for OtlpRequestRejected<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            reason = self.reason,
+            error = self.error,
+            "an OTLP trace request was refused as bad input (counted in inferscope.otlp.rejected; \
+             logged once)"
+        );
+    }
+}
+
+impl SelfEvent for OtlpRequestRejected<'_> {
+    const COUNTER: SelfCounter = SelfCounter::OtlpRejected;
+}
+
+/// Received spans not forwarded: the forward queue was full.
+#[derive(Debug)]
+pub struct SpansNotForwarded {
+    pub spans: u64,
+}
+
+impl InternalEvent for SpansNotForwarded {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            spans = self.spans,
+            "the span forward queue is full: received spans are dropped instead of forwarded \
+             (counted in inferscope.otlp.forward.dropped; logged once)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.spans
+    }
+}
+
+impl SelfEvent for SpansNotForwarded {
+    const COUNTER: SelfCounter = SelfCounter::OtlpForwardDropped;
+}
+
+/// A forward request failed; emitted through an [`Outage`], counted in
+/// `inferscope.otlp.forward.failed`.
+#[derive(Debug)]
+pub struct SpansForwardFailed<'a> {
+    pub to: &'a str,
+    pub error: &'a dyn std::error::Error,
+    pub spans: u64,
+}
+
+impl InternalEvent for SpansForwardFailed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            to = %self.to,
+            error = %self.error,
+            "forwarding received spans failed; they are dropped (counted in \
+             inferscope.otlp.forward.failed) until the traces endpoint answers"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.spans
+    }
+}
+
+/// Forwarding works again after an outage; emitted through an [`Outage`].
+#[derive(Debug)]
+pub struct SpansForwardRecovered<'a> {
+    pub to: &'a str,
+}
+
+impl InternalEvent for SpansForwardRecovered<'_> {
+    fn log(&self) {
+        tracing::info!(target: "inferscope::capture", to = %self.to, "forwarding received spans recovered");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! - [`config`]: flags, environment and file, resolved once at start-up.
 //! - [`ingest`]: the gRPC service; decodes batches, answers acks; the only place errors become
 //!   `tonic::Status`.
+//! - [`capture`]: no-code inputs (OTLP traces in) that make the same records as the API.
 //! - [`validation`]: per-record checks; one bad record is rejected alone.
 //! - [`models`]: model keys and declarations (task, classes, feature schema).
 //! - [`pipeline`]: routing by (model, version) to shard workers that own all state.
@@ -30,6 +31,7 @@
 //!   stream by `inferscope labels` and read by every sidecar of a fleet into ingest.
 
 pub mod anomaly;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -142,3 +142,43 @@ pub fn incoming(
         },
     )
 }
+
+/// The same bounded accept loop for an HTTP server (axum): the OTLP/HTTP receiver's
+/// connections count against a `--max-connections` of their own and accept errors back off as
+/// the gRPC server's do.
+pub struct BoundedListener {
+    incoming: Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>>,
+    local: std::net::SocketAddr,
+}
+
+impl BoundedListener {
+    pub fn new(listener: TcpListener, slots: Arc<ConnectionSlots>, stats: Arc<SelfStats>) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self {
+            incoming: Box::pin(incoming(listener, slots, stats)),
+            local,
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Connection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
+        use futures_util::StreamExt;
+        loop {
+            // `incoming` never ends and never yields an error (it retries accepts itself).
+            if let Some(Ok(connection)) = self.incoming.next().await {
+                let peer = connection.tcp.peer_addr().unwrap_or(self.local);
+                return (connection, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        Ok(self.local)
+    }
+}

@@ -48,6 +48,16 @@ pub enum SelfCounter {
     FleetUpdatesFailed,
     /// Entries of the label stream that did not decode (acknowledged and skipped).
     LabelStreamMalformed,
+    /// Spans received by the OTLP traces receivers, GenAI or not.
+    OtlpSpansReceived,
+    /// Generation records made from received GenAI spans.
+    OtlpRecordsCaptured,
+    /// OTLP requests refused as bad input (undecodable, wrong content type, too large).
+    OtlpRejected,
+    /// Received spans not forwarded because the forward queue was full.
+    OtlpForwardDropped,
+    /// Received spans whose forward request failed.
+    OtlpForwardFailed,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -211,6 +221,41 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.label_stream.malformed",
         unit: "{entry}",
         description: "Entries of the label stream (inferscope:labels, written by `inferscope labels`) that were not a ground-truth label this sidecar can read: acknowledged and skipped.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpSpansReceived,
+        name: "inferscope.otlp.spans.received",
+        unit: "{span}",
+        description: "Spans received by the OTLP traces receivers (--otlp-receive-grpc, --otlp-receive-http), GenAI or not, in requests that decoded.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpRecordsCaptured,
+        name: "inferscope.otlp.records.captured",
+        unit: "{record}",
+        description: "Generation records made from received GenAI spans and handed to ingest (each then counted as any record: inferscope.records.received or .rejected).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpRejected,
+        name: "inferscope.otlp.rejected",
+        unit: "{request}",
+        description: "OTLP trace requests refused as bad input: undecodable protobuf (INVALID_ARGUMENT, HTTP 400), a content type or encoding other than uncompressed application/x-protobuf (HTTP 415), over --max-message-bytes (RESOURCE_EXHAUSTED, HTTP 413).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpForwardDropped,
+        name: "inferscope.otlp.forward.dropped",
+        unit: "{span}",
+        description: "Received spans not forwarded to the traces endpoint because the forward queue (256 requests) was full.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpForwardFailed,
+        name: "inferscope.otlp.forward.failed",
+        unit: "{span}",
+        description: "Received spans whose forward request to the traces endpoint failed (not retried).",
         instrument: Instrument::Counter,
     },
 ];

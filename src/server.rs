@@ -76,6 +76,8 @@ pub enum ServeError {
     State(std::path::PathBuf, #[source] std::io::Error),
     #[error("cannot use --label-store {0}: {1}")]
     LabelStore(String, #[source] redis::RedisError),
+    #[error(transparent)]
+    Capture(#[from] crate::capture::otlp::StartError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -83,6 +85,9 @@ pub enum ServeError {
 /// A running sidecar.
 pub struct Sidecar {
     pub local_addr: SocketAddr,
+    /// Where the OTLP traces receivers listen, when on (`--otlp-receive-grpc`, `-http`).
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    pub otlp_http_addr: Option<SocketAddr>,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
     lifecycle: JoinHandle<Result<(), ServeError>>,
@@ -228,6 +233,13 @@ impl Sidecar {
             ),
             None => None,
         };
+        // No-code capture: OTLP traces in, through the same ingest (off unless configured).
+        let mut otlp =
+            crate::capture::otlp::start(&config, ingest.clone(), stats.clone(), shutdown.clone())
+                .await?;
+        let (otlp_grpc_addr, otlp_http_addr) = otlp
+            .as_ref()
+            .map_or((None, None), |r| (r.grpc_addr, r.http_addr));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -313,6 +325,10 @@ impl Sidecar {
                     if let Some(task) = label_stream {
                         let _ = task.await;
                     }
+                    // The OTLP receivers' last requests reach the shards before they drain.
+                    if let Some(otlp) = &mut otlp {
+                        otlp.stopped(budget / 4).await;
+                    }
                     let finals = pipeline.drain().await;
                     // The shards' last predictions, written before the process ends.
                     if let Some(store) = &label_store {
@@ -326,6 +342,10 @@ impl Sidecar {
                                 tracing::info!("final metrics export done");
                             }
                         }
+                    }
+                    // The received spans still queued, forwarded before the process ends.
+                    if let Some(otlp) = &mut otlp {
+                        otlp.forwarded(budget / 4).await;
                     }
                     if let Some(task) = span_builder {
                         let _ = task.await;
@@ -352,6 +372,8 @@ impl Sidecar {
 
         Ok(Self {
             local_addr,
+            otlp_grpc_addr,
+            otlp_http_addr,
             pipeline,
             shutdown,
             lifecycle,

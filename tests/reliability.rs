@@ -321,78 +321,17 @@ async fn a_stream_whose_client_does_not_read_its_acks_is_ended() {
     assert_eq!(value(&metrics, "inferscope.streams.unread", &[]), 1);
 }
 
-/// Sends already-encoded messages, so that a test can send bytes no client library would.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawCoder;
-
-impl tonic::codec::Encoder for RawCoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use prost::bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use prost::bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCoder;
-    type Decoder = RawCoder;
-    fn encoder(&mut self) -> RawCoder {
-        RawCoder
-    }
-    fn decoder(&mut self) -> RawCoder {
-        RawCoder
-    }
-}
-
-/// Sends `bytes` as the request of the unary method `path`; the reply's bytes.
-async fn raw_unary(
-    s: &common::TestSidecar,
-    path: &'static str,
-    bytes: Vec<u8>,
-) -> Result<Vec<u8>, tonic::Status> {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", s.sidecar.local_addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_is_not_utf8_is_rejected_alone() {
     let s = common::start(common::config()).await;
     let (batch, bytes) = inferscope::demo::encoded_with_invalid_utf8(7, 5, 2);
-    let reply = raw_unary(&s, "/inferscope.v1.IngestService/SubmitRecords", bytes)
-        .await
-        .expect("the batch is taken, less its bad record");
+    let reply = common::raw_unary(
+        s.sidecar.local_addr,
+        "/inferscope.v1.IngestService/SubmitRecords",
+        bytes,
+    )
+    .await
+    .expect("the batch is taken, less its bad record");
     let ack = pb::BatchAck::decode(reply.as_slice()).unwrap();
     assert_eq!((ack.sequence, ack.accepted), (7, 4));
     assert_eq!(ack.rejects.len(), 1, "{:?}", ack.rejects);
@@ -441,9 +380,13 @@ async fn a_label_that_is_not_utf8_is_rejected_alone() {
         .position(|w| w == "\u{1F6A9}".as_bytes())
         .unwrap();
     bytes[at] = 0xff;
-    let reply = raw_unary(&s, "/inferscope.v1.IngestService/SubmitLabels", bytes)
-        .await
-        .expect("the batch is taken, less its bad label");
+    let reply = common::raw_unary(
+        s.sidecar.local_addr,
+        "/inferscope.v1.IngestService/SubmitLabels",
+        bytes,
+    )
+    .await
+    .expect("the batch is taken, less its bad label");
     let ack = pb::LabelAck::decode(reply.as_slice()).unwrap();
     assert_eq!((ack.sequence, ack.accepted), (3, 2));
     assert_eq!(ack.rejects.len(), 1, "{:?}", ack.rejects);

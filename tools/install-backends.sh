@@ -5,8 +5,10 @@
 #   .tools/bin/redis-server      Redis (fleet label store), from the machine's own Debian release:
 #   .tools/bin/redis-cli         `redis-server` + `redis-tools` .debs and the libraries a bare machine
 #   .tools/bin/redis-benchmark   lacks, extracted into .tools/redis; bin/ holds wrapper scripts
+#   .tools/capture-venv          the OpenTelemetry Python SDK + OTLP exporters and the cloudevents SDK,
+#                                pinned (CAPTURE_PACKAGES), for the no-code capture tests (tests/capture/)
 # Idempotent: each part is skipped when its binary already runs. Usage:
-#   tools/install-backends.sh [vm|phoenix|redis|all]      (default: all)
+#   tools/install-backends.sh [vm|phoenix|redis|capture|all]      (default: all)
 # Env: PHOENIX_VERSION (pinned default below), PYTHON (default python3, needs >= 3.11), FORCE=1 to redo.
 # Phoenix's transitive dependencies are pinned by the constraints list at the bottom of this file
 # (a `pip freeze` of a working install); it is only applied with the default PHOENIX_VERSION.
@@ -225,12 +227,41 @@ WRAPPER
   log "redis installed from $(head -n1 "$dir/.deb-version"): $("$BIN/redis-server" --version)"
 }
 
+# The clients of the no-code capture tests (issue 12): OpenTelemetry's Python SDK sending spans over
+# OTLP/gRPC and OTLP/HTTP (tests/capture/send_genai_spans.py) and the CloudEvents SDK posting
+# KServe-shaped events. Exact versions; their own dependencies are whatever pip resolves for these.
+CAPTURE_PACKAGES=(
+  opentelemetry-sdk==1.39.1
+  opentelemetry-exporter-otlp-proto-grpc==1.39.1
+  opentelemetry-exporter-otlp-proto-http==1.39.1
+  cloudevents==2.2.0
+)
+
+install_capture() {
+  local venv="$TOOLS/capture-venv" want="${CAPTURE_PACKAGES[*]}"
+  if [[ "$FORCE" != 1 && -f "$venv/.capture-packages" && "$(cat "$venv/.capture-packages")" == "$want" ]] \
+     && "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, cloudevents' >/dev/null 2>&1; then
+    log "capture clients already installed ($want)"
+    return 0
+  fi
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "creating venv $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+  fi
+  log "pip install ${CAPTURE_PACKAGES[*]}"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${CAPTURE_PACKAGES[@]}" >&2
+  echo "$want" > "$venv/.capture-packages"
+  log "capture clients installed into $venv"
+}
+
 case "$WHAT" in
   vm|victoria-metrics) install_vm ;;
   phoenix) install_phoenix ;;
   redis) install_redis ;;
-  all) install_vm; install_phoenix; install_redis ;;
-  *) echo "usage: $0 [vm|phoenix|redis|all]" >&2; exit 2 ;;
+  capture) install_capture ;;
+  all) install_vm; install_phoenix; install_redis; install_capture ;;
+  *) echo "usage: $0 [vm|phoenix|redis|capture|all]" >&2; exit 2 ;;
 esac
 exit 0
 

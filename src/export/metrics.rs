@@ -144,43 +144,16 @@ impl MetricTransport {
                 let mut req = tonic::Request::new(request);
                 req.set_timeout(timeout);
                 super::add_grpc_metadata(req.metadata_mut(), headers);
-                match tokio::time::timeout(timeout, client.export(req)).await {
-                    Err(_) => Err(ExportError::Timeout(timeout)),
-                    Ok(Err(status)) => Err(ExportError::Request(format!(
-                        "{}: {}",
-                        status.code(),
-                        status.message()
-                    ))),
-                    Ok(Ok(_)) => Ok(()),
-                }
+                super::grpc_outcome(
+                    tokio::time::timeout(timeout, client.export(req)).await,
+                    timeout,
+                )
             }
             Self::Http {
                 client,
                 url,
                 headers,
-            } => {
-                let mut req = client
-                    .post(url.as_str())
-                    .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec());
-                for (k, v) in headers.iter() {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                let response = req
-                    .send()
-                    .await
-                    .map_err(|e| ExportError::Request(super::error_chain(&e)))?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    Err(ExportError::Request(format!(
-                        "HTTP {status}: {}",
-                        body.chars().take(200).collect::<String>()
-                    )))
-                }
-            }
+            } => super::post_protobuf(client, url, headers, request.encode_to_vec()).await,
             Self::Memory(store) => {
                 store
                     .lock()

@@ -36,7 +36,10 @@ pub enum ExportError {
 /// Adds the configured OTLP headers to gRPC request metadata. A header that is not valid gRPC
 /// metadata (a name with bytes metadata keys do not allow, a value with control characters) is
 /// left out.
-fn add_grpc_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &[(String, String)]) {
+pub(crate) fn add_grpc_metadata(
+    metadata: &mut tonic::metadata::MetadataMap,
+    headers: &[(String, String)],
+) {
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             k.parse::<tonic::metadata::MetadataKey<_>>(),
@@ -50,7 +53,7 @@ fn add_grpc_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &[(St
 /// A lazily connecting gRPC channel to `endpoint`. An `https://` endpoint gets TLS (rustls),
 /// verified by `ca` when `OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE` names one, else by the
 /// system's roots.
-fn grpc_channel(
+pub(crate) fn grpc_channel(
     endpoint: &str,
     ca: Option<&crate::config::PemFile>,
     timeout: std::time::Duration,
@@ -79,7 +82,7 @@ fn grpc_channel(
 /// An HTTP client for OTLP/HTTP. `https://` URLs are verified by `ca` alone when it is given
 /// (the specification's "certificate to use when verifying a server's TLS credentials"), else
 /// by the platform's verifier.
-fn http_client(
+pub(crate) fn http_client(
     url: &str,
     ca: Option<&crate::config::PemFile>,
     timeout: std::time::Duration,
@@ -94,6 +97,51 @@ fn http_client(
         builder = builder.tls_certs_only(roots);
     }
     builder.build().map_err(invalid)
+}
+
+/// The outcome of a gRPC export call made under `tokio::time::timeout(timeout, …)`.
+pub(crate) fn grpc_outcome<T>(
+    outcome: Result<Result<T, tonic::Status>, tokio::time::error::Elapsed>,
+    timeout: std::time::Duration,
+) -> Result<(), ExportError> {
+    match outcome {
+        Err(_) => Err(ExportError::Timeout(timeout)),
+        Ok(Err(status)) => Err(ExportError::Request(format!(
+            "{}: {}",
+            status.code(),
+            status.message()
+        ))),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// POSTs an encoded OTLP request to `url` (OTLP/HTTP, protobuf) with the configured headers.
+pub(crate) async fn post_protobuf(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: impl Into<reqwest::Body>,
+) -> Result<(), ExportError> {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ExportError::Request(error_chain(&e)))?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(ExportError::Request(format!(
+        "HTTP {status}: {}",
+        body.chars().take(200).collect::<String>()
+    )))
 }
 
 /// An error with its sources, on one line.

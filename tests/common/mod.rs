@@ -2,6 +2,7 @@
 //! OTLP requests it exported.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod golden;
 pub mod otlp;
 pub mod process;
@@ -226,4 +227,28 @@ pub fn point(
         found.len()
     );
     found.first().copied()
+}
+
+/// Sends already-encoded `bytes` as the request of the unary gRPC method `path` (bytes no client
+/// library would send); the reply's bytes.
+pub async fn raw_unary(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary::<_, prost::bytes::Bytes, _>(
+        tonic::Request::new(prost::bytes::Bytes::from(bytes)),
+        path,
+        inferscope::capture::otlp::RawCodec,
+    )
+    .await
+    .map(|reply| reply.into_inner().to_vec())
 }

@@ -1,0 +1,610 @@
+//! OTLP traces in: an OTLP/gRPC `TraceService/Export` receiver and an OTLP/HTTP
+//! `POST /v1/traces` receiver (protobuf), each off unless an address is given, so that LLM
+//! servers (vLLM `--otlp-traces-endpoint`) and instrumented apps (OpenLLMetry, OpenInference)
+//! can point their traces at the sidecar and get monitoring without code.
+//!
+//! One request, whichever receiver took it ([`TraceReceiver::receive`]):
+//! 1. decoded (undecodable: INVALID_ARGUMENT / HTTP 400, counted in `inferscope.otlp.rejected`);
+//! 2. its GenAI spans become generation records ([`super::genai`]) and go through
+//!    [`Ingest::accept_batch`], the same validation, routing and all-or-nothing dispatch as gRPC
+//!    records: a full shard queue answers UNAVAILABLE / HTTP 503, which OTLP exporters retry,
+//!    and then nothing of the request was taken or forwarded;
+//! 3. the request's bytes, unchanged, are queued for the forwarder ([`Forwarder`]), which sends
+//!    them to the sidecar's own traces endpoint, so the sidecar can be the pod's only OTLP
+//!    endpoint: a bounded queue ([`FORWARD_QUEUE`]), never waited on, a full one drops and
+//!    counts; nothing is forwarded with traces export off (`--no-traces`);
+//! 4. its `gen_ai.evaluation.result` span events go through [`Ingest::accept_labels`] as
+//!    evaluation labels of their generations.
+//!
+//! The gRPC service is written as tonic's generated one is, but with a codec that hands over the
+//! request's bytes ([`RawCodec`]): so an undecodable request is answered INVALID_ARGUMENT
+//! (tonic's prost codec says INTERNAL) and counted, and the bytes are forwarded as they came,
+//! without being encoded again. There is no TLS and no token on these receivers: they listen on
+//! loopback for the pod's own processes, and warn when bound beyond it.
+
+use super::genai::{self, GenAiMapping};
+use crate::{
+    config::{ExportConfig, OtlpProtocol, Signal},
+    events::{
+        OtlpRecordsCaptured, OtlpRequestRejected, OtlpSpansReceived, Outage, SpansForwardFailed,
+        SpansForwardRecovered, SpansNotForwarded,
+    },
+    export::ExportError,
+    ingest::{Ingest, IngestError},
+    listener::{BoundedListener, ConnectionSlots},
+    pb,
+    self_metrics::{SelfCounter, SelfStats},
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::{bytes::Bytes, Message};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::{http, BoxFuture, Service, StdError},
+    server::{NamedService, UnaryService},
+    Status,
+};
+
+/// Requests waiting for the forwarder; past it a request is dropped and its spans counted in
+/// `inferscope.otlp.forward.dropped`. 256 requests of up to 512 spans (the Python SDK's batch)
+/// ride out a backend pause of a few seconds at thousands of spans per second.
+pub const FORWARD_QUEUE: usize = 256;
+/// The gRPC method of OTLP trace export.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `--otlp-receive-grpc`, `--otlp-receive-http` and `[capture.otlp]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtlpReceive {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub mapping: GenAiMapping,
+}
+
+/// Why a request was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("the body is not an OTLP ExportTraceServiceRequest in protobuf: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("inferscope is shutting down; send to another instance or retry")]
+    ShuttingDown,
+}
+
+impl From<ReceiveError> for Status {
+    fn from(e: ReceiveError) -> Self {
+        match e {
+            ReceiveError::Undecodable(_) => Status::invalid_argument(e.to_string()),
+            ReceiveError::Ingest(e) => e.into(),
+            ReceiveError::ShuttingDown => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl ReceiveError {
+    /// OTLP/HTTP's answer: 400 for bad input, 429 over the memory budget, 503 when the queues
+    /// are full or the sidecar stops (the last two retried by OTLP exporters).
+    fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::Undecodable(_) | Self::Ingest(IngestError::Batch(_) | IngestError::Field(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Ingest(IngestError::OverBudget) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Ingest(IngestError::Shed(_)) | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Ingest(IngestError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// What both receivers do with a request; cheap to clone.
+#[derive(Clone)]
+pub struct TraceReceiver {
+    ingest: Ingest,
+    mapping: Arc<GenAiMapping>,
+    /// The forwarder's queue; `None` with traces export off.
+    forward: Option<mpsc::Sender<Bytes>>,
+    stats: Arc<SelfStats>,
+    shutdown: CancellationToken,
+}
+
+impl TraceReceiver {
+    pub fn new(
+        ingest: Ingest,
+        mapping: GenAiMapping,
+        forward: Option<mpsc::Sender<Bytes>>,
+        stats: Arc<SelfStats>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            ingest,
+            mapping: Arc::new(mapping),
+            forward,
+            stats,
+            shutdown,
+        }
+    }
+
+    /// Takes one encoded `ExportTraceServiceRequest` (module doc for the steps).
+    pub async fn receive(&self, body: Bytes) -> Result<(), ReceiveError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ReceiveError::ShuttingDown);
+        }
+        let request = ExportTraceServiceRequest::decode(body.as_ref()).inspect_err(|e| {
+            self.rejected("undecodable", &e.to_string());
+        })?;
+        let captured = genai::capture(&request, &self.mapping);
+        drop(request);
+        self.stats.emit(&OtlpSpansReceived {
+            spans: captured.spans,
+        });
+        let records = captured.records.len() as u64;
+        if records > 0 {
+            // The ack is not awaited: a receiver has no flags to answer with, and a dropped ack
+            // loses nothing (ARCHITECTURE.md §6c).
+            self.ingest.accept_batch(pb::RecordBatch {
+                records: captured.records,
+                ..Default::default()
+            })?;
+            self.stats.emit(&OtlpRecordsCaptured { records });
+        }
+        if let Some(queue) = &self.forward {
+            if queue.try_send(body).is_err() {
+                self.stats.emit(&SpansNotForwarded {
+                    spans: captured.spans,
+                });
+            }
+        }
+        if !captured.evaluations.is_empty() {
+            // Refused only when a shard queue is full (counted in inferscope.batches.shed) or a
+            // label is invalid (counted per model): the records are taken, so the request is not
+            // answered with an error that would make the exporter send them again.
+            let labels = pb::LabelBatch {
+                labels: captured.evaluations,
+                ..Default::default()
+            };
+            if let Err(error) = self.ingest.accept_labels(labels).await {
+                tracing::debug!(target: "inferscope::capture", %error, "evaluations not taken");
+            }
+        }
+        Ok(())
+    }
+
+    fn rejected(&self, reason: &'static str, error: &str) {
+        self.stats.emit(&OtlpRequestRejected { reason, error });
+    }
+}
+
+/// Hands the gRPC message's bytes over as they are, and encodes the (empty) response bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use prost::bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The OTLP/gRPC trace service (`opentelemetry.proto.collector.trace.v1.TraceService`).
+#[derive(Clone)]
+pub struct GrpcTraceService {
+    receiver: TraceReceiver,
+    max_message_bytes: usize,
+}
+
+impl NamedService for GrpcTraceService {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+/// One `Export` call.
+struct ExportCall(TraceReceiver);
+
+impl UnaryService<Bytes> for ExportCall {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move {
+            receiver.receive(request.into_inner()).await?;
+            // An empty ExportTraceServiceResponse: everything accepted.
+            Ok(tonic::Response::new(Bytes::new()))
+        })
+    }
+}
+
+impl<B> Service<http::Request<B>> for GrpcTraceService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != EXPORT_PATH {
+                return Ok(Status::unimplemented("only TraceService/Export").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_max_message_size_config(Some(this.max_message_bytes), None);
+            let mut response = grpc.unary(ExportCall(this.receiver.clone()), request).await;
+            // Over --max-message-bytes tonic answers OUT_OF_RANGE before the call: said as
+            // gRPC ingest says it (RESOURCE_EXHAUSTED), and counted.
+            let status = response.headers().get(Status::GRPC_STATUS);
+            if status.is_some_and(|s| s.as_bytes() == b"11") {
+                this.receiver
+                    .rejected("too_large", "over --max-message-bytes");
+                response.headers_mut().insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::ResourceExhausted as i32).into(),
+                );
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// `POST /v1/traces`: OTLP/HTTP with a protobuf body (`application/x-protobuf`), uncompressed.
+async fn http_export(
+    axum::extract::State((receiver, limit)): axum::extract::State<(TraceReceiver, usize)>,
+    headers: http::HeaderMap,
+    body: axum::body::Body,
+) -> (
+    http::StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    Vec<u8>,
+) {
+    use http::{header, StatusCode};
+    let plain = |status, text: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text.into_bytes(),
+        )
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/x-protobuf") {
+        receiver.rejected("content_type", content_type);
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {content_type:?} is not taken: send OTLP/HTTP as \
+                 application/x-protobuf (OTLP/JSON is not supported)"
+            ),
+        );
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    if encoding != "identity" {
+        receiver.rejected("content_encoding", encoding);
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content encoding {encoding:?} is not taken: send uncompressed bodies"),
+        );
+    }
+    let too_large = || {
+        receiver.rejected("too_large", "over --max-message-bytes");
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over --max-message-bytes ({limit} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
+    };
+    match receiver.receive(body).await {
+        // An empty ExportTraceServiceResponse.
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            Vec::new(),
+        ),
+        Err(e) => plain(e.http_status(), e.to_string()),
+    }
+}
+
+/// The receivers that run, with the addresses they listen on.
+pub struct Receivers {
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+    forwarder: Option<JoinHandle<()>>,
+}
+
+impl Receivers {
+    /// Waits until the receivers have ended (they stop on the shutdown token, finishing the
+    /// requests in hand), at most `within`, then stops waiting for them.
+    pub async fn stopped(&mut self, within: Duration) {
+        for task in &mut self.tasks {
+            if tokio::time::timeout(within, &mut *task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Waits until the forwarder has sent what is queued (after [`stopped`](Self::stopped)),
+    /// at most `within`.
+    pub async fn forwarded(&mut self, within: Duration) {
+        if let Some(task) = &mut self.forwarder {
+            if tokio::time::timeout(within, &mut *task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for OTLP on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot forward received spans: {0}")]
+    Forward(#[from] ExportError),
+}
+
+/// Starts the receivers the configuration asks for (none: `Ok(None)`), and the forwarder when
+/// traces export is on.
+pub async fn start(
+    config: &crate::config::Config,
+    ingest: Ingest,
+    stats: Arc<SelfStats>,
+    shutdown: CancellationToken,
+) -> Result<Option<Receivers>, StartError> {
+    let settings = &config.otlp_receive;
+    if settings.grpc.is_none() && settings.http.is_none() {
+        return Ok(None);
+    }
+    let (forward, forwarder) = if config.export.traces {
+        let forwarder = Forwarder::new(&config.export, stats.clone())?;
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+        (Some(tx), Some(tokio::spawn(forwarder.run(rx))))
+    } else {
+        (None, None)
+    };
+    let receiver = TraceReceiver::new(
+        ingest,
+        settings.mapping.clone(),
+        forward,
+        stats.clone(),
+        shutdown.clone(),
+    );
+    let mut receivers = Receivers {
+        grpc_addr: None,
+        http_addr: None,
+        tasks: Vec::new(),
+        forwarder,
+    };
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Bind(addr, e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(addr, e))?;
+        warn_if_exposed(local);
+        Ok::<_, StartError>((listener, local))
+    };
+    if let Some(addr) = settings.grpc {
+        let (listener, local) = bind(addr).await?;
+        receivers.grpc_addr = Some(local);
+        let service = GrpcTraceService {
+            receiver: receiver.clone(),
+            max_message_bytes: config.max_message_bytes,
+        };
+        let slots = ConnectionSlots::new(config.max_connections);
+        let stop = shutdown.clone();
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                crate::listener::incoming(listener, slots, stats.clone()),
+                stop.cancelled_owned(),
+            );
+        receivers.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(target: "inferscope::capture", %error, "the OTLP/gRPC receiver failed");
+            }
+        }));
+        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/gRPC traces receiver");
+    }
+    if let Some(addr) = settings.http {
+        let (listener, local) = bind(addr).await?;
+        receivers.http_addr = Some(local);
+        let router = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(http_export))
+            .with_state((receiver.clone(), config.max_message_bytes));
+        let listener = BoundedListener::new(
+            listener,
+            ConnectionSlots::new(config.max_connections),
+            stats.clone(),
+        );
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        receivers.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(target: "inferscope::capture", %error, "the OTLP/HTTP receiver failed");
+            }
+        }));
+        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/HTTP traces receiver");
+    }
+    Ok(Some(receivers))
+}
+
+/// The receivers have neither TLS nor a token: beyond loopback, anyone on the path can read the
+/// prompts' metadata and send spans.
+fn warn_if_exposed(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            target: "inferscope::capture",
+            listen = %addr,
+            "the OTLP receiver listens beyond loopback, in plaintext and without a token: spans \
+             cross the network readable by anyone on the path and anyone who reaches it can send \
+             records; listen on 127.0.0.1"
+        );
+    }
+}
+
+/// Sends received requests, as they came, to the sidecar's traces endpoint, one at a time.
+pub struct Forwarder {
+    transport: ForwardTransport,
+    to: String,
+    timeout: Duration,
+    stats: Arc<SelfStats>,
+    outage: Outage,
+}
+
+enum ForwardTransport {
+    Grpc {
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        headers: Vec<(String, String)>,
+    },
+    Http {
+        client: reqwest::Client,
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl Forwarder {
+    /// The transport the traces export settings ask for (connections are lazy).
+    pub fn new(config: &ExportConfig, stats: Arc<SelfStats>) -> Result<Self, ExportError> {
+        let to = config.signal_endpoint(Signal::Traces);
+        let ca = config.signal_ca(Signal::Traces);
+        let headers = config.headers.clone();
+        let transport = match config.protocol {
+            OtlpProtocol::Grpc => ForwardTransport::Grpc {
+                grpc: tonic::client::Grpc::new(crate::export::grpc_channel(
+                    &to,
+                    ca,
+                    config.timeout,
+                )?),
+                headers,
+            },
+            OtlpProtocol::HttpProtobuf => ForwardTransport::Http {
+                client: crate::export::http_client(&to, ca, config.timeout)?,
+                headers,
+            },
+        };
+        Ok(Self {
+            transport,
+            to,
+            timeout: config.timeout,
+            stats,
+            outage: Outage::default(),
+        })
+    }
+
+    /// Sends until every sender is gone and the queue is empty.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Bytes>) {
+        while let Some(body) = queue.recv().await {
+            match self.send(body.clone()).await {
+                Ok(()) => self
+                    .outage
+                    .recovered(&SpansForwardRecovered { to: &self.to }),
+                Err(error) => {
+                    let spans = spans_in(&body);
+                    self.outage.failed(
+                        &SpansForwardFailed {
+                            to: &self.to,
+                            error: &error,
+                            spans,
+                        },
+                        self.stats.counter(SelfCounter::OtlpForwardFailed),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, body: Bytes) -> Result<(), ExportError> {
+        match &mut self.transport {
+            ForwardTransport::Grpc { grpc, headers } => {
+                let mut request = tonic::Request::new(body);
+                request.set_timeout(self.timeout);
+                crate::export::add_grpc_metadata(request.metadata_mut(), headers);
+                let call = async {
+                    grpc.ready()
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    grpc.unary::<Bytes, Bytes, _>(
+                        request,
+                        http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                        RawCodec,
+                    )
+                    .await
+                };
+                crate::export::grpc_outcome(
+                    tokio::time::timeout(self.timeout, call).await,
+                    self.timeout,
+                )
+            }
+            ForwardTransport::Http { client, headers } => {
+                crate::export::post_protobuf(client, &self.to, headers, body).await
+            }
+        }
+    }
+}
+
+/// Spans in an encoded request (for counting a failed forward; it decoded once already).
+fn spans_in(body: &[u8]) -> u64 {
+    ExportTraceServiceRequest::decode(body).map_or(0, |r| {
+        r.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum()
+    })
+}

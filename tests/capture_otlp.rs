@@ -1,0 +1,386 @@
+//! OTLP traces in (`--otlp-receive-grpc`, `--otlp-receive-http`, `src/capture/otlp.rs`):
+//! - GenAI spans sent by the OpenTelemetry Python SDK's own exporters, shaped as vLLM's
+//!   `llm_request` and OpenLLMetry's `openai.chat` (`tests/capture/send_genai_spans.py`), become
+//!   generation metrics in VictoriaMetrics (PromQL) equal to what was sent, and every span is
+//!   forwarded to Phoenix with its trace id, the records' own spans children of the received ones;
+//! - bad input over both receivers is refused with a clear status, counted, and loses nothing
+//!   else.
+//!
+//! The first test needs `tools/install-backends.sh` (VictoriaMetrics, Phoenix and the `capture`
+//! venv); it fails, never skips, without them.
+
+mod common;
+
+use common::backends::{
+    phoenix_spans, poll_promql, run_json, start_phoenix, start_victoria_metrics, tool,
+};
+use inferscope::{
+    config::{OtlpProtocol, Sampling},
+    self_metrics::SelfCounter,
+    server::{Sidecar, Sinks},
+};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value::Value as AnyValue, AnyValue as Any, KeyValue},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+use prost::Message;
+use serde_json::Value;
+use std::{path::PathBuf, time::Duration};
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Polls until the query is within 1e-9 of `want`.
+async fn assert_near(base: &str, query: &str, want: f64) {
+    let got = poll_promql(base, query, |v| (v - want).abs() < 1e-9).await;
+    assert!(
+        got.is_some_and(|v| (v - want).abs() < 1e-9),
+        "{query}: got {got:?}, want {want}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_and_openllmetry_spans_become_metrics_and_are_forwarded_to_phoenix() {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/capture-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `tools/install-backends.sh capture`",
+        python.display()
+    );
+    let _ = tool("victoria-metrics");
+    let (_vm, vm) = start_victoria_metrics().await;
+    let (_phoenix, phoenix_http, _) = start_phoenix().await;
+
+    let mut config = common::config();
+    config.export.endpoint = format!("{vm}/opentelemetry");
+    config.export.protocol = OtlpProtocol::HttpProtobuf;
+    config.export.traces_endpoint = Some(format!("{phoenix_http}/v1/traces"));
+    config.export.metric_interval = Duration::from_secs(1);
+    // Every record gets its span (the parents are sampled too).
+    config.sampling = Sampling {
+        ratio: 1.0,
+        parent_based: true,
+    };
+    config.otlp_receive.grpc = Some("127.0.0.1:0".parse().unwrap());
+    config.otlp_receive.http = Some("127.0.0.1:0".parse().unwrap());
+    let sinks = Sinks::from_config(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/capture/send_genai_spans.py");
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--grpc")
+        .arg(sidecar.otlp_grpc_addr.unwrap().to_string())
+        .arg("--http")
+        .arg(format!(
+            "http://{}/v1/traces",
+            sidecar.otlp_http_addr.unwrap()
+        ));
+    let sent = run_json(command).await;
+    // Stopping forwards what is queued and exports the final state.
+    sidecar.stop().await.unwrap();
+
+    // What the script sent, summed per model: vLLM's from service.name and service.version,
+    // OpenLLMetry's from gen_ai.request.model (no version: `unknown`).
+    let sum = |key: &str, column: usize| -> f64 {
+        sent[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row[column].as_f64().unwrap())
+            .sum()
+    };
+    let vllm = r#"gen_ai_request_model="vllm-demo",inferscope_model_version="v1""#;
+    let openai = r#"gen_ai_request_model="gpt-4o-mini",inferscope_model_version="unknown",gen_ai_operation_name="chat""#;
+    for (model, version, records) in [("vllm-demo", "v1", 3.0), ("gpt-4o-mini", "unknown", 2.0)] {
+        assert_near(
+            &vm,
+            &format!(
+                r#"sum(inferscope_records_received_total{{inferscope_model_name="{model}",inferscope_model_version="{version}",outcome="ok"}})"#
+            ),
+            records,
+        )
+        .await;
+    }
+    for (labels, key, input, output) in
+        [(vllm, "vllm_tokens", 0, 1), (openai, "openai_tokens", 0, 1)]
+    {
+        assert_near(
+            &vm,
+            &format!(r#"sum(gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type="input"}})"#),
+            sum(key, input),
+        )
+        .await;
+        assert_near(
+            &vm,
+            &format!(
+                r#"sum(gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type="output"}})"#
+            ),
+            sum(key, output),
+        )
+        .await;
+    }
+    // Latency: vLLM's gen_ai.latency.e2e; OpenLLMetry's span duration.
+    assert_near(
+        &vm,
+        &format!("sum(gen_ai_server_request_duration_seconds_sum{{{vllm}}})"),
+        sum("vllm_tokens", 2),
+    )
+    .await;
+    assert_near(
+        &vm,
+        &format!("sum(gen_ai_server_request_duration_seconds_count{{{vllm}}})"),
+        3.0,
+    )
+    .await;
+    assert_near(
+        &vm,
+        &format!("sum(gen_ai_server_request_duration_seconds_sum{{{openai}}})"),
+        sum("openai_tokens", 2),
+    )
+    .await;
+    // TTFT: vLLM's gen_ai.latency.time_to_first_token (OpenLLMetry sends none without streaming).
+    assert_near(
+        &vm,
+        &format!("sum(gen_ai_server_time_to_first_token_seconds_sum{{{vllm}}})"),
+        sum("vllm_tokens", 3),
+    )
+    .await;
+    assert_near(
+        &vm,
+        &format!("sum(gen_ai_server_time_to_first_token_seconds_count{{{vllm}}})"),
+        3.0,
+    )
+    .await;
+    // The evaluation event reached ingest as a delayed label of the vLLM model.
+    assert_near(
+        &vm,
+        r#"sum(inferscope_labels_received_total{inferscope_model_name="vllm-demo"})"#,
+        1.0,
+    )
+    .await;
+    assert_near(&vm, "sum(inferscope_otlp_spans_received_total)", 6.0).await;
+    assert_near(&vm, "sum(inferscope_otlp_records_captured_total)", 5.0).await;
+    assert_near(&vm, "sum(inferscope_otlp_forward_dropped_total)", 0.0).await;
+    assert_near(&vm, "sum(inferscope_otlp_forward_failed_total)", 0.0).await;
+
+    // Phoenix: every received span with its ids, and one record span under each GenAI span.
+    let vllm_trace = sent["vllm"]["trace_id"].as_str().unwrap();
+    let spans = phoenix_spans(&phoenix_http, vllm_trace, 7).await;
+    let ids = |name: &str| -> Vec<(String, String)> {
+        spans
+            .iter()
+            .filter(|s| s["name"] == name)
+            .map(|s| {
+                (
+                    s["context"]["span_id"].as_str().unwrap().to_owned(),
+                    s["parent_id"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let http_span = sent["vllm"]["http_span_id"].as_str().unwrap();
+    assert_eq!(ids("POST /v1/chat/completions").len(), 1, "{spans:#?}");
+    let llm = ids("llm_request");
+    assert_eq!(llm.len(), 3, "{spans:#?}");
+    for (span_id, parent) in &llm {
+        assert_eq!(parent, http_span);
+        assert!(sent["vllm"]["llm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["span_id"] == span_id.as_str()));
+    }
+    let mut record_parents: Vec<String> = ids("inferscope.inference")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let mut llm_ids: Vec<String> = llm.into_iter().map(|(id, _)| id).collect();
+    record_parents.sort();
+    llm_ids.sort();
+    assert_eq!(record_parents, llm_ids, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(span["context"]["trace_id"], vllm_trace);
+    }
+
+    let chat_trace = sent["openllmetry"]["trace_id"].as_str().unwrap();
+    let spans = phoenix_spans(&phoenix_http, chat_trace, 4).await;
+    let chat: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "openai.chat")
+        .collect();
+    let records: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "inferscope.inference")
+        .collect();
+    assert_eq!((chat.len(), records.len()), (2, 2), "{spans:#?}");
+    for record in records {
+        assert!(chat
+            .iter()
+            .any(|c| c["context"]["span_id"] == record["parent_id"]));
+    }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(Any {
+            value: Some(AnyValue::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A request with one OpenLLMetry-shaped GenAI span and one HTTP span.
+fn request(n: u8) -> ExportTraceServiceRequest {
+    let span = |name: &str, attributes| Span {
+        trace_id: vec![n; 16],
+        span_id: vec![n, 1, 2, 3, 4, 5, 6, name.len() as u8],
+        name: name.into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_500_000_000,
+        attributes,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "app")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(
+                        "openai.chat",
+                        vec![
+                            kv("gen_ai.request.model", "bad-input-model"),
+                            kv("gen_ai.response.id", &format!("r{n}")),
+                        ],
+                    ),
+                    span("GET /", vec![kv("http.request.method", "GET")]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn grpc_export(addr: std::net::SocketAddr, body: Vec<u8>) -> Result<(), tonic::Status> {
+    common::raw_unary(addr, EXPORT, body).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_clearly_counted_and_lose_nothing_else() {
+    let mut config = common::config();
+    config.max_message_bytes = 4096;
+    config.export.traces = false;
+    config.otlp_receive.grpc = Some("127.0.0.1:0".parse().unwrap());
+    config.otlp_receive.http = Some("127.0.0.1:0".parse().unwrap());
+    let sidecar = common::start(config).await;
+    let grpc = sidecar.sidecar.otlp_grpc_addr.unwrap();
+    let url = format!(
+        "http://{}/v1/traces",
+        sidecar.sidecar.otlp_http_addr.unwrap()
+    );
+    let http = reqwest::Client::new();
+    let good = |n| request(n).encode_to_vec();
+    let truncated = {
+        let mut b = good(9);
+        b.truncate(b.len() - 7);
+        b
+    };
+    let too_large = {
+        let mut r = request(8);
+        r.resource_spans[0].scope_spans[0].spans[1]
+            .attributes
+            .push(kv("padding", &"x".repeat(5000)));
+        r.encode_to_vec()
+    };
+
+    // gRPC: a good request, a truncated one, one over --max-message-bytes, a good one again.
+    grpc_export(grpc, good(1)).await.unwrap();
+    let status = grpc_export(grpc, truncated.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("ExportTraceServiceRequest"),
+        "{status:?}"
+    );
+    let status = grpc_export(grpc, too_large.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    grpc_export(grpc, good(2)).await.unwrap();
+
+    // HTTP: the same, plus OTLP/JSON, a wrong type, a compressed body and a GET.
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        http.post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post(good(3), "application/x-protobuf")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let answer = post(truncated, "application/x-protobuf").await.unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("ExportTraceServiceRequest"));
+    let answer = post(b"{}".to_vec(), "application/json").await.unwrap();
+    assert_eq!(answer.status(), 415);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("application/x-protobuf"));
+    assert_eq!(post(good(4), "text/plain").await.unwrap().status(), 415);
+    let gzip = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(good(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzip.status(), 415);
+    assert_eq!(
+        post(too_large, "application/x-protobuf")
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 405);
+    assert_eq!(
+        post(good(6), "application/x-protobuf")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (last, _) = sidecar.stop().await;
+    let counter = |c: SelfCounter| {
+        let name = inferscope::self_metrics::SELF_METRICS[c as usize].name;
+        common::value(&last, name, &[])
+    };
+    // Refused: gRPC truncated and too large; HTTP truncated, JSON, text, gzip, too large.
+    assert_eq!(counter(SelfCounter::OtlpRejected), 7);
+    // Taken: four good requests of two spans each, one GenAI span each.
+    assert_eq!(counter(SelfCounter::OtlpSpansReceived), 8);
+    assert_eq!(counter(SelfCounter::OtlpRecordsCaptured), 4);
+    let model = [("inferscope.model.name", "bad-input-model")];
+    assert_eq!(
+        common::value(&last, "inferscope.records.received", &model),
+        4
+    );
+}
