@@ -334,6 +334,10 @@ settings! {
         /// No-code capture: `[capture.otlp]` (file only).
         #[arg(skip)]
         pub capture: Option<crate::capture::CaptureFile>,
+        /// Address of the KServe payload-logger endpoint: CloudEvents over HTTP, any path
+        /// (README: "KServe's payload logger") [default: off].
+        #[arg(long, env = "INFERSCOPE_CLOUDEVENTS_LISTEN")]
+        pub cloudevents_listen: Option<SocketAddr>,
     }
 }
 
@@ -470,6 +474,8 @@ pub struct Config {
     pub anomaly: crate::anomaly::AnomalyConfig,
     /// OTLP traces receivers (`--otlp-receive-grpc`, `--otlp-receive-http`, `[capture.otlp]`).
     pub otlp_receive: crate::capture::otlp::OtlpReceive,
+    /// KServe's payload logger: `--cloudevents-listen` and `[capture.kserve]`.
+    pub kserve: crate::capture::kserve::KserveSettings,
     pub span_queue: usize,
     pub shutdown_budget: Duration,
     pub null_sink: bool,
@@ -811,6 +817,11 @@ impl Config {
                 .map_err(ConfigError::from),
         );
 
+        let kserve = bad.check(kserve_settings(
+            given.cloudevents_listen,
+            given.capture.as_ref().and_then(|c| c.kserve.clone()),
+        ));
+
         let mapping = given.capture.and_then(|c| c.otlp).unwrap_or_default();
         if mapping.model_attributes.is_empty() {
             bad.report(invalid(
@@ -850,6 +861,7 @@ impl Config {
             label_store_password,
             anomaly,
             otlp_receive,
+            kserve,
             span_queue: DEFAULT_SPAN_QUEUE,
             shutdown_budget,
             null_sink: given.null_sink,
@@ -877,6 +889,46 @@ impl Config {
             log_format: given.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// `--cloudevents-listen` and `[capture.kserve]`, checked: each model's mapping must make a
+/// declaration that gRPC would accept.
+fn kserve_settings(
+    listen: Option<SocketAddr>,
+    file: Option<crate::capture::kserve::KserveFile>,
+) -> Result<crate::capture::kserve::KserveSettings, ConfigError> {
+    use crate::capture::kserve::{
+        KserveSettings, DEFAULT_JOIN_CAPACITY, DEFAULT_JOIN_TTL, DEFAULT_MODEL_VERSION,
+    };
+    let file = file.unwrap_or_default();
+    let join_capacity = positive(
+        "capture.kserve.join_capacity",
+        file.join_capacity.unwrap_or(DEFAULT_JOIN_CAPACITY),
+    )?;
+    let join_ttl = seconds(
+        "capture.kserve.join_ttl_seconds",
+        file.join_ttl_seconds,
+        DEFAULT_JOIN_TTL,
+    )?;
+    for (model, mapping) in &file.models {
+        let version = mapping.version.as_deref().unwrap_or(DEFAULT_MODEL_VERSION);
+        if let Some(declaration) = mapping.declaration(model, version) {
+            let limits = crate::validation::Limits::default();
+            crate::validation::check_declaration(&declaration, &limits).map_err(|e| {
+                invalid(
+                    "capture.kserve.models",
+                    format!("{model}: {e}"),
+                    "give a task and class names that a gRPC ModelDeclaration could declare",
+                )
+            })?;
+        }
+    }
+    Ok(KserveSettings {
+        listen,
+        join_capacity,
+        join_ttl,
+        models: file.models,
+    })
 }
 
 /// The settings of the TOML file at `path`.

@@ -946,6 +946,103 @@ impl InternalEvent for SpansForwardRecovered<'_> {
     }
 }
 
+/// A CloudEvent was taken by the KServe payload-logger endpoint (`crate::capture::kserve`);
+/// only counted.
+#[derive(Debug)]
+pub struct CloudEventsReceived;
+
+impl InternalEvent for CloudEventsReceived {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+}
+
+impl SelfEvent for CloudEventsReceived {
+    const COUNTER: SelfCounter = SelfCounter::CloudEventsReceived;
+}
+
+/// A CloudEvent was refused with a 4xx; the sender hears why in the answer.
+#[derive(Debug)]
+pub struct CloudEventsRejected<'a> {
+    /// A short fixed word: `content_type`, `too_large`, `malformed`, `missing_attribute`, ...
+    pub reason: &'static str,
+    pub message: &'a str,
+}
+
+impl InternalEvent for CloudEventsRejected<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            reason = self.reason,
+            error = self.message,
+            "a CloudEvent was refused (later ones are counted in inferscope.cloudevents.rejected; \
+             the sender gets the reason in the HTTP answer)"
+        );
+    }
+}
+
+impl SelfEvent for CloudEventsRejected<'_> {
+    const COUNTER: SelfCounter = SelfCounter::CloudEventsRejected;
+}
+
+/// Request or response events whose partner did not come within the join TTL: recorded with
+/// what they carry.
+#[derive(Debug)]
+pub struct CloudEventsExpired {
+    pub events: u64,
+    pub ttl: Duration,
+}
+
+impl InternalEvent for CloudEventsExpired {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            events = self.events,
+            ttl = ?self.ttl,
+            "KServe payload-logger events whose request or response did not come within the \
+             join TTL: recorded alone (a request with error type no_response), counted in \
+             inferscope.cloudevents.expired; a logger in mode request or response needs \
+             logger_mode in [capture.kserve.models.<name>]"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.events
+    }
+}
+
+impl SelfEvent for CloudEventsExpired {
+    const COUNTER: SelfCounter = SelfCounter::CloudEventsExpired;
+}
+
+/// Events pushed out of the full join store (or replaced by a later event of the same id and
+/// kind) before their partner came: lost.
+#[derive(Debug)]
+pub struct CloudEventsEvicted {
+    pub events: u64,
+    pub capacity: usize,
+}
+
+impl InternalEvent for CloudEventsEvicted {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            capacity = self.capacity,
+            "the KServe join store is full: its oldest waiting events are dropped (counted in \
+             inferscope.cloudevents.evicted); raise [capture.kserve] join_capacity or lower \
+             join_ttl_seconds"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.events
+    }
+}
+
+impl SelfEvent for CloudEventsEvicted {
+    const COUNTER: SelfCounter = SelfCounter::CloudEventsEvicted;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,16 @@ pub enum SelfCounter {
     OtlpForwardDropped,
     /// Received spans whose forward request failed.
     OtlpForwardFailed,
+    /// CloudEvents taken by the KServe payload-logger endpoint.
+    CloudEventsReceived,
+    /// CloudEvents refused with a 4xx.
+    CloudEventsRejected,
+    /// KServe request or response events whose partner did not come within the join TTL.
+    CloudEventsExpired,
+    /// KServe events pushed out of the full join store.
+    CloudEventsEvicted,
+    /// KServe events waiting for their partner now.
+    CloudEventsPending,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -257,6 +267,41 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         unit: "{span}",
         description: "Received spans whose forward request to the traces endpoint failed (not retried).",
         instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::CloudEventsReceived,
+        name: "inferscope.cloudevents.received",
+        unit: "{event}",
+        description: "CloudEvents taken by the KServe payload-logger endpoint (--cloudevents-listen), requests and responses.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::CloudEventsRejected,
+        name: "inferscope.cloudevents.rejected",
+        unit: "{event}",
+        description: "CloudEvents refused with a 4xx (wrong content type, body over --max-message-bytes, malformed JSON, a missing or unknown attribute, tensor shapes that disagree); the answer says why.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::CloudEventsExpired,
+        name: "inferscope.cloudevents.expired",
+        unit: "{event}",
+        description: "KServe request or response events whose partner did not come within the join TTL ([capture.kserve] join_ttl_seconds): recorded alone, a request with error type no_response.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::CloudEventsEvicted,
+        name: "inferscope.cloudevents.evicted",
+        unit: "{event}",
+        description: "KServe events dropped from the full join store ([capture.kserve] join_capacity) before their partner came, or replaced by a later event of the same ce-id and type.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::CloudEventsPending,
+        name: "inferscope.cloudevents.pending",
+        unit: "{event}",
+        description: "KServe events waiting for their partner in the join store now.",
+        instrument: Instrument::UpDownCounter,
     },
 ];
 

@@ -76,6 +76,8 @@ pub enum ServeError {
     State(std::path::PathBuf, #[source] std::io::Error),
     #[error("cannot use --label-store {0}: {1}")]
     LabelStore(String, #[source] redis::RedisError),
+    #[error("cannot listen on --cloudevents-listen {0}: {1}")]
+    CloudEvents(SocketAddr, #[source] std::io::Error),
     #[error(transparent)]
     Capture(#[from] crate::capture::otlp::StartError),
     #[error("gRPC server failed: {0}")]
@@ -91,6 +93,8 @@ pub struct Sidecar {
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
     lifecycle: JoinHandle<Result<(), ServeError>>,
+    /// Where the KServe payload-logger endpoint listens, when on (`--cloudevents-listen`).
+    pub cloudevents_addr: Option<SocketAddr>,
 }
 
 /// HTTP/2 flow-control windows: the defaults (64 KiB) make a 300 KiB batch wait for several
@@ -218,6 +222,17 @@ impl Sidecar {
         ));
 
         let ingest = Ingest::new(pipeline.clone(), &registries, &config, shutdown.clone());
+        // KServe's payload logger in, through the same ingest (off unless configured).
+        let kserve = crate::capture::kserve::start(
+            &config,
+            ingest.clone(),
+            registries.declarations.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| ServeError::CloudEvents(config.kserve.listen.unwrap_or(local_addr), e))?;
+        let cloudevents_addr = kserve.as_ref().map(|(addr, _)| *addr);
         // Labels from outside the pod (`inferscope labels`), read from the store's Redis stream.
         let label_stream = match &config.label_store {
             Some(url) => Some(
@@ -321,6 +336,11 @@ impl Sidecar {
                             Ok(())
                         }
                     };
+                    // The CloudEvents endpoint's waiting halves reach the shards before they
+                    // drain.
+                    if let Some((_, task)) = kserve {
+                        let _ = task.await;
+                    }
                     // The label stream's batch in hand reaches the shards before they drain.
                     if let Some(task) = label_stream {
                         let _ = task.await;
@@ -377,6 +397,7 @@ impl Sidecar {
             pipeline,
             shutdown,
             lifecycle,
+            cloudevents_addr,
         })
     }
 

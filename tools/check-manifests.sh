@@ -8,6 +8,7 @@
 #   3. runs tools/check_restricted.py, after its self-test: every pod spec meets the Pod Security
 #      Standards "restricted" profile (baseline included), mounts no service-account token, and
 #      uses only images that are digest-pinned or listed in its kustomization's `images:`.
+#   4. checks each KServe InferenceService's pod specs as Pods (schemas and restricted), see below.
 # Needs kubectl (for `kubectl kustomize`) and python3 >= 3.9. kubernetes-validate and its
 # dependencies go into a venv in .tools/ (git-ignored) at the versions pinned below; later runs
 # skip the install. Usage: tools/check-manifests.sh   Env: K8S_VERSIONS="1.29 1.33" to narrow.
@@ -90,6 +91,60 @@ for dir in "${kustomizations[@]}"; do
     echo "ok   $dir: Pod Security Standards restricted"
   else
     echo "FAIL $dir: Pod Security Standards restricted (violations above)"
+    failed=1
+  fi
+done
+
+# KServe InferenceServices (deploy/**/*.yaml with `kind: InferenceService`): no Kubernetes schema
+# knows the kind, so each component's pod spec (KServe's PredictorSpec, TransformerSpec and
+# ExplainerSpec inline a PodSpec) is checked as a Pod: against the schemas, strictly, and by
+# tools/check_restricted.py with the images of the kustomization in the same directory. KServe's
+# own fields of a component (logger, model, replicas, scaling, ...) are set aside first and are
+# not checked; nor are the containers KServe injects (agent, storage initializer).
+mapfile -t isvcs < <(grep -rl --include='*.yaml' '^kind: InferenceService' deploy | sort)
+for file in "${isvcs[@]}"; do
+  pods="$tmp/${file//\//_}.pods.yaml"
+  "$py" - "$file" > "$pods" <<'PY'
+import sys
+import yaml
+KSERVE_FIELDS = {"logger", "model", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric",
+                 "scaleMetricType", "autoScaling", "containerConcurrency", "timeout",
+                 "canaryTrafficPercent", "batcher", "labels", "annotations", "deploymentStrategy",
+                 "workerSpec", "storageUri"}
+pods = []
+with open(sys.argv[1], encoding="utf-8") as f:
+    for doc in yaml.safe_load_all(f):
+        if not doc or doc.get("kind") != "InferenceService":
+            continue
+        for component in ("predictor", "transformer", "explainer"):
+            spec = (doc.get("spec") or {}).get(component)
+            if spec is None:
+                continue
+            pods.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"{doc['metadata']['name']}-{component}"},
+                "spec": {k: v for k, v in spec.items() if k not in KSERVE_FIELDS},
+            })
+if not pods:
+    sys.exit(f"{sys.argv[1]}: no InferenceService component found")
+yaml.safe_dump_all(pods, sys.stdout, sort_keys=False)
+PY
+  schemas_ok=1
+  for v in "${versions[@]}"; do
+    if ! out="$("$venv/bin/kubernetes-validate" --strict --quiet -k "$v" "$pods" 2>&1)" || [[ -n "$out" ]]; then
+      printf '%s\n' "$out" | sed "s|$pods|$file|g"
+      echo "FAIL $file: its pod specs against the schemas of Kubernetes $v"
+      schemas_ok=0
+      failed=1
+    fi
+  done
+  if [[ $schemas_ok -eq 1 ]]; then
+    echo "ok   $file: $(grep -c '^kind: Pod' "$pods") InferenceService pod specs valid as Pods for Kubernetes ${versions[0]} to ${versions[-1]} (strict)"
+  fi
+  if "$py" tools/check_restricted.py --kustomization "$(dirname "$file")" "$pods"; then
+    echo "ok   $file: Pod Security Standards restricted (its own containers)"
+  else
+    echo "FAIL $file: Pod Security Standards restricted (violations above)"
     failed=1
   fi
 done

@@ -3,6 +3,7 @@
 //! monitoring by configuration alone (README: No-code capture).
 
 pub mod genai;
+pub mod kserve;
 pub mod otlp;
 
 /// The config file's `[capture.*]` sections.
@@ -11,4 +12,6 @@ pub mod otlp;
 pub struct CaptureFile {
     /// `[capture.otlp]`: which span and resource attributes name a GenAI span's model and version.
     pub otlp: Option<genai::GenAiMapping>,
+    /// `[capture.kserve]`: KServe's payload logger, its join store and per-model mappings.
+    pub kserve: Option<kserve::KserveFile>,
 }
