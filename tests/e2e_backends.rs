@@ -799,8 +799,8 @@ async fn every_dashboard_panel_has_data_from_the_demo() {
 
 /// Issue 11's fleet test: three sidecars share one redis-server (`--label-store`); each dataset's
 /// records are spread over the three and every delayed label goes to another sidecar than most
-/// of its predictions. The fleet-wide series in VictoriaMetrics equal what scikit-learn computes
-/// on all the records, the pods' join counts add up to every label, and no label whose
+/// of its predictions, or through the out-of-pod path (`inferscope labels`). The fleet-wide series
+/// in VictoriaMetrics equal what scikit-learn computes on all the records, the pods' join counts add up to every label, and no label whose
 /// prediction was acked is counted `unknown_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_quality_of_three_sidecars_matches_scikit_learn_on_the_union() {
@@ -859,17 +859,29 @@ async fn fleet_quality_of_three_sidecars_matches_scikit_learn_on_the_union() {
     }
     // Acked predictions are written to Redis by each sidecar's writer shortly after the ack.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while redis.keys() < predictions {
+    while redis.predictions() < predictions {
         assert!(Instant::now() < deadline, "predictions never reached Redis");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut out_of_pod = String::from("request_id,model,version,class,class_index,value\n");
     for ds in &datasets {
         let name = ds["name"].as_str().unwrap();
         let rows = ds["records"].as_array().unwrap();
-        // Label i goes to sidecar (2i + 1) mod 3: the prediction's own sidecar for one in three.
+        // Every fourth label goes through the out-of-pod path (`inferscope labels` → the Redis
+        // stream every sidecar reads); label i of the others to sidecar (2i + 1) mod 3, the
+        // prediction's own sidecar for one in three.
+        for i in (3..rows.len()).step_by(4) {
+            let value = match label(ds, &rows[i]).value.unwrap() {
+                pb::label::Value::ClassName(c) => format!(",{c},,"),
+                pb::label::Value::ClassIndex(c) => format!(",,{c},"),
+                pb::label::Value::RegressionValue(v) => format!(",,,{v:?}"),
+                other => panic!("{other:?}"),
+            };
+            out_of_pod.push_str(&format!("{name}-{i},{name},1{value}\n"));
+        }
         for (pod, client) in clients.iter_mut().enumerate() {
             let labels: Vec<pb::GroundTruth> = (0..rows.len())
-                .filter(|i| (2 * i + 1) % 3 == pod)
+                .filter(|i| i % 4 != 3 && (2 * i + 1) % 3 == pod)
                 .map(|i| pb::GroundTruth {
                     request_id: format!("{name}-{i}"),
                     label: Some(label(ds, &rows[i])),
@@ -891,6 +903,17 @@ async fn fleet_quality_of_three_sidecars_matches_scikit_learn_on_the_union() {
             assert_eq!(ack.accepted as usize, n);
         }
     }
+
+    let dir = common::tls::temp_dir("fleet-labels");
+    let file = dir.join("labels.csv");
+    std::fs::write(&file, out_of_pod).unwrap();
+    let sent = std::process::Command::new(env!("CARGO_BIN_EXE_inferscope"))
+        .arg("labels")
+        .arg(&file)
+        .args(["--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
 
     let mut failures = Vec::new();
     let mut checks: Vec<(String, f64)> = vec![("inferscope_fleet_sidecars".into(), 3.0)];
