@@ -24,6 +24,28 @@ impl Redis {
 
     /// [`Self::start`], with a server that requires `password` (`--requirepass`) if given.
     pub fn start_requiring(password: Option<&str>) -> Self {
+        Self::start_with(password, &[])
+    }
+
+    /// [`Self::start`], also listening with TLS (`rediss://`, [`Self::tls_url`]) with the
+    /// server certificate `cert` and its `key`; the plain port stays for the test's own commands.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> (Self, u16) {
+        let tls_port = super::process::free_port().to_string();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let tls = [
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-auth-clients",
+            "no",
+        ];
+        (Self::start_with(None, &tls), tls_port.parse().unwrap())
+    }
+
+    fn start_with(password: Option<&str>, extra: &[&str]) -> Self {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/redis-server");
         assert!(
             bin.exists(),
@@ -35,6 +57,7 @@ impl Redis {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
