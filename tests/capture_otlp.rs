@@ -384,3 +384,48 @@ async fn bad_requests_are_refused_clearly_counted_and_lose_nothing_else() {
         4
     );
 }
+
+#[tokio::test]
+async fn spans_that_cannot_be_forwarded_are_counted_and_records_still_made() {
+    let mut config = common::config();
+    // A traces endpoint where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    config.export.protocol = OtlpProtocol::HttpProtobuf;
+    config.export.traces_endpoint = Some(format!("http://127.0.0.1:{port}/v1/traces"));
+    config.export.timeout = Duration::from_secs(1);
+    config.otlp_receive.http = Some("127.0.0.1:0".parse().unwrap());
+    let sidecar = common::start(config).await;
+    let url = format!(
+        "http://{}/v1/traces",
+        sidecar.sidecar.otlp_http_addr.unwrap()
+    );
+    let http = reqwest::Client::new();
+    for n in 1..=3 {
+        let answer = http
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(request(n).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        // The sender is answered before (and whatever) the forward does.
+        assert_eq!(answer.status(), 200);
+    }
+    let (last, _) = sidecar.stop().await;
+    let name = |c: SelfCounter| inferscope::self_metrics::SELF_METRICS[c as usize].name;
+    assert_eq!(
+        common::value(&last, name(SelfCounter::OtlpForwardFailed), &[]),
+        6
+    );
+    assert_eq!(
+        common::value(&last, name(SelfCounter::OtlpForwardDropped), &[]),
+        0
+    );
+    let model = [("inferscope.model.name", "bad-input-model")];
+    assert_eq!(
+        common::value(&last, "inferscope.records.received", &model),
+        3
+    );
+}

@@ -1,0 +1,174 @@
+//! Load generator for the OTLP traces receiver (`--otlp-receive-grpc`): sends pre-encoded
+//! `ExportTraceServiceRequest`s of vLLM-shaped `llm_request` spans (every span GenAI, so every
+//! span becomes a record through the whole pipeline) over real gRPC on loopback, from several
+//! connections at once, and reports spans per second answered, and, given the server's pid,
+//! spans per CPU-second of the server (spans/s per core). See BENCHMARKS.md, "OTLP receiver".
+//!
+//! inferscope serve --otlp-receive-grpc 127.0.0.1:4317 --no-traces --no-metrics &
+//! cargo run --release --example otlp_load -- --addr 127.0.0.1:4317 --seconds 10 --pid $!
+
+use inferscope::capture::otlp::RawCodec;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value::Value, AnyValue, KeyValue},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+use prost::{bytes::Bytes, Message};
+use std::time::{Duration, Instant};
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// One request of `spans` vLLM `llm_request` spans (the attributes `do_tracing` sets), ids
+/// distinct across requests `n`.
+fn request(n: u64, spans: usize) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (0..spans as u64)
+        .map(|i| {
+            let id = n * 1_000_000 + i + 1;
+            Span {
+                trace_id: [id.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "llm_request".into(),
+                kind: 2,
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 900_000_000,
+                attributes: vec![
+                    kv(
+                        "gen_ai.latency.time_to_first_token",
+                        Value::DoubleValue(0.05),
+                    ),
+                    kv("gen_ai.latency.e2e", Value::DoubleValue(0.9)),
+                    kv("gen_ai.latency.time_in_queue", Value::DoubleValue(0.01)),
+                    kv(
+                        "gen_ai.usage.prompt_tokens",
+                        Value::IntValue(12 + i as i64 % 50),
+                    ),
+                    kv("gen_ai.usage.completion_tokens", Value::IntValue(40)),
+                    kv(
+                        "gen_ai.request.id",
+                        Value::StringValue(format!("cmpl-{id}")),
+                    ),
+                    kv(
+                        "gen_ai.response.finish_reasons",
+                        Value::StringValue("[\"stop\"]".into()),
+                    ),
+                    kv("gen_ai.request.temperature", Value::DoubleValue(0.7)),
+                    kv("gen_ai.request.max_tokens", Value::IntValue(256)),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::StringValue("vllm-load".into())),
+                    kv("service.version", Value::StringValue("1".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The process's user + system CPU time (`/proc/<pid>/stat`, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let addr: String = arg("--addr", "127.0.0.1:4317".to_string());
+    let connections: usize = arg("--connections", 4);
+    let spans: usize = arg("--spans", 512);
+    let seconds: f64 = arg("--seconds", 10.0);
+    let pid: u32 = arg("--pid", 0);
+    // Distinct requests, built before timing and cycled.
+    let requests: Vec<Bytes> = (0..64).map(|n| request(n, spans)).collect();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let requests = requests.clone();
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .expect("connect to the OTLP receiver");
+                let mut grpc = tonic::client::Grpc::new(channel);
+                let (mut sent, mut refused) = (0u64, 0u64);
+                let mut i = c;
+                while Instant::now() < deadline {
+                    grpc.ready().await.unwrap();
+                    let body = requests[i % requests.len()].clone();
+                    i += connections;
+                    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT);
+                    match grpc
+                        .unary::<Bytes, Bytes, _>(tonic::Request::new(body), path, RawCodec)
+                        .await
+                    {
+                        Ok(_) => sent += 1,
+                        // UNAVAILABLE: the shard queues are full; an exporter would retry.
+                        Err(_) => refused += 1,
+                    }
+                }
+                (sent, refused)
+            })
+        })
+        .collect();
+    let (mut sent, mut refused) = (0, 0);
+    for t in tasks {
+        let (s, r) = t.await.unwrap();
+        sent += s;
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let taken = (sent * spans as u64) as f64;
+    println!(
+        "{connections} connections, {spans} spans/request: {:.0} spans/s taken ({sent} requests, {refused} refused) in {elapsed:.1} s",
+        taken / elapsed
+    );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
+        let cpu = after - before;
+        println!(
+            "server CPU {cpu:.2} s ({:.2} cores): {:.0} spans per CPU-second",
+            cpu / elapsed,
+            taken / cpu
+        );
+    }
+}
