@@ -251,6 +251,45 @@ async fn redis_frozen_for_ten_seconds_under_load_holds_no_ack() {
     assert!(dropped > 0 && dropped <= sent, "{dropped} of {sent}");
 }
 
+/// Redis killed (SIGKILL) and started again empty on its address: meanwhile acks do not wait
+/// and the predictions not written are counted; afterwards the sidecar writes again on the
+/// connection it remade by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_that_comes_back_is_written_to_again() {
+    let mut redis = Redis::start();
+    let s = common::start(fleet_config(redis.url())).await;
+    let mut client = s.client().await;
+    client
+        .submit_records(predictions(&["yes"; 10]))
+        .await
+        .unwrap();
+    redis.wait_for_predictions(10);
+    redis.kill_and_restart();
+    assert_eq!(redis.predictions(), 0, "a fresh, empty Redis");
+    // Until the connection is remade, batches are acked at once and their predictions dropped.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sequence = 1;
+    loop {
+        sequence += 1;
+        let mut batch = predictions(&["no"; 10]);
+        batch.sequence = sequence;
+        for r in &mut batch.records {
+            r.request_id = format!("{sequence}-{}", r.request_id);
+        }
+        let started = Instant::now();
+        client.submit_records(batch).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        if redis.predictions() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never written again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (metrics, _) = s.stop().await;
+    let dropped = value(&metrics, "inferscope.label_store.dropped", &[]);
+    eprintln!("written again after {sequence} batches; {dropped} predictions dropped meanwhile");
+}
+
 /// Waits (at most 10 s) until `sidecar` has joined `want` delayed labels of model m.
 async fn wait_for_joins(sidecar: &common::TestSidecar, want: u64) {
     let key = ModelKey::new("m", "1");

@@ -23,7 +23,8 @@
 //! The endpoint answers at once (a tap never waits on a shard queue): 202 when the event is
 //! taken, 4xx with `{"error", "reason"}` when it is refused (counted in
 //! `inferscope.cloudevents.rejected`, logged the first time), 503 when the pipeline sheds the
-//! pair's records (counted in `inferscope.records.shed`; KServe's logger does not retry).
+//! pair's records and 429 when the ingest memory budget is full (both counted in
+//! `inferscope.records.shed`; KServe's logger does not retry).
 
 pub mod tensors;
 
@@ -613,14 +614,11 @@ impl KserveReceiver {
         max_connections: usize,
         shutdown: CancellationToken,
     ) {
-        let connections = crate::listener::ConnectionSlots::new(max_connections);
-        let incoming = BoundedListener {
-            incoming: Box::pin(crate::listener::incoming(
-                listener,
-                connections,
-                self.inner.stats.clone(),
-            )),
-        };
+        let incoming = crate::listener::BoundedListener::new(
+            listener,
+            crate::listener::ConnectionSlots::new(max_connections),
+            self.inner.stats.clone(),
+        );
         let router = axum::Router::new()
             .fallback(receive)
             .with_state(self.clone());
@@ -819,6 +817,11 @@ impl KserveReceiver {
         match self.dispatch(model, version, records) {
             Ok(()) => Ok(StatusCode::ACCEPTED),
             Err(e @ IngestError::Batch(_)) => Err(bad_request("records", e.to_string())),
+            Err(e @ IngestError::OverBudget) => Err(reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "over_budget",
+                e.to_string(),
+            )),
             Err(e) => Err(reject(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shed",
@@ -868,7 +871,12 @@ async fn receive(State(receiver): State<KserveReceiver>, request: Request) -> Re
     match receiver.receive(request).await {
         Ok(status) => status.into_response(),
         Err(rejection) => {
-            if rejection.status != StatusCode::SERVICE_UNAVAILABLE {
+            // Refusals for want of room are counted by ingest (inferscope.records.shed).
+            let full = [
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::TOO_MANY_REQUESTS,
+            ];
+            if !full.contains(&rejection.status) {
                 receiver.rejected(&rejection);
             }
             rejection.into_response()
@@ -950,32 +958,6 @@ fn pair_records(
         record.prediction = prediction;
     }
     Ok(records)
-}
-
-/// `crate::listener`'s bounded accept loop as an axum listener.
-struct BoundedListener {
-    incoming: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = std::io::Result<crate::listener::Connection>> + Send>,
-    >,
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = crate::listener::Connection;
-    type Addr = ();
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        use futures_util::StreamExt;
-        loop {
-            // The stream never ends and never yields an error (`crate::listener::incoming`).
-            if let Some(Ok(connection)) = self.incoming.next().await {
-                return (connection, ());
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -46,13 +46,25 @@ impl Redis {
     }
 
     fn start_with(password: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_on(super::process::free_port(), password, extra)
+    }
+
+    /// Kills the server (SIGKILL) and starts an empty one on the same port, as a Redis that
+    /// crashed and came back.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let password = self.password.take();
+        *self = Self::start_on(self.port, password.as_deref(), &[]);
+    }
+
+    fn start_on(port: u16, password: Option<&str>, extra: &[&str]) -> Self {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/redis-server");
         assert!(
             bin.exists(),
             "{} is missing: run tools/install-backends.sh redis",
             bin.display()
         );
-        let port = super::process::free_port();
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
