@@ -131,7 +131,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-
 /// A command on one pending prediction's key, with room for `more` further arguments of
 /// `more_bytes` in all: its buffers are sized once, and the key is written straight into them
 /// (the writer and the lookups build one per prediction; BENCHMARKS.md, "Fleet").
@@ -157,14 +156,7 @@ impl redis::ToRedisArgs for PendingKey<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
         use std::io::Write;
         let mut arg = out.writer_for_next_arg();
-        for part in [
-            "{",
-            self.model,
-            "@",
-            self.version,
-            "}:p:",
-            self.request_id,
-        ] {
+        for part in ["{", self.model, "@", self.version, "}:p:", self.request_id] {
             // Writes into the command's buffer: cannot fail.
             let _ = arg.write_all(part.as_bytes());
         }
