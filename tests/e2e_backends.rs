@@ -913,7 +913,11 @@ async fn fleet_quality_of_three_sidecars_matches_scikit_learn_on_the_union() {
         .args(["--store", &redis.url()])
         .output()
         .unwrap();
-    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
 
     let mut failures = Vec::new();
     let mut checks: Vec<(String, f64)> = vec![("inferscope_fleet_sidecars".into(), 3.0)];
