@@ -6,7 +6,7 @@
 mod common;
 
 use common::{redis::Redis, tls::TestCa};
-use inferscope::{config::Config, pb};
+use inferscope::config::Config;
 use std::process::Command;
 
 fn labels_cli(
