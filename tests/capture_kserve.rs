@@ -65,6 +65,19 @@ async fn post_binary(
         .unwrap()
 }
 
+/// The reference profile `ExportReference` gives for a model version, as JSON text.
+async fn profile_of(client: &mut common::TestClient, model: &str, version: &str) -> String {
+    client
+        .export_reference(pb::ExportReferenceRequest {
+            model: model.into(),
+            version: version.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_json
+}
+
 fn model_attr(model: &str) -> [(&str, &str); 1] {
     [("inferscope.model.name", model)]
 }
@@ -146,15 +159,7 @@ async fn v1_instances_and_predictions_become_records_joined_by_later_labels() {
         .unwrap()
         .into_inner();
     assert_eq!(ack.accepted, 6);
-    let profile = client
-        .export_reference(pb::ExportReferenceRequest {
-            model: "sklearn-iris".into(),
-            version: "1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .profile_json;
+    let profile = profile_of(&mut client, "sklearn-iris", "1").await;
     let profile: Value = serde_json::from_str(&profile).unwrap();
     let names: Vec<&str> = profile["features"]
         .as_array()
@@ -270,15 +275,7 @@ async fn v2_tensors_in_binary_and_structured_mode_with_a_config_mapping() {
         .unwrap()
         .into_inner();
     assert_eq!(ack.accepted, 3, "{:?}", ack.rejects);
-    let profile = client
-        .export_reference(pb::ExportReferenceRequest {
-            model: "fraud".into(),
-            version: "7".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .profile_json;
+    let profile = profile_of(&mut client, "fraud", "7").await;
     assert!(profile.contains("\"country\"") && profile.contains("\"amount\""));
     let (request, _) = sidecar.stop().await;
     let at = [

@@ -211,52 +211,6 @@ fn model_of_path(path: &str) -> Option<String> {
         .map(|s| percent_decode(s.as_bytes()))
 }
 
-/// Parses RFC 3339 (`2026-12-01T21:59:08.123456789Z`, or with an offset) into Unix
-/// nanoseconds; `None` when it is not that.
-fn rfc3339_nanos(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &text[19..];
-    let mut nanos = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let kept = &frac[..digits.min(9)];
-        nanos = kept.parse::<i64>().ok()? * 10i64.pow(9 - kept.len() as u32);
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hh: i64 = rest.get(1..3)?.parse().ok()?;
-            let mm: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hh * 3600 + mm * 60)
-        }
-    };
-    // Days from the civil date (Howard Hinnant's `days_from_civil`).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(seconds)
-        .ok()?
-        .checked_mul(1_000_000_000)?
-        .checked_add(nanos as u64)
-}
-
 /// The attributes every event needs, whatever its mode.
 struct Attributes {
     id: Option<String>,
@@ -316,7 +270,11 @@ impl Attributes {
             id,
             kind,
             model,
-            time_unix_nano: self.time.as_deref().and_then(rfc3339_nanos).unwrap_or(0),
+            time_unix_nano: self
+                .time
+                .as_deref()
+                .and_then(crate::label_import::parse_rfc3339)
+                .unwrap_or(0),
             traceparent: self
                 .traceparent
                 .filter(|t| crate::tracecontext::TraceParent::parse(t).is_ok()),
@@ -1008,20 +966,6 @@ mod tests {
         let expired = store.expire(now + Duration::from_secs(61), false);
         let ids: Vec<_> = expired.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["c", "d"]);
-    }
-
-    #[test]
-    fn rfc3339_times_as_kserve_and_the_python_sdk_write_them() {
-        assert_eq!(rfc3339_nanos("1970-01-01T00:00:01Z"), Some(1_000_000_000));
-        assert_eq!(
-            rfc3339_nanos("2026-12-01T21:59:08.123456789Z"),
-            Some(1_796_162_348_123_456_789)
-        );
-        assert_eq!(
-            rfc3339_nanos("2026-12-01T22:59:08.5+01:00"),
-            Some(1_796_162_348_500_000_000)
-        );
-        assert_eq!(rfc3339_nanos("yesterday"), None);
     }
 
     #[test]
