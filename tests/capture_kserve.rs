@@ -790,3 +790,86 @@ async fn quality_of_logged_predictions_matches_scikit_learn_in_victoria_metrics(
     sidecar.stop().await.unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `[capture.kserve]` of the config file: read, and a mapping no declaration could make refused
+/// at start-up with the setting named.
+#[test]
+fn the_config_file_gives_the_join_store_and_the_mappings() {
+    use inferscope::config::ConfigArgs;
+    let dir = std::env::temp_dir().join(format!("inferscope-kserve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inferscope.toml");
+    std::fs::write(
+        &path,
+        "[capture.kserve]\njoin_capacity = 5\njoin_ttl_seconds = 2.5\n\
+         [capture.kserve.models.fraud]\nversion = \"3\"\ntask = \"binary\"\n\
+         class_names = [\"legit\", \"fraud\"]\nprobabilities_output = \"proba\"\n\
+         logger_mode = \"response\"\n",
+    )
+    .unwrap();
+    let args = ConfigArgs {
+        config: Some(path.clone()),
+        cloudevents_listen: Some("127.0.0.1:8088".parse().unwrap()),
+        ..Default::default()
+    };
+    let config = Config::resolve(args.clone()).unwrap();
+    assert_eq!(config.kserve.join_capacity, 5);
+    assert_eq!(config.kserve.join_ttl, Duration::from_millis(2500));
+    let fraud = config.kserve.mapping("fraud");
+    assert_eq!(fraud.task, Some(MappedTask::Binary));
+    assert_eq!(fraud.version.as_deref(), Some("3"));
+    assert_eq!(
+        fraud.logger_mode,
+        inferscope::capture::kserve::tensors::LoggerMode::Response
+    );
+    std::fs::write(
+        &path,
+        "[capture.kserve.models.fraud]\ntask = \"binary\"\nclass_names = [\"a\", \"b\", \"c\"]\n",
+    )
+    .unwrap();
+    let error = Config::resolve(args).unwrap_err().to_string();
+    assert!(error.contains("capture.kserve.models"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `logger_mode = "response"` a response is recorded at once, with nothing waiting for a
+/// request that will never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_only_logger_is_recorded_at_once() {
+    let models = HashMap::from([(
+        "scores".to_owned(),
+        ModelMapping {
+            task: Some(MappedTask::Regression),
+            logger_mode: inferscope::capture::kserve::tensors::LoggerMode::Response,
+            ..Default::default()
+        },
+    )]);
+    let sidecar = common::start(config(models, Duration::from_secs(600), 100)).await;
+    let http = reqwest::Client::new();
+    let response = json!({"predictions": [1, 2, 3]});
+    let answer = post_binary(
+        &http,
+        &url(&sidecar, "/"),
+        "r-1",
+        RESPONSE_TYPE,
+        "scores",
+        &response,
+    )
+    .await;
+    assert_eq!(answer.status(), 202);
+    let snapshot = sidecar.sidecar.snapshot().await;
+    assert_eq!(snapshot.self_metrics[SelfCounter::CloudEventsPending], 0);
+    let (request, _) = sidecar.stop().await;
+    assert_eq!(
+        common::value(
+            &request,
+            "inferscope.records.received",
+            &model_attr("scores")
+        ),
+        3
+    );
+    assert_eq!(
+        common::value(&request, "inferscope.cloudevents.expired", &[]),
+        0
+    );
+}
