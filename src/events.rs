@@ -558,6 +558,49 @@ impl InternalEvent for ClassesOverflowed<'_> {
     }
 }
 
+/// An evaluation name past a model version's [`MAX_EVALUATION_NAMES`] was counted as
+/// `__other__`.
+///
+/// [`MAX_EVALUATION_NAMES`]: crate::quality::evaluation::MAX_EVALUATION_NAMES
+#[derive(Debug)]
+pub struct EvaluationNamesOverflowed<'a> {
+    pub name: &'a str,
+    pub cap: usize,
+}
+
+impl InternalEvent for EvaluationNamesOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::quality",
+            name = self.name,
+            cap = self.cap,
+            "a model's evaluation names reached their cap: further names are counted as \
+             gen_ai.evaluation.name=\"__other__\" (inferscope.evaluation.names.overflow)"
+        );
+    }
+}
+
+/// A label value of an evaluation name past `--max-classes` was counted as `__other__`.
+#[derive(Debug)]
+pub struct EvaluationLabelsOverflowed<'a> {
+    pub name: &'a str,
+    pub label: &'a str,
+    pub cap: usize,
+}
+
+impl InternalEvent for EvaluationLabelsOverflowed<'_> {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::quality",
+            name = self.name,
+            label = self.label,
+            cap = self.cap,
+            "an evaluation name's label values reached --max-classes: further values are \
+             counted as __other__ (inferscope.evaluation.labels.overflow)"
+        );
+    }
+}
+
 /// Feature names of a model version past its `--max-features-per-model` were not tracked: a
 /// new name a live capture met (each occurrence), or the features of a loaded profile past the
 /// bound (all of them at once).

@@ -212,6 +212,8 @@ fn merge_model(models: &[&SharedModel], exact_cap: usize) -> QualitySnapshot {
         windows,
         join: JoinStats::default(),
         classes_overflowed: 0,
+        // Not shared through the fleet yet.
+        evaluations: None,
     }
 }
 

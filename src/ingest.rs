@@ -389,7 +389,7 @@ impl Ingest {
     /// accepted label, taken out of the store in one round trip. Left empty without a store or
     /// when it does not answer in time (the labels then take the in-memory path, counted in
     /// `inferscope.label_store.lookup_failures`). Returns the accepted labels whose prediction
-    /// the store did not give, for the retry.
+    /// the store did not give, for the retry (evaluations aside: they are never looked up).
     async fn take_stored_predictions(
         &self,
         batch: &pb::LabelBatch,
@@ -398,9 +398,14 @@ impl Ingest {
         let Some(store) = &self.label_store else {
             return Vec::new();
         };
+        // Evaluations are not looked up: generations wait in the shard that saw them, never in
+        // the store (`quality::label_join`), and a GETDEL would take a classifier's prediction
+        // stored under the same request id.
+        let looked_up = |i: &u32| !is_evaluation(&batch.labels[*i as usize]);
         let labels: Vec<(&str, &str, &str)> = shares
             .iter()
             .flat_map(|share| &share.accepted)
+            .filter(|i| looked_up(i))
             .map(|&i| {
                 let (truth, model, version) = label_of(batch, i);
                 (model, version, truth.request_id.as_str())
@@ -410,14 +415,29 @@ impl Ingest {
             self.pipeline.stats.emit(&LabelLookupsFailed {
                 labels: labels.len(),
             });
-            return shares.iter().flat_map(|s| s.accepted.clone()).collect();
+            let accepted = shares.iter().flat_map(|s| &s.accepted);
+            return accepted.filter(|i| looked_up(i)).copied().collect();
         };
         let mut found = found.into_iter();
         let mut missed = Vec::new();
         for share in shares {
-            share.stored = found.by_ref().take(share.accepted.len()).collect();
+            share.stored = share
+                .accepted
+                .iter()
+                .map(|i| {
+                    if looked_up(i) {
+                        found.next().flatten()
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             let stored = share.accepted.iter().zip(&share.stored);
-            missed.extend(stored.filter(|(_, p)| p.is_none()).map(|(&i, _)| i));
+            missed.extend(
+                stored
+                    .filter(|(i, p)| p.is_none() && looked_up(i))
+                    .map(|(&i, _)| i),
+            );
         }
         missed
     }
@@ -831,6 +851,14 @@ impl LabelRetry {
             self.held.fetch_sub(taken, AcqRel);
         }
     }
+}
+
+/// Whether a delayed label is an evaluation of a generation.
+fn is_evaluation(truth: &pb::GroundTruth) -> bool {
+    matches!(
+        truth.label.as_ref().and_then(|l| l.value.as_ref()),
+        Some(pb::label::Value::Evaluation(_))
+    )
 }
 
 /// Label `i` of `batch`, with its model and version (the batch's where it names none).

@@ -86,6 +86,17 @@ struct Ring<S> {
 }
 
 impl<S: WindowState> Ring<S> {
+    /// An empty ring whose current bucket is absolute bucket `current`.
+    fn new(spec: &WindowSpec, current: u64) -> Self {
+        Self {
+            spec: spec.clone(),
+            bucket_ms: spec.bucket_ms(),
+            buckets: (0..spec.buckets).map(|_| None).collect(),
+            numbers: vec![0; spec.buckets],
+            current,
+        }
+    }
+
     fn slot(&self, number: u64) -> usize {
         (number % self.buckets.len() as u64) as usize
     }
@@ -150,21 +161,27 @@ impl<S: WindowState> Windows<S> {
     pub fn new(empty: S, specs: &[WindowSpec], exact_cap: usize, now_ms: u64) -> Self {
         let rings = specs
             .iter()
-            .map(|spec| {
-                let bucket_ms = spec.bucket_ms();
-                Ring {
-                    spec: spec.clone(),
-                    bucket_ms,
-                    buckets: (0..spec.buckets).map(|_| None).collect(),
-                    numbers: vec![0; spec.buckets],
-                    current: now_ms / bucket_ms,
-                }
-            })
+            .map(|spec| Ring::new(spec, now_ms / spec.bucket_ms()))
             .collect();
         Self {
             total: empty.empty_like(),
             live: empty,
             rings,
+            exact_cap,
+        }
+    }
+
+    /// Empty windows of another state with the same specs, at the time these are at: for a
+    /// state made later than the model's (its first evaluation), whose buckets line up.
+    pub fn beside<T: WindowState>(&self, empty: T, exact_cap: usize) -> Windows<T> {
+        Windows {
+            total: empty.empty_like(),
+            live: empty,
+            rings: self
+                .rings
+                .iter()
+                .map(|r| Ring::new(&r.spec, r.current))
+                .collect(),
             exact_cap,
         }
     }

@@ -44,6 +44,7 @@ pub fn encode(
     // One encoder per analysis, in catalog order.
     super::operational::encode(&mut b, snapshot);
     super::quality::encode(&mut b, snapshot);
+    super::evaluation::encode(&mut b, snapshot);
     super::drift::encode(&mut b, snapshot);
     super::anomaly::encode(&mut b, snapshot);
     super::sidecar::encode(&mut b, snapshot);

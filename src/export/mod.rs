@@ -12,6 +12,7 @@
 mod anomaly;
 mod builder;
 mod drift;
+mod evaluation;
 pub mod metrics;
 mod operational;
 mod quality;

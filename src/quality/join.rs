@@ -108,6 +108,11 @@ impl<V> JoinStore<V> {
         self.ring[(position - self.head) as usize].value.as_ref()
     }
 
+    pub fn get_mut(&mut self, key: &JoinKey) -> Option<&mut V> {
+        let position = *self.index.get(key)?;
+        self.ring[(position - self.head) as usize].value.as_mut()
+    }
+
     /// Stores `value` under `key` at `now_ms`. A key already present keeps its first value:
     /// `value` comes back as `Err`. When full, the oldest entry is evicted and returned.
     #[allow(clippy::type_complexity)]

@@ -11,6 +11,7 @@
 //! ([`state::QualityState`]) and the join counters. The pending predictions live in the shard's
 //! [`LabelJoin`] ([`label_join`]), shared by the shard's models under one capacity.
 
+pub mod evaluation;
 pub mod join;
 pub mod label_join;
 mod shared;
@@ -22,6 +23,7 @@ use crate::{
     events::{ClassesOverflowed, InternalEvent},
     models::Declaration,
     pb,
+    quality::evaluation::{EvaluatedNames, EvaluationSnapshot, EvaluationState, ModelEvaluations},
     stats::ExplicitHistogram,
     windows::{WindowSpec, Windows},
 };
@@ -62,9 +64,11 @@ pub enum Unmatched {
     UnknownRequest = 0,
     /// The prediction left the pending store (TTL or capacity) before the label came.
     ExpiredRequest = 1,
-    /// The prediction already had a label (inline, or an earlier delayed one): ignored.
+    /// The prediction already had a label (inline, or an earlier delayed one), or the generation
+    /// an evaluation of the same name: ignored.
     Duplicate = 2,
-    /// A class label for a regression prediction or the reverse.
+    /// A class label for a regression prediction or the reverse; an evaluation for anything but
+    /// a generation, or a class or regression label for a generation.
     KindMismatch = 3,
     /// A class index the model's declaration does not have.
     UnknownClass = 4,
@@ -252,6 +256,8 @@ pub struct QualitySnapshot {
     pub windows: Vec<(String, QualityState)>,
     pub join: JoinStats,
     pub classes_overflowed: u64,
+    /// Evaluations of generations, once the model has had one.
+    pub evaluations: Option<EvaluationSnapshot>,
 }
 
 /// Quality state of one model version.
@@ -263,6 +269,8 @@ pub struct ModelQuality {
     positive: Option<u32>,
     windows: Windows<QualityState>,
     pub join: JoinStats,
+    /// Made at the model's first evaluation (boxed: classifiers carry one pointer).
+    evaluations: Option<Box<ModelEvaluations>>,
 }
 
 impl ModelQuality {
@@ -279,6 +287,7 @@ impl ModelQuality {
                 now_ms,
             ),
             join: JoinStats::default(),
+            evaluations: None,
         }
     }
 
@@ -324,7 +333,7 @@ impl ModelQuality {
         use pb::inference_record::Prediction as P;
         match record.prediction.as_ref()? {
             P::Regression(r) => Some(Prediction::Value(r.value)),
-            P::Generation(_) => None,
+            P::Generation(_) => Some(Prediction::Generation(EvaluatedNames::default())),
             P::Classification(c) => {
                 let declared = !self.classes.declared.is_empty();
                 let scores = if declared && c.class_probabilities.len() == 2 {
@@ -402,6 +411,16 @@ impl ModelQuality {
                     .map(|i| i as u32);
                 Ok(Truth::Class { slot, declared })
             }
+            (Prediction::Generation(seen), Some(Value::Evaluation(e))) => {
+                let (windows, max_labels) = (&self.windows, self.classes.cap);
+                let evaluations = self.evaluations.get_or_insert_with(|| {
+                    Box::new(ModelEvaluations::new(
+                        windows.beside(EvaluationState::default(), 0),
+                        max_labels,
+                    ))
+                });
+                evaluations.resolve(e, *seen).map(Truth::Evaluation)
+            }
             _ => Err(Unmatched::KindMismatch),
         }
     }
@@ -410,6 +429,9 @@ impl ModelQuality {
     #[inline]
     pub fn advance(&mut self, now_ms: u64) {
         self.windows.advance(now_ms);
+        if let Some(evaluations) = &mut self.evaluations {
+            evaluations.advance(now_ms);
+        }
     }
 
     /// Counts a prediction (labelled or not) for the prediction rates.
@@ -417,6 +439,13 @@ impl ModelQuality {
     pub fn count_prediction(&mut self, prediction: &Prediction) {
         if let Prediction::Class { slot, .. } = prediction {
             self.windows.live().count_prediction(*slot);
+        }
+    }
+
+    /// Adds an evaluation [`Self::truth`] resolved (and made the evaluation state for).
+    pub fn observe_evaluation(&mut self, evaluation: evaluation::Evaluated) {
+        if let Some(evaluations) = &mut self.evaluations {
+            evaluations.observe(evaluation);
         }
     }
 
@@ -455,6 +484,7 @@ impl ModelQuality {
             windows: self.windows.views(),
             join: self.join.clone(),
             classes_overflowed: self.classes.overflowed,
+            evaluations: self.evaluations.as_mut().map(|e| e.snapshot(now_ms)),
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Format 1: `[1][at_unix_ns: u64]` then `[0][value: f64]` (regression) or
 //! `[1][name length: u16][name][scores]` (class), scores `[0]` none, `[1][p: f64]` the positive
-//! class's probability, `[2][n: u16][n × f64]` probabilities.
+//! class's probability, `[2][n: u16][n × f64]` probabilities; or `[2]` a generation (not written
+//! today: generations wait in the shard that saw them, `label_join`).
 
 use super::{ModelQuality, Prediction, Scores};
 
@@ -25,6 +26,7 @@ impl ModelQuality {
                 out.push(0);
                 out.extend_from_slice(&v.to_le_bytes());
             }
+            Prediction::Generation(_) => out.push(2),
             Prediction::Class { slot, scores } => {
                 out.push(1);
                 let name = self.classes.names()[*slot as usize].as_bytes();
@@ -84,6 +86,7 @@ impl ModelQuality {
                     scores,
                 }
             }
+            2 => Prediction::Generation(Default::default()),
             _ => return None,
         };
         r.0.is_empty().then_some((prediction, at))
@@ -157,6 +160,11 @@ mod tests {
             assert_eq!(reader.classes.names()[got_slot as usize], "c");
             assert_eq!(got_scores, scores);
         }
+        let bytes = writer.encode_shared(&Prediction::Generation(Default::default()), 9);
+        assert_eq!(
+            reader.decode_shared(&bytes),
+            Some((Prediction::Generation(Default::default()), 9))
+        );
         let bytes = writer.encode_shared(&Prediction::Value(-2.5), 7);
         assert!(matches!(
             reader.decode_shared(&bytes),

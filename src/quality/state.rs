@@ -1,6 +1,7 @@
 //! The mergeable quality state of one window bucket: confusion matrix, score curves,
 //! probabilistic losses, regression errors and prediction counts.
 
+use super::evaluation::{Evaluated, EvaluatedNames};
 use crate::{
     stats::{ConfusionMatrix, RegressionErrors, ScoreCurve},
     windows::WindowState,
@@ -13,8 +14,20 @@ const EPS: f64 = f64::EPSILON;
 /// A model's prediction, as kept until its label arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
-    Class { slot: u32, scores: Scores },
+    Class {
+        slot: u32,
+        scores: Scores,
+    },
     Value(f64),
+    /// A generation: nothing to compare a label with, only the names of the evaluations it got
+    /// so far (it waits for more).
+    Generation(EvaluatedNames),
+}
+
+impl Prediction {
+    pub fn is_generation(&self) -> bool {
+        matches!(self, Prediction::Generation(_))
+    }
 }
 
 /// The scores that came with a class prediction.
@@ -49,6 +62,8 @@ pub enum Truth {
         declared: Option<u32>,
     },
     Value(f64),
+    /// An evaluation of a generation.
+    Evaluation(Evaluated),
 }
 
 /// How a model's classes relate to its score curves; fixed per model by its declaration.
