@@ -871,11 +871,12 @@ fn request_records(
 }
 
 fn response_records(id: &str, rows: ResponseRows, time_unix_nano: u64) -> Vec<pb::InferenceRecord> {
+    let base = rows.id.as_deref().unwrap_or(id);
     rows.rows
         .into_iter()
         .enumerate()
         .map(|(row, prediction)| pb::InferenceRecord {
-            request_id: request_id(id, row),
+            request_id: request_id(base, row),
             time_unix_nano,
             prediction,
             ..Default::default()

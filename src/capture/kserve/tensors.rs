@@ -161,9 +161,10 @@ pub struct RequestRows {
     pub rows: Vec<Vec<pb::NamedFeature>>,
 }
 
-/// A response body's rows: each row's prediction.
+/// A response body's rows: each row's prediction; and the request's id the V2 response echoes.
 #[derive(Debug, Default, PartialEq)]
 pub struct ResponseRows {
+    pub id: Option<String>,
     pub rows: Vec<Option<pb::inference_record::Prediction>>,
 }
 
@@ -361,10 +362,18 @@ fn v1_instances(
 /// The rows of a response body: V2 `outputs` or V1 `predictions`.
 pub fn response_rows(body: &Value, schema: &Schema) -> Result<ResponseRows, MapError> {
     if let Some(outputs) = body.get("outputs").and_then(Value::as_array) {
-        return v2_outputs(outputs, schema);
+        let id = body
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        return Ok(ResponseRows {
+            id: id.map(str::to_owned),
+            ..v2_outputs(outputs, schema)?
+        });
     }
     if let Some(predictions) = body.get("predictions").and_then(Value::as_array) {
         return Ok(ResponseRows {
+            id: None,
             rows: predictions
                 .iter()
                 .map(|p| v1_prediction(p, schema))
@@ -547,7 +556,7 @@ fn v2_outputs(outputs: &[Value], schema: &Schema) -> Result<ResponseRows, MapErr
             Ok(Some(prediction))
         })
         .collect::<Result<_, _>>()
-        .map(|rows| ResponseRows { rows })
+        .map(|rows| ResponseRows { id: None, rows })
 }
 
 #[cfg(test)]
