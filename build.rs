@@ -1,4 +1,5 @@
-//! Compiles `proto/inferscope/v1/*.proto` with protox (pure Rust; the build needs no `protoc`)
+//! Compiles `proto/inferscope/v1/*.proto` and the Open Inference Protocol's `proto/oip/` with protox
+//! (pure Rust; the build needs no `protoc`)
 //! into Rust types and tonic stubs, and writes the file descriptor set that gRPC reflection serves.
 
 use prost::Message;
@@ -31,5 +32,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".inferscope.v1.RecordBatch", "crate::wire::RecordBatch")
         .extern_path(".inferscope.v1.LabelBatch", "crate::wire::LabelBatch")
         .compile_fds(fds)?;
+    // The Open Inference Protocol (package `inference`): the tap serves it and calls the model
+    // server with it (src/tap/).
+    let oip = ["proto/oip/grpc_predict_v2.proto"];
+    for proto in oip {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile(oip, ["proto"])?)?;
     Ok(())
 }

@@ -334,6 +334,17 @@ settings! {
         /// No-code capture: `[capture.otlp]` (file only).
         #[arg(skip)]
         pub capture: Option<crate::capture::CaptureFile>,
+        /// Address of the Open Inference Protocol tap: a gRPC `inference.GRPCInferenceService`
+        /// forwarding every call to --tap-upstream and recording `ModelInfer` calls (README:
+        /// "Open Inference Protocol tap") [default: off].
+        #[arg(long, env = "INFERSCOPE_TAP_LISTEN")]
+        pub tap_listen: Option<SocketAddr>,
+        /// The model server's OIP gRPC endpoint the tap forwards to, e.g. http://127.0.0.1:8081.
+        #[arg(long, env = "INFERSCOPE_TAP_UPSTREAM")]
+        pub tap_upstream: Option<String>,
+        /// The tap's queue and per-model mappings: `[tap]`, `[tap.models.<name>]` (file only).
+        #[arg(skip)]
+        pub tap: Option<crate::tap::TapFile>,
         /// Address of the KServe payload-logger endpoint: CloudEvents over HTTP, any path
         /// (README: "KServe's payload logger") [default: off].
         #[arg(long, env = "INFERSCOPE_CLOUDEVENTS_LISTEN")]
@@ -487,6 +498,8 @@ pub struct Config {
     /// The bearer token every ingest call must carry; `None` asks for none.
     pub auth_token: Option<AuthToken>,
     pub log_format: LogFormat,
+    /// The Open Inference Protocol tap: `--tap-listen`, `--tap-upstream` and `[tap]`.
+    pub tap: crate::tap::TapSettings,
 }
 
 /// A setting that cannot be used, with the setting's name and what to do instead.
@@ -830,6 +843,11 @@ impl Config {
                 "name at least one attribute, e.g. [\"gen_ai.request.model\", \"service.name\"]",
             ));
         }
+        let tap = bad.check(tap_settings(
+            given.tap_listen,
+            given.tap_upstream,
+            given.tap.unwrap_or_default(),
+        ));
         let otlp_receive = crate::capture::otlp::OtlpReceive {
             grpc: given.otlp_receive_grpc,
             http: given.otlp_receive_http,
@@ -887,6 +905,7 @@ impl Config {
             tls,
             auth_token,
             log_format: given.log_format.unwrap_or_default(),
+            tap,
         })
     }
 }
@@ -927,6 +946,48 @@ fn kserve_settings(
         listen,
         join_capacity,
         join_ttl,
+        models: file.models,
+    })
+}
+
+/// `--tap-listen`, `--tap-upstream` and `[tap]`, checked: the two addresses go together, and each
+/// model's mapping must make a declaration that gRPC would accept.
+fn tap_settings(
+    listen: Option<SocketAddr>,
+    upstream: Option<String>,
+    file: crate::tap::TapFile,
+) -> Result<crate::tap::TapSettings, ConfigError> {
+    if listen.is_some() != upstream.is_some() {
+        return Err(invalid(
+            "--tap-listen",
+            format!("{listen:?} with --tap-upstream {upstream:?}"),
+            "give both --tap-listen and --tap-upstream, or neither",
+        ));
+    }
+    if let Some(url) = &upstream {
+        if url.parse::<tonic::codegen::http::Uri>().is_err() {
+            return Err(invalid(
+                "--tap-upstream",
+                url,
+                "give the model server's gRPC URL, e.g. http://127.0.0.1:8081",
+            ));
+        }
+    }
+    let queue = positive("tap.queue", file.queue.unwrap_or(crate::tap::DEFAULT_QUEUE))?;
+    for (model, mapping) in &file.models {
+        if let Err(e) = mapping.check(model) {
+            return Err(invalid(
+                "tap.models",
+                format!("{model}: {e}"),
+                "give class names that a gRPC ModelDeclaration could declare (at least two, \
+                 none twice; positive_class one of them)",
+            ));
+        }
+    }
+    Ok(crate::tap::TapSettings {
+        listen,
+        upstream,
+        queue,
         models: file.models,
     })
 }

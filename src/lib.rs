@@ -11,6 +11,8 @@
 //! - [`ingest`]: the gRPC service; decodes batches, answers acks; the only place errors become
 //!   `tonic::Status`.
 //! - [`capture`]: no-code inputs (OTLP traces in) that make the same records as the API.
+//! - [`tap`]: a no-code input in front of an Open Inference Protocol model server: calls are
+//!   forwarded unchanged and each `ModelInfer` pair becomes records.
 //! - [`validation`]: per-record checks; one bad record is rejected alone.
 //! - [`models`]: model keys and declarations (task, classes, feature schema).
 //! - [`pipeline`]: routing by (model, version) to shard workers that own all state.
@@ -53,6 +55,7 @@ pub mod self_metrics;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod tap;
 pub mod tracecontext;
 pub mod validation;
 pub mod windows;
@@ -65,4 +68,9 @@ pub mod pb {
     /// The encoded file descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("inferscope_descriptor");
+}
+
+pub mod oip {
+    //! Types and gRPC stubs of the Open Inference Protocol, generated from `proto/oip/`.
+    tonic::include_proto!("inference");
 }

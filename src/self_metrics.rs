@@ -68,6 +68,10 @@ pub enum SelfCounter {
     CloudEventsEvicted,
     /// KServe events waiting for their partner now.
     CloudEventsPending,
+    /// `ModelInfer` calls through the OIP tap not recorded because its queue was full.
+    TapDropped,
+    /// `ModelInfer` calls through the OIP tap whose tensors could not be made into records.
+    TapUnreadable,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -302,6 +306,20 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         unit: "{event}",
         description: "KServe events waiting for their partner in the join store now.",
         instrument: Instrument::UpDownCounter,
+    },
+    SelfMetric {
+        counter: SelfCounter::TapDropped,
+        name: "inferscope.tap.dropped",
+        unit: "{call}",
+        description: "ModelInfer calls forwarded by the Open Inference Protocol tap (--tap-listen) but not recorded because its recording queue was full, or whose records ingest refused (its queues full); the call itself was answered as usual.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::TapUnreadable,
+        name: "inferscope.tap.unreadable",
+        unit: "{call}",
+        description: "ModelInfer calls forwarded by the tap whose tensors could not be made into records (a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a mapped output missing); the call itself was answered as usual.",
+        instrument: Instrument::Counter,
     },
 ];
 

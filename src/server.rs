@@ -80,6 +80,8 @@ pub enum ServeError {
     CloudEvents(SocketAddr, #[source] std::io::Error),
     #[error(transparent)]
     Capture(#[from] crate::capture::otlp::StartError),
+    #[error(transparent)]
+    Tap(#[from] crate::tap::TapError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -93,6 +95,8 @@ pub struct Sidecar {
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
     lifecycle: JoinHandle<Result<(), ServeError>>,
+    /// Where the Open Inference Protocol tap listens, when on (`--tap-listen`).
+    pub tap_addr: Option<SocketAddr>,
     /// Where the KServe payload-logger endpoint listens, when on (`--cloudevents-listen`).
     pub cloudevents_addr: Option<SocketAddr>,
 }
@@ -255,6 +259,10 @@ impl Sidecar {
         let (otlp_grpc_addr, otlp_http_addr) = otlp
             .as_ref()
             .map_or((None, None), |r| (r.grpc_addr, r.http_addr));
+        // The Open Inference Protocol tap in front of a model server (off unless configured).
+        let tap =
+            crate::tap::start(&config.tap, ingest.clone(), stats.clone(), shutdown.clone()).await?;
+        let tap_addr = tap.as_ref().map(|t| t.addr);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -341,6 +349,11 @@ impl Sidecar {
                     if let Some((_, task)) = kserve {
                         let _ = task.await;
                     }
+                    // The tap's last calls reach the shards before they drain.
+                    if let Some(tap) = tap {
+                        let _ = tap.server.await;
+                        let _ = tap.recorder.await;
+                    }
                     // The label stream's batch in hand reaches the shards before they drain.
                     if let Some(task) = label_stream {
                         let _ = task.await;
@@ -397,6 +410,7 @@ impl Sidecar {
             pipeline,
             shutdown,
             lifecycle,
+            tap_addr,
             cloudevents_addr,
         })
     }

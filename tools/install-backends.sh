@@ -7,8 +7,10 @@
 #   .tools/bin/redis-benchmark   lacks, extracted into .tools/redis; bin/ holds wrapper scripts
 #   .tools/capture-venv          the OpenTelemetry Python SDK + OTLP exporters and the cloudevents SDK,
 #                                pinned (CAPTURE_PACKAGES), for the no-code capture tests (tests/capture/)
+#   .tools/mlserver-venv         MLServer + its scikit-learn runtime, pinned (MLSERVER_PACKAGES): the real
+#                                Open Inference Protocol server behind the tap in tests/tap.rs
 # Idempotent: each part is skipped when its binary already runs. Usage:
-#   tools/install-backends.sh [vm|phoenix|redis|capture|all]      (default: all)
+#   tools/install-backends.sh [vm|phoenix|redis|capture|mlserver|all]      (default: all)
 # Env: PHOENIX_VERSION (pinned default below), PYTHON (default python3, needs >= 3.11), FORCE=1 to redo.
 # Phoenix's transitive dependencies are pinned by the constraints list at the bottom of this file
 # (a `pip freeze` of a working install); it is only applied with the default PHOENIX_VERSION.
@@ -255,13 +257,43 @@ install_capture() {
   log "capture clients installed into $venv"
 }
 
+# The Open Inference Protocol server behind the tap's tests (issue 13): MLServer with its
+# scikit-learn runtime. uvloop 0.21.0: MLServer 1.7.1 does not start with a later uvloop here.
+# scikit-learn and joblib pinned so that the model tests/tap/train.py writes loads in the server.
+MLSERVER_PACKAGES=(
+  mlserver==1.7.1
+  mlserver-sklearn==1.7.1
+  uvloop==0.21.0
+  scikit-learn==1.6.1
+  joblib==1.4.2
+)
+
+install_mlserver() {
+  local venv="$TOOLS/mlserver-venv" want="${MLSERVER_PACKAGES[*]}"
+  if [[ "$FORCE" != 1 && -f "$venv/.mlserver-packages" && "$(cat "$venv/.mlserver-packages")" == "$want" ]] \
+     && "$venv/bin/python" -c 'import mlserver, mlserver_sklearn, sklearn' >/dev/null 2>&1; then
+    log "mlserver already installed ($want)"
+    return 0
+  fi
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "creating venv $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+  fi
+  log "pip install ${MLSERVER_PACKAGES[*]}"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${MLSERVER_PACKAGES[@]}" >&2
+  echo "$want" > "$venv/.mlserver-packages"
+  log "mlserver installed into $venv"
+}
+
 case "$WHAT" in
   vm|victoria-metrics) install_vm ;;
   phoenix) install_phoenix ;;
   redis) install_redis ;;
   capture) install_capture ;;
-  all) install_vm; install_phoenix; install_redis; install_capture ;;
-  *) echo "usage: $0 [vm|phoenix|redis|capture|all]" >&2; exit 2 ;;
+  mlserver) install_mlserver ;;
+  all) install_vm; install_phoenix; install_redis; install_capture; install_mlserver ;;
+  *) echo "usage: $0 [vm|phoenix|redis|capture|mlserver|all]" >&2; exit 2 ;;
 esac
 exit 0
 
