@@ -873,3 +873,75 @@ async fn a_response_only_logger_is_recorded_at_once() {
         0
     );
 }
+
+/// `request_id_header`: the records of a request are named by a header KServe copied into its
+/// `metadata` extension (sdk-go writes it raw; the Python SDK percent-encodes `"`), so that a
+/// label sender who knows only its own `X-Request-Id` can follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_from_kserves_metadata_names_the_records() {
+    let models = HashMap::from([(
+        "iris".to_owned(),
+        ModelMapping {
+            request_id_header: Some("x-request-id".into()),
+            ..Default::default()
+        },
+    )]);
+    let sidecar = common::start(config(models, Duration::from_secs(60), 100)).await;
+    let http = reqwest::Client::new();
+    let endpoint = url(&sidecar, "/");
+    let metadata = [
+        ("ce-a", r#"{"X-Request-Id":["req-42"]}"#),
+        ("ce-b", r#"{%22X-Request-Id%22:[%22req-43%22]}"#),
+        // No such header: the ce-id names the records.
+        ("ce-c", r#"{"Traceparent":["x"]}"#),
+    ];
+    for (id, metadata) in metadata {
+        for kind in [REQUEST_TYPE, RESPONSE_TYPE] {
+            let (body, metadata) = if kind == REQUEST_TYPE {
+                (json!({"instances": [[1.0, 2.0]]}), metadata)
+            } else {
+                (json!({"predictions": ["setosa"]}), "null")
+            };
+            let answer = http
+                .post(&endpoint)
+                .header("Ce-Specversion", "1.0")
+                .header("Ce-Id", id)
+                .header("Ce-Type", kind)
+                .header("Ce-Source", "http://localhost:9081/")
+                .header("Ce-Inferenceservicename", "iris")
+                .header("Ce-Metadata", metadata)
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 202);
+        }
+    }
+    let mut client = sidecar.client().await;
+    let ack = client
+        .submit_labels(pb::LabelBatch {
+            model: "iris".into(),
+            version: "1".into(),
+            labels: ["req-42/0", "req-43/0", "ce-c/0"]
+                .iter()
+                .map(|id| pb::GroundTruth {
+                    request_id: (*id).into(),
+                    label: Some(pb::Label {
+                        value: Some(pb::label::Value::ClassName("setosa".into())),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 3);
+    let (request, _) = sidecar.stop().await;
+    assert_eq!(
+        common::value(&request, "inferscope.labels.joined", &model_attr("iris")),
+        3
+    );
+}

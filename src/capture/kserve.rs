@@ -169,6 +169,9 @@ struct Event {
     time_unix_nano: u64,
     /// The distributed-tracing extension, when valid.
     traceparent: Option<String>,
+    /// KServe's `metadata` extension: the request headers its `metadataHeaders` names, as JSON
+    /// `{"Header-Name": ["value", ...]}` (request events only).
+    metadata: Option<String>,
     data: Bytes,
 }
 
@@ -220,6 +223,7 @@ struct Attributes {
     model: Option<String>,
     time: Option<String>,
     traceparent: Option<String>,
+    metadata: Option<String>,
 }
 
 impl Attributes {
@@ -278,6 +282,7 @@ impl Attributes {
             traceparent: self
                 .traceparent
                 .filter(|t| crate::tracecontext::TraceParent::parse(t).is_ok()),
+            metadata: self.metadata,
             data,
         })
     }
@@ -309,6 +314,7 @@ fn read_event(path: &str, headers: &HeaderMap, body: Bytes) -> Result<Event, Rej
         model: ce("ce-inferenceservicename"),
         time: ce("ce-time"),
         traceparent: ce("ce-traceparent"),
+        metadata: ce("ce-metadata"),
     }
     .into_event(path, body)
 }
@@ -331,6 +337,7 @@ fn structured_event(path: &str, body: &[u8]) -> Result<Event, Rejection> {
         model: text("inferenceservicename"),
         time: text("time"),
         traceparent: text("traceparent"),
+        metadata: text("metadata"),
     };
     let content_type = text("datacontenttype");
     // The attributes first, so that an event without them is told so.
@@ -701,7 +708,11 @@ impl KserveReceiver {
         let body = tensors::parse(&event.data)?;
         let half = match event.kind {
             Kind::Request => Half::Request {
-                rows: tensors::request_rows(&body, &schema)?,
+                rows: with_header_id(
+                    tensors::request_rows(&body, &schema)?,
+                    mapping,
+                    event.metadata.as_deref(),
+                ),
                 time_unix_nano: event.time_unix_nano,
                 traceparent: event.traceparent,
             },
@@ -840,6 +851,31 @@ async fn receive(State(receiver): State<KserveReceiver>, request: Request) -> Re
             rejection.into_response()
         }
     }
+}
+
+/// `rows` named by the request header `request_id_header` of the model's mapping, when KServe's
+/// `metadata` extension carries it (the logger's `metadataHeaders` must list it); a header
+/// named in any case, its first value; else `rows` as they are.
+fn with_header_id(
+    mut rows: RequestRows,
+    mapping: &ModelMapping,
+    metadata: Option<&str>,
+) -> RequestRows {
+    let (Some(wanted), Some(metadata)) = (&mapping.request_id_header, metadata) else {
+        return rows;
+    };
+    let Ok(headers) = serde_json::from_str::<HashMap<String, Vec<String>>>(metadata) else {
+        return rows;
+    };
+    let value = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        .and_then(|(_, values)| values.first())
+        .filter(|v| !v.is_empty());
+    if let Some(value) = value {
+        rows.id = Some(value.clone());
+    }
+    rows
 }
 
 /// The request id of row `row` of the request whose id is `base`: always `<base>/<row>`, a

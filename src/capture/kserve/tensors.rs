@@ -79,6 +79,10 @@ pub struct ModelMapping {
     pub categorical_inputs: Vec<String>,
     /// What the InferenceService's logger sends [default: all].
     pub logger_mode: LoggerMode,
+    /// A request header whose value names the request's records (`<value>/<row>`), read from
+    /// KServe's `metadata` extension: list it in the logger's `metadataHeaders` too
+    /// (e.g. `X-Request-Id`). Without it, or when a request lacks it: the V2 `id`, else `ce-id`.
+    pub request_id_header: Option<String>,
 }
 
 impl ModelMapping {
