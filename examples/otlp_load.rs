@@ -7,89 +7,11 @@
 //! inferscope serve --otlp-receive-grpc 127.0.0.1:4317 --no-traces --no-metrics &
 //! cargo run --release --example otlp_load -- --addr 127.0.0.1:4317 --seconds 10 --pid $!
 
-use inferscope::capture::otlp::RawCodec;
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::{any_value::Value, AnyValue, KeyValue},
-    resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
-};
+use inferscope::capture::otlp::{load_test_request, RawCodec};
 use prost::{bytes::Bytes, Message};
 use std::time::{Duration, Instant};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// One request of `spans` vLLM `llm_request` spans (the attributes `do_tracing` sets), ids
-/// distinct across requests `n`.
-fn request(n: u64, spans: usize) -> Bytes {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let spans = (0..spans as u64)
-        .map(|i| {
-            let id = n * 1_000_000 + i + 1;
-            Span {
-                trace_id: [id.to_be_bytes(), 7u64.to_be_bytes()].concat(),
-                span_id: id.to_be_bytes().to_vec(),
-                name: "llm_request".into(),
-                kind: 2,
-                start_time_unix_nano: now,
-                end_time_unix_nano: now + 900_000_000,
-                attributes: vec![
-                    kv(
-                        "gen_ai.latency.time_to_first_token",
-                        Value::DoubleValue(0.05),
-                    ),
-                    kv("gen_ai.latency.e2e", Value::DoubleValue(0.9)),
-                    kv("gen_ai.latency.time_in_queue", Value::DoubleValue(0.01)),
-                    kv(
-                        "gen_ai.usage.prompt_tokens",
-                        Value::IntValue(12 + i as i64 % 50),
-                    ),
-                    kv("gen_ai.usage.completion_tokens", Value::IntValue(40)),
-                    kv(
-                        "gen_ai.request.id",
-                        Value::StringValue(format!("cmpl-{id}")),
-                    ),
-                    kv(
-                        "gen_ai.response.finish_reasons",
-                        Value::StringValue("[\"stop\"]".into()),
-                    ),
-                    kv("gen_ai.request.temperature", Value::DoubleValue(0.7)),
-                    kv("gen_ai.request.max_tokens", Value::IntValue(256)),
-                ],
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", Value::StringValue("vllm-load".into())),
-                    kv("service.version", Value::StringValue("1".into())),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-    .into()
-}
 
 /// The process's user + system CPU time (`/proc/<pid>/stat`, clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -116,7 +38,9 @@ async fn main() {
     let seconds: f64 = arg("--seconds", 10.0);
     let pid: u32 = arg("--pid", 0);
     // Distinct requests, built before timing and cycled.
-    let requests: Vec<Bytes> = (0..64).map(|n| request(n, spans)).collect();
+    let requests: Vec<Bytes> = (0..64)
+        .map(|n| load_test_request(n, spans).encode_to_vec().into())
+        .collect();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();

@@ -35,7 +35,12 @@ use crate::{
     pb,
     self_metrics::{SelfCounter, SelfStats},
 };
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value::Value, AnyValue, KeyValue},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
 use prost::{bytes::Bytes, Message};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
@@ -607,4 +612,76 @@ fn spans_in(body: &[u8]) -> u64 {
             .map(|s| s.spans.len() as u64)
             .sum()
     })
+}
+
+fn load_kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// For benchmarks (`examples/otlp_load.rs`, `benches/otlp_receive.rs`): one request of `spans`
+/// vLLM `llm_request` spans with the attributes `do_tracing` sets, ids distinct across
+/// requests `n`.
+#[doc(hidden)]
+pub fn load_test_request(n: u64, spans: usize) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (0..spans as u64)
+        .map(|i| {
+            let id = n * 1_000_000 + i + 1;
+            Span {
+                trace_id: [id.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "llm_request".into(),
+                kind: 2,
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 900_000_000,
+                attributes: vec![
+                    load_kv(
+                        "gen_ai.latency.time_to_first_token",
+                        Value::DoubleValue(0.05),
+                    ),
+                    load_kv("gen_ai.latency.e2e", Value::DoubleValue(0.9)),
+                    load_kv("gen_ai.latency.time_in_queue", Value::DoubleValue(0.01)),
+                    load_kv(
+                        "gen_ai.usage.prompt_tokens",
+                        Value::IntValue(12 + i as i64 % 50),
+                    ),
+                    load_kv("gen_ai.usage.completion_tokens", Value::IntValue(40)),
+                    load_kv(
+                        "gen_ai.request.id",
+                        Value::StringValue(format!("cmpl-{id}")),
+                    ),
+                    load_kv(
+                        "gen_ai.response.finish_reasons",
+                        Value::StringValue("[\"stop\"]".into()),
+                    ),
+                    load_kv("gen_ai.request.temperature", Value::DoubleValue(0.7)),
+                    load_kv("gen_ai.request.max_tokens", Value::IntValue(256)),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    load_kv("service.name", Value::StringValue("vllm-load".into())),
+                    load_kv("service.version", Value::StringValue("1".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
