@@ -318,7 +318,7 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         counter: SelfCounter::TapUnreadable,
         name: "inferscope.tap.unreadable",
         unit: "{call}",
-        description: "ModelInfer calls forwarded by the tap whose tensors could not be made into records (a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a mapped output missing); the call itself was answered as usual.",
+        description: "ModelInfer calls forwarded by the tap whose tensors could not be made into records (a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
         instrument: Instrument::Counter,
     },
 ];

@@ -41,8 +41,6 @@ pub enum TensorError {
     },
     #[error("tensor {name}: raw contents are not a whole number of {datatype} elements")]
     Raw { name: String, datatype: String },
-    #[error("output {name}, named by the mapping, is not in the response")]
-    MissingOutput { name: String },
     #[error("output {name}: class index {value} is not one of the {classes} declared classes")]
     ClassIndex {
         name: String,
@@ -295,19 +293,11 @@ pub fn records(
         }
         Err(e) => return Err(e),
     };
-    let find = |name: &str| -> Result<&Tensor, TensorError> {
-        outputs
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| TensorError::MissingOutput {
-                name: name.to_owned(),
-            })
-    };
+    // A mapped output the caller did not ask for is absent: the records go without it.
+    let find = |name: &str| outputs.iter().find(|t| t.name == name);
     let mapping = ctx.mapping.filter(|_| response.is_some());
-    let prediction = mapping.and_then(|m| m.prediction_output.as_deref().map(find));
-    let prediction = prediction.transpose()?;
-    let probabilities = mapping.and_then(|m| m.probabilities_output.as_deref().map(find));
-    let probabilities = probabilities.transpose()?;
+    let prediction = mapping.and_then(|m| m.prediction_output.as_deref().and_then(find));
+    let probabilities = mapping.and_then(|m| m.probabilities_output.as_deref().and_then(find));
     let categorical = |t: &Tensor| {
         t.bytes
             || ctx
@@ -377,6 +367,9 @@ fn prediction_of(
 ) -> Result<Option<pb::inference_record::Prediction>, TensorError> {
     use pb::inference_record::Prediction;
     let first = |t: &Tensor| t.row(row).first().cloned();
+    if prediction.is_none() && probabilities.is_none() {
+        return Ok(None);
+    }
     if m.class_names.is_empty() {
         return Ok(match prediction.and_then(first) {
             Some(Element::Number(v)) => Some(Prediction::Regression(pb::Regression { value: v })),
@@ -647,5 +640,13 @@ mod tests {
             records(&request, Some(&out(3.0)), &ctx(Some(&classes), None)),
             Err(TensorError::ClassIndex { .. })
         ));
+        // A mapped output the caller did not request: records without a prediction.
+        let r = records(
+            &request,
+            Some(&ModelInferResponse::default()),
+            &ctx(Some(&classes), None),
+        )
+        .unwrap();
+        assert_eq!(r[0].prediction, None);
     }
 }
