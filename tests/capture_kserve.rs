@@ -945,3 +945,56 @@ async fn a_request_header_from_kserves_metadata_names_the_records() {
         3
     );
 }
+
+/// A client that never finishes its request does not hold the shutdown: after a quarter of the
+/// budget the endpoint stops waiting for it, and the event still waiting is recorded before the
+/// drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_client_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config(HashMap::new(), Duration::from_secs(600), 100);
+    config.shutdown_budget = Duration::from_secs(4);
+    let sidecar = common::start(config).await;
+    let http = reqwest::Client::new();
+    let answer = post_binary(
+        &http,
+        &url(&sidecar, "/"),
+        "alone",
+        REQUEST_TYPE,
+        "m",
+        &json!({"instances": [[1.0]]}),
+    )
+    .await;
+    assert_eq!(answer.status(), 202);
+    let mut stuck = tokio::net::TcpStream::connect(sidecar.sidecar.cloudevents_addr.unwrap())
+        .await
+        .unwrap();
+    stuck
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let (request, _) = sidecar.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        common::value(&request, "inferscope.cloudevents.expired", &[]),
+        1
+    );
+    assert_eq!(
+        common::value(
+            &request,
+            "inferscope.records.received",
+            &[
+                ("inferscope.model.name", "m"),
+                ("error.type", "no_response")
+            ]
+        ),
+        1
+    );
+    drop(stuck);
+}

@@ -485,7 +485,8 @@ impl JoinStore {
 }
 
 /// Starts the endpoint when `--cloudevents-listen` is set: binds, and serves until `shutdown`
-/// (then records the halves still waiting). Returns the bound address and the task, which ends
+/// (open connections get a quarter of the shutdown budget to finish; then the halves still
+/// waiting are recorded). Returns the bound address and the task, which ends
 /// once those records are dispatched: await it before the shards drain.
 pub async fn start(
     config: &crate::config::Config,
@@ -518,7 +519,8 @@ pub async fn start(
         config.limits.max_batch_records,
     );
     tracing::info!(target: "inferscope::capture", listen = %addr, "KServe payload-logger endpoint (CloudEvents) serving");
-    let task = tokio::spawn(receiver.serve(listener, config.max_connections, shutdown));
+    let grace = config.shutdown_budget / 4;
+    let task = tokio::spawn(receiver.serve(listener, config.max_connections, shutdown, grace));
     Ok(Some((addr, task)))
 }
 
@@ -578,7 +580,9 @@ impl KserveReceiver {
         listener: TcpListener,
         max_connections: usize,
         shutdown: CancellationToken,
+        grace: Duration,
     ) {
+        use std::future::IntoFuture;
         let incoming = crate::listener::BoundedListener::new(
             listener,
             crate::listener::ConnectionSlots::new(max_connections),
@@ -587,15 +591,28 @@ impl KserveReceiver {
         let router = axum::Router::new()
             .fallback(receive)
             .with_state(self.clone());
-        let sweeper = tokio::spawn(self.clone().sweep(shutdown.clone()));
-        let stop = shutdown.clone();
-        if let Err(e) = axum::serve(incoming, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        {
-            tracing::error!(target: "inferscope::capture", error = %e, "the CloudEvents endpoint failed");
+        let sweeper_stop = CancellationToken::new();
+        let sweeper = tokio::spawn(self.clone().sweep(sweeper_stop.clone()));
+        let served = axum::serve(incoming, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        // A connection that does not close (a client that never finishes its request) may not
+        // hold the drain: after `grace` the endpoint stops waiting for it.
+        let cut = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = served => if let Err(e) = served {
+                tracing::error!(target: "inferscope::capture", error = %e, "the CloudEvents endpoint failed");
+            },
+            _ = cut => tracing::warn!(
+                target: "inferscope::capture",
+                ?grace,
+                "CloudEvents connections still open after the shutdown's grace: no longer waited for"
+            ),
         }
-        shutdown.cancel();
+        sweeper_stop.cancel();
         let _ = sweeper.await;
         self.expire(true);
     }
