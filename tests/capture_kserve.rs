@@ -78,6 +78,38 @@ async fn profile_of(client: &mut common::TestClient, model: &str, version: &str)
         .profile_json
 }
 
+/// Sends delayed labels, each a request id and a class name, for a model version; returns how
+/// many were accepted.
+async fn send_labels(
+    client: &mut common::TestClient,
+    model: &str,
+    version: &str,
+    labels: impl IntoIterator<Item = (String, String)>,
+) -> u32 {
+    let labels = labels
+        .into_iter()
+        .map(|(request_id, class)| pb::GroundTruth {
+            request_id,
+            label: Some(pb::Label {
+                value: Some(pb::label::Value::ClassName(class)),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let batch = pb::LabelBatch {
+        model: model.into(),
+        version: version.into(),
+        labels,
+        ..Default::default()
+    };
+    client
+        .submit_labels(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted
+}
+
 fn model_attr(model: &str) -> [(&str, &str); 1] {
     [("inferscope.model.name", model)]
 }
@@ -131,34 +163,20 @@ async fn v1_instances_and_predictions_become_records_joined_by_later_labels() {
 
     let mut client = sidecar.client().await;
     // Labels follow the documented ids: `<ce-id>/<row>`; the last one is wrong on purpose.
-    let mut labels: Vec<pb::GroundTruth> = (0..3)
+    let labels = (0..3)
         .flat_map(|i| (0..2).map(move |row| (i, row)))
-        .map(|(i, row)| pb::GroundTruth {
-            request_id: format!("iris-{i}/{row}"),
-            label: Some(pb::Label {
-                value: Some(pb::label::Value::ClassName(
-                    (if (i, row) == (2, 1) {
-                        1
-                    } else {
-                        predictions[i][row]
-                    })
-                    .to_string(),
-                )),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let ack = client
-        .submit_labels(pb::LabelBatch {
-            model: "sklearn-iris".into(),
-            version: "1".into(),
-            labels: std::mem::take(&mut labels),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ack.accepted, 6);
+        .map(|(i, row)| {
+            let class = if (i, row) == (2, 1) {
+                1
+            } else {
+                predictions[i][row]
+            };
+            (format!("iris-{i}/{row}"), class.to_string())
+        });
+    assert_eq!(
+        send_labels(&mut client, "sklearn-iris", "1", labels).await,
+        6
+    );
     let profile = profile_of(&mut client, "sklearn-iris", "1").await;
     let profile: Value = serde_json::from_str(&profile).unwrap();
     let names: Vec<&str> = profile["features"]
@@ -254,27 +272,11 @@ async fn v2_tensors_in_binary_and_structured_mode_with_a_config_mapping() {
 
     let mut client = sidecar.client().await;
     // The V2 request's own id names the records: tx-1/0 … tx-1/2.
-    let ack = client
-        .submit_labels(pb::LabelBatch {
-            model: "fraud".into(),
-            version: "7".into(),
-            labels: ["legit", "fraud", "fraud"]
-                .iter()
-                .enumerate()
-                .map(|(row, class)| pb::GroundTruth {
-                    request_id: format!("tx-1/{row}"),
-                    label: Some(pb::Label {
-                        value: Some(pb::label::Value::ClassName((*class).into())),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ack.accepted, 3, "{:?}", ack.rejects);
+    let labels = ["legit", "fraud", "fraud"]
+        .iter()
+        .enumerate()
+        .map(|(row, class)| (format!("tx-1/{row}"), class.to_string()));
+    assert_eq!(send_labels(&mut client, "fraud", "7", labels).await, 3);
     let profile = profile_of(&mut client, "fraud", "7").await;
     assert!(profile.contains("\"country\"") && profile.contains("\"amount\""));
     let (request, _) = sidecar.stop().await;
@@ -532,26 +534,12 @@ async fn events_from_the_python_cloudevents_sdk_become_records() {
     let sent: Value = serde_json::from_slice(&output.stdout).unwrap();
     let rows = sent["rows"].as_array().unwrap();
     let mut client = sidecar.client().await;
-    let ack = client
-        .submit_labels(pb::LabelBatch {
-            model: "py-model".into(),
-            version: "1".into(),
-            labels: rows
-                .iter()
-                .map(|row| pb::GroundTruth {
-                    request_id: row[0].as_str().unwrap().into(),
-                    label: Some(pb::Label {
-                        value: Some(pb::label::Value::ClassName(row[1].as_str().unwrap().into())),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ack.accepted as usize, rows.len());
+    let labels = rows.iter().map(|row| {
+        let text = |i: usize| row[i].as_str().unwrap().to_owned();
+        (text(0), text(1))
+    });
+    let accepted = send_labels(&mut client, "py-model", "1", labels).await;
+    assert_eq!(accepted as usize, rows.len());
     let (request, _) = sidecar.stop().await;
     let model = model_attr("py-model");
     assert_eq!(
@@ -919,26 +907,8 @@ async fn a_request_header_from_kserves_metadata_names_the_records() {
         }
     }
     let mut client = sidecar.client().await;
-    let ack = client
-        .submit_labels(pb::LabelBatch {
-            model: "iris".into(),
-            version: "1".into(),
-            labels: ["req-42/0", "req-43/0", "ce-c/0"]
-                .iter()
-                .map(|id| pb::GroundTruth {
-                    request_id: (*id).into(),
-                    label: Some(pb::Label {
-                        value: Some(pb::label::Value::ClassName("setosa".into())),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ack.accepted, 3);
+    let labels = ["req-42/0", "req-43/0", "ce-c/0"].map(|id| (id.to_owned(), "setosa".to_owned()));
+    assert_eq!(send_labels(&mut client, "iris", "1", labels).await, 3);
     let (request, _) = sidecar.stop().await;
     assert_eq!(
         common::value(&request, "inferscope.labels.joined", &model_attr("iris")),
