@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainferscope/v1/ingest.proto\x12\rinferscope.v1\"\xa7\x01\n\x0bRecordBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x35\n\x0c\x64\x65\x63larations\x18\x04 \x03(\x0b\x32\x1f.inferscope.v1.ModelDeclaration\x12/\n\x07records\x18\x05 \x03(\x0b\x32\x1e.inferscope.v1.InferenceRecord\"\xef\x01\n\x10ModelDeclaration\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x04task\x18\x03 \x01(\x0e\x32\x17.inferscope.v1.TaskType\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x16\n\x0epositive_class\x18\x05 \x01(\t\x12,\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32\x1a.inferscope.v1.FeatureSpec\x12\x17\n\x0fgen_ai_provider\x18\x07 \x01(\t\x12 \n\x18\x61llow_undeclared_classes\x18\x08 \x01(\x08\"E\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.inferscope.v1.FeatureKind\"\xb5\x04\n\x0fInferenceRecord\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0etime_unix_nano\x18\x04 \x01(\x06\x12\x1c\n\x0flatency_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nerror_type\x18\x06 \x01(\t\x12\x18\n\x10numeric_features\x18\x07 \x03(\x01\x12\x1c\n\x14\x63\x61tegorical_features\x18\x08 \x03(\t\x12\x33\n\x0enamed_features\x18\t \x03(\x0b\x32\x1b.inferscope.v1.NamedFeature\x12\x37\n\x0e\x63lassification\x18\n \x01(\x0b\x32\x1d.inferscope.v1.ClassificationH\x00\x12/\n\nregression\x18\x0b \x01(\x0b\x32\x19.inferscope.v1.RegressionH\x00\x12/\n\ngeneration\x18\x0c \x01(\x0b\x32\x19.inferscope.v1.GenerationH\x00\x12#\n\x05label\x18\r \x01(\x0b\x32\x14.inferscope.v1.Label\x12\x13\n\x0btraceparent\x18\x0e \x01(\t\x12\x12\n\ntracestate\x18\x0f \x01(\t\x12,\n\nattributes\x18\x10 \x03(\x0b\x32\x18.inferscope.v1.AttributeB\x0c\n\npredictionB\x12\n\x10_latency_seconds\"K\n\x0cNamedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x00\x42\x07\n\x05value\"\xa2\x01\n\x0e\x43lassification\x12\x17\n\x0fpredicted_class\x18\x01 \x01(\t\x12\"\n\x15predicted_class_index\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x13\x63lass_probabilities\x18\x03 \x03(\x01\x12\x12\n\x05score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x18\n\x16_predicted_class_indexB\x08\n\x06_score\"\x1b\n\nRegression\x12\r\n\x05value\x18\x01 \x01(\x01\"\xc5\x01\n\nGeneration\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12(\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x16\n\x0eresponse_model\x18\x06 \x01(\tB\x1e\n\x1c_time_to_first_token_seconds\"Y\n\x05Label\x12\x14\n\nclass_name\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63lass_index\x18\x02 \x01(\rH\x00\x12\x1a\n\x10regression_value\x18\x03 \x01(\x01H\x00\x42\x07\n\x05value\"\'\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x9e\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12,\n\x07rejects\x18\x03 \x03(\x0b\x32\x1b.inferscope.v1.RecordReject\x12)\n\x05\x66lags\x18\x04 \x03(\x0b\x32\x1a.inferscope.v1.RecordFlags\x12\x15\n\rflags_dropped\x18\x05 \x01(\r\"j\n\x0cRecordReject\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.inferscope.v1.RejectReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"K\n\x0bRecordFlags\x12\r\n\x05index\x18\x01 \x01(\r\x12-\n\tanomalies\x18\x02 \x03(\x0b\x32\x1a.inferscope.v1.AnomalyFlag\";\n\x0b\x41nomalyFlag\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07subject\x18\x03 \x01(\t\"j\n\nLabelBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x06labels\x18\x04 \x03(\x0b\x32\x1a.inferscope.v1.GroundTruth\"~\n\x0bGroundTruth\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12#\n\x05label\x18\x04 \x01(\x0b\x32\x14.inferscope.v1.Label\x12\x16\n\x0etime_unix_nano\x18\x05 \x01(\x06\"\\\n\x08LabelAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12,\n\x07rejects\x18\x03 \x03(\x0b\x32\x1b.inferscope.v1.RecordReject\"J\n\x17\x43\x61ptureReferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07records\x18\x03 \x01(\r\"+\n\x18\x43\x61ptureReferenceResponse\x12\x0f\n\x07records\x18\x01 \x01(\r\"8\n\x16\x45xportReferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"/\n\x17\x45xportReferenceResponse\x12\x14\n\x0cprofile_json\x18\x01 \x01(\t*\xa7\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fTASK_TYPE_BINARY_CLASSIFICATION\x10\x01\x12\'\n#TASK_TYPE_MULTICLASS_CLASSIFICATION\x10\x02\x12\x18\n\x14TASK_TYPE_REGRESSION\x10\x03\x12\x18\n\x14TASK_TYPE_GENERATION\x10\x04*c\n\x0b\x46\x65\x61tureKind\x12\x1c\n\x18\x46\x45\x41TURE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_KIND_NUMERIC\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_KIND_CATEGORICAL\x10\x02*\xd3\x02\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREJECT_REASON_MISSING_FIELD\x10\x01\x12\x1f\n\x1bREJECT_REASON_INVALID_VALUE\x10\x02\x12\x1a\n\x16REJECT_REASON_TOO_LONG\x10\x03\x12\x1a\n\x16REJECT_REASON_TOO_MANY\x10\x04\x12!\n\x1dREJECT_REASON_SCHEMA_MISMATCH\x10\x05\x12\x1f\n\x1bREJECT_REASON_UNKNOWN_CLASS\x10\x06\x12%\n!REJECT_REASON_INVALID_TRACEPARENT\x10\x07\x12\"\n\x1eREJECT_REASON_UNDECLARED_CLASS\x10\x08\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\t2\xaa\x03\n\rIngestService\x12H\n\rStreamRecords\x12\x1a.inferscope.v1.RecordBatch\x1a\x17.inferscope.v1.BatchAck(\x01\x30\x01\x12\x44\n\rSubmitRecords\x12\x1a.inferscope.v1.RecordBatch\x1a\x17.inferscope.v1.BatchAck\x12\x42\n\x0cSubmitLabels\x12\x19.inferscope.v1.LabelBatch\x1a\x17.inferscope.v1.LabelAck\x12\x63\n\x10\x43\x61ptureReference\x12&.inferscope.v1.CaptureReferenceRequest\x1a\'.inferscope.v1.CaptureReferenceResponse\x12`\n\x0f\x45xportReference\x12%.inferscope.v1.ExportReferenceRequest\x1a&.inferscope.v1.ExportReferenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainferscope/v1/ingest.proto\x12\rinferscope.v1\"\xa7\x01\n\x0bRecordBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x35\n\x0c\x64\x65\x63larations\x18\x04 \x03(\x0b\x32\x1f.inferscope.v1.ModelDeclaration\x12/\n\x07records\x18\x05 \x03(\x0b\x32\x1e.inferscope.v1.InferenceRecord\"\xef\x01\n\x10ModelDeclaration\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x04task\x18\x03 \x01(\x0e\x32\x17.inferscope.v1.TaskType\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x16\n\x0epositive_class\x18\x05 \x01(\t\x12,\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32\x1a.inferscope.v1.FeatureSpec\x12\x17\n\x0fgen_ai_provider\x18\x07 \x01(\t\x12 \n\x18\x61llow_undeclared_classes\x18\x08 \x01(\x08\"E\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.inferscope.v1.FeatureKind\"\xb5\x04\n\x0fInferenceRecord\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0etime_unix_nano\x18\x04 \x01(\x06\x12\x1c\n\x0flatency_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nerror_type\x18\x06 \x01(\t\x12\x18\n\x10numeric_features\x18\x07 \x03(\x01\x12\x1c\n\x14\x63\x61tegorical_features\x18\x08 \x03(\t\x12\x33\n\x0enamed_features\x18\t \x03(\x0b\x32\x1b.inferscope.v1.NamedFeature\x12\x37\n\x0e\x63lassification\x18\n \x01(\x0b\x32\x1d.inferscope.v1.ClassificationH\x00\x12/\n\nregression\x18\x0b \x01(\x0b\x32\x19.inferscope.v1.RegressionH\x00\x12/\n\ngeneration\x18\x0c \x01(\x0b\x32\x19.inferscope.v1.GenerationH\x00\x12#\n\x05label\x18\r \x01(\x0b\x32\x14.inferscope.v1.Label\x12\x13\n\x0btraceparent\x18\x0e \x01(\t\x12\x12\n\ntracestate\x18\x0f \x01(\t\x12,\n\nattributes\x18\x10 \x03(\x0b\x32\x18.inferscope.v1.AttributeB\x0c\n\npredictionB\x12\n\x10_latency_seconds\"K\n\x0cNamedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x00\x42\x07\n\x05value\"\xa2\x01\n\x0e\x43lassification\x12\x17\n\x0fpredicted_class\x18\x01 \x01(\t\x12\"\n\x15predicted_class_index\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x13\x63lass_probabilities\x18\x03 \x03(\x01\x12\x12\n\x05score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x18\n\x16_predicted_class_indexB\x08\n\x06_score\"\x1b\n\nRegression\x12\r\n\x05value\x18\x01 \x01(\x01\"\xc5\x01\n\nGeneration\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12(\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x16\n\x0eresponse_model\x18\x06 \x01(\tB\x1e\n\x1c_time_to_first_token_seconds\"\x8a\x01\n\x05Label\x12\x14\n\nclass_name\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63lass_index\x18\x02 \x01(\rH\x00\x12\x1a\n\x10regression_value\x18\x03 \x01(\x01H\x00\x12/\n\nevaluation\x18\x04 \x01(\x0b\x32\x19.inferscope.v1.EvaluationH\x00\x42\x07\n\x05value\"G\n\nEvaluation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05label\x18\x03 \x01(\tB\x08\n\x06_score\"\'\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x9e\x01\n\x08\x42\x61tchAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12,\n\x07rejects\x18\x03 \x03(\x0b\x32\x1b.inferscope.v1.RecordReject\x12)\n\x05\x66lags\x18\x04 \x03(\x0b\x32\x1a.inferscope.v1.RecordFlags\x12\x15\n\rflags_dropped\x18\x05 \x01(\r\"j\n\x0cRecordReject\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.inferscope.v1.RejectReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"K\n\x0bRecordFlags\x12\r\n\x05index\x18\x01 \x01(\r\x12-\n\tanomalies\x18\x02 \x03(\x0b\x32\x1a.inferscope.v1.AnomalyFlag\";\n\x0b\x41nomalyFlag\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07subject\x18\x03 \x01(\t\"j\n\nLabelBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12*\n\x06labels\x18\x04 \x03(\x0b\x32\x1a.inferscope.v1.GroundTruth\"~\n\x0bGroundTruth\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12#\n\x05label\x18\x04 \x01(\x0b\x32\x14.inferscope.v1.Label\x12\x16\n\x0etime_unix_nano\x18\x05 \x01(\x06\"\\\n\x08LabelAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12,\n\x07rejects\x18\x03 \x03(\x0b\x32\x1b.inferscope.v1.RecordReject\"J\n\x17\x43\x61ptureReferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07records\x18\x03 \x01(\r\"+\n\x18\x43\x61ptureReferenceResponse\x12\x0f\n\x07records\x18\x01 \x01(\r\"8\n\x16\x45xportReferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"/\n\x17\x45xportReferenceResponse\x12\x14\n\x0cprofile_json\x18\x01 \x01(\t*\xa7\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fTASK_TYPE_BINARY_CLASSIFICATION\x10\x01\x12\'\n#TASK_TYPE_MULTICLASS_CLASSIFICATION\x10\x02\x12\x18\n\x14TASK_TYPE_REGRESSION\x10\x03\x12\x18\n\x14TASK_TYPE_GENERATION\x10\x04*c\n\x0b\x46\x65\x61tureKind\x12\x1c\n\x18\x46\x45\x41TURE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_KIND_NUMERIC\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_KIND_CATEGORICAL\x10\x02*\xd3\x02\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREJECT_REASON_MISSING_FIELD\x10\x01\x12\x1f\n\x1bREJECT_REASON_INVALID_VALUE\x10\x02\x12\x1a\n\x16REJECT_REASON_TOO_LONG\x10\x03\x12\x1a\n\x16REJECT_REASON_TOO_MANY\x10\x04\x12!\n\x1dREJECT_REASON_SCHEMA_MISMATCH\x10\x05\x12\x1f\n\x1bREJECT_REASON_UNKNOWN_CLASS\x10\x06\x12%\n!REJECT_REASON_INVALID_TRACEPARENT\x10\x07\x12\"\n\x1eREJECT_REASON_UNDECLARED_CLASS\x10\x08\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\t2\xaa\x03\n\rIngestService\x12H\n\rStreamRecords\x12\x1a.inferscope.v1.RecordBatch\x1a\x17.inferscope.v1.BatchAck(\x01\x30\x01\x12\x44\n\rSubmitRecords\x12\x1a.inferscope.v1.RecordBatch\x1a\x17.inferscope.v1.BatchAck\x12\x42\n\x0cSubmitLabels\x12\x19.inferscope.v1.LabelBatch\x1a\x17.inferscope.v1.LabelAck\x12\x63\n\x10\x43\x61ptureReference\x12&.inferscope.v1.CaptureReferenceRequest\x1a\'.inferscope.v1.CaptureReferenceResponse\x12`\n\x0f\x45xportReference\x12%.inferscope.v1.ExportReferenceRequest\x1a&.inferscope.v1.ExportReferenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inferscope.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKTYPE']._serialized_start=2665
-  _globals['_TASKTYPE']._serialized_end=2832
-  _globals['_FEATUREKIND']._serialized_start=2834
-  _globals['_FEATUREKIND']._serialized_end=2933
-  _globals['_REJECTREASON']._serialized_start=2936
-  _globals['_REJECTREASON']._serialized_end=3275
+  _globals['_TASKTYPE']._serialized_start=2788
+  _globals['_TASKTYPE']._serialized_end=2955
+  _globals['_FEATUREKIND']._serialized_start=2957
+  _globals['_FEATUREKIND']._serialized_end=3056
+  _globals['_REJECTREASON']._serialized_start=3059
+  _globals['_REJECTREASON']._serialized_end=3398
   _globals['_RECORDBATCH']._serialized_start=46
   _globals['_RECORDBATCH']._serialized_end=213
   _globals['_MODELDECLARATION']._serialized_start=216
@@ -53,32 +53,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGRESSION']._serialized_end=1365
   _globals['_GENERATION']._serialized_start=1368
   _globals['_GENERATION']._serialized_end=1565
-  _globals['_LABEL']._serialized_start=1567
-  _globals['_LABEL']._serialized_end=1656
-  _globals['_ATTRIBUTE']._serialized_start=1658
-  _globals['_ATTRIBUTE']._serialized_end=1697
-  _globals['_BATCHACK']._serialized_start=1700
-  _globals['_BATCHACK']._serialized_end=1858
-  _globals['_RECORDREJECT']._serialized_start=1860
-  _globals['_RECORDREJECT']._serialized_end=1966
-  _globals['_RECORDFLAGS']._serialized_start=1968
-  _globals['_RECORDFLAGS']._serialized_end=2043
-  _globals['_ANOMALYFLAG']._serialized_start=2045
-  _globals['_ANOMALYFLAG']._serialized_end=2104
-  _globals['_LABELBATCH']._serialized_start=2106
-  _globals['_LABELBATCH']._serialized_end=2212
-  _globals['_GROUNDTRUTH']._serialized_start=2214
-  _globals['_GROUNDTRUTH']._serialized_end=2340
-  _globals['_LABELACK']._serialized_start=2342
-  _globals['_LABELACK']._serialized_end=2434
-  _globals['_CAPTUREREFERENCEREQUEST']._serialized_start=2436
-  _globals['_CAPTUREREFERENCEREQUEST']._serialized_end=2510
-  _globals['_CAPTUREREFERENCERESPONSE']._serialized_start=2512
-  _globals['_CAPTUREREFERENCERESPONSE']._serialized_end=2555
-  _globals['_EXPORTREFERENCEREQUEST']._serialized_start=2557
-  _globals['_EXPORTREFERENCEREQUEST']._serialized_end=2613
-  _globals['_EXPORTREFERENCERESPONSE']._serialized_start=2615
-  _globals['_EXPORTREFERENCERESPONSE']._serialized_end=2662
-  _globals['_INGESTSERVICE']._serialized_start=3278
-  _globals['_INGESTSERVICE']._serialized_end=3704
+  _globals['_LABEL']._serialized_start=1568
+  _globals['_LABEL']._serialized_end=1706
+  _globals['_EVALUATION']._serialized_start=1708
+  _globals['_EVALUATION']._serialized_end=1779
+  _globals['_ATTRIBUTE']._serialized_start=1781
+  _globals['_ATTRIBUTE']._serialized_end=1820
+  _globals['_BATCHACK']._serialized_start=1823
+  _globals['_BATCHACK']._serialized_end=1981
+  _globals['_RECORDREJECT']._serialized_start=1983
+  _globals['_RECORDREJECT']._serialized_end=2089
+  _globals['_RECORDFLAGS']._serialized_start=2091
+  _globals['_RECORDFLAGS']._serialized_end=2166
+  _globals['_ANOMALYFLAG']._serialized_start=2168
+  _globals['_ANOMALYFLAG']._serialized_end=2227
+  _globals['_LABELBATCH']._serialized_start=2229
+  _globals['_LABELBATCH']._serialized_end=2335
+  _globals['_GROUNDTRUTH']._serialized_start=2337
+  _globals['_GROUNDTRUTH']._serialized_end=2463
+  _globals['_LABELACK']._serialized_start=2465
+  _globals['_LABELACK']._serialized_end=2557
+  _globals['_CAPTUREREFERENCEREQUEST']._serialized_start=2559
+  _globals['_CAPTUREREFERENCEREQUEST']._serialized_end=2633
+  _globals['_CAPTUREREFERENCERESPONSE']._serialized_start=2635
+  _globals['_CAPTUREREFERENCERESPONSE']._serialized_end=2678
+  _globals['_EXPORTREFERENCEREQUEST']._serialized_start=2680
+  _globals['_EXPORTREFERENCEREQUEST']._serialized_end=2736
+  _globals['_EXPORTREFERENCERESPONSE']._serialized_start=2738
+  _globals['_EXPORTREFERENCERESPONSE']._serialized_end=2785
+  _globals['_INGESTSERVICE']._serialized_start=3401
+  _globals['_INGESTSERVICE']._serialized_end=3827
 # @@protoc_insertion_point(module_scope)

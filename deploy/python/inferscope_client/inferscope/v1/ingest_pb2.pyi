@@ -174,14 +174,26 @@ class Generation(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., time_to_first_token_seconds: _Optional[float] = ..., finish_reason: _Optional[str] = ..., operation: _Optional[str] = ..., response_model: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("class_name", "class_index", "regression_value")
+    __slots__ = ("class_name", "class_index", "regression_value", "evaluation")
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     REGRESSION_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     class_name: str
     class_index: int
     regression_value: float
-    def __init__(self, class_name: _Optional[str] = ..., class_index: _Optional[int] = ..., regression_value: _Optional[float] = ...) -> None: ...
+    evaluation: Evaluation
+    def __init__(self, class_name: _Optional[str] = ..., class_index: _Optional[int] = ..., regression_value: _Optional[float] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("name", "score", "label")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score: float
+    label: str
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Attribute(_message.Message):
     __slots__ = ("key", "value")
