@@ -6,15 +6,19 @@
 //! - each ModelInfer row becomes a record (one-row calls under the request id, batches under
 //!   `<id>/<row>`), a malformed request an error record with the server's gRPC code;
 //! - delayed labels join them: accuracy and ROC AUC equal scikit-learn's within 1e-9;
-//! - the features shifted halfway are flagged as drifted, the others are not.
+//! - the features shifted halfway are flagged as drifted, the others are not;
+//! - exported to VictoriaMetrics, the same quality and drift read back with PromQL.
 //!
 //! Needs `tools/install-backends.sh mlserver` (the README's test command runs it); fails, never
 //! skips, without it.
 
 mod common;
 
-use common::backends::{free_port, run_json, wait_ready, Backend, TempDir};
+use common::backends::{
+    free_port, poll_promql, run_json, start_victoria_metrics, wait_ready, Backend, TempDir,
+};
 use inferscope::{
+    config::{Config, OtlpProtocol},
     models::ModelKey,
     oip::{
         grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -22,6 +26,7 @@ use inferscope::{
         InferTensorContents, ModelInferRequest, ModelMetadataRequest, ServerLiveRequest,
     },
     pb,
+    server::{Sidecar, Sinks},
     tap::TapModel,
 };
 use serde_json::Value;
@@ -40,7 +45,7 @@ fn root() -> PathBuf {
 }
 
 /// Trains the model into a temporary directory; the traffic and scikit-learn's figures.
-async fn train(dir: &TempDir, python: &PathBuf) -> Value {
+async fn train(dir: &TempDir, python: &std::path::Path) -> Value {
     let mut command = Command::new(python);
     command.arg(root().join("tests/tap/train.py")).arg(&dir.0);
     run_json(command).await
@@ -128,8 +133,9 @@ fn mapping() -> HashMap<String, TapModel> {
     )])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
+/// MLServer serving the trained model, and the traffic: (server, its gRPC URL, the training
+/// script's JSON).
+async fn serve_model() -> (Backend, String, Value) {
     let python = root().join(".tools/mlserver-venv/bin/python");
     assert!(
         python.exists(),
@@ -138,17 +144,34 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
     );
     let dir = TempDir::new("tap-mlserver");
     let traffic = train(&dir, &python).await;
-    let (_mlserver, upstream) = start_mlserver(dir).await;
+    let (mlserver, upstream) = start_mlserver(dir).await;
+    (mlserver, upstream, traffic)
+}
 
-    let mut config = common::config();
+/// The tap in front of `upstream`, its mapping, and a reference of the traffic's first rows.
+fn tap_config(mut config: Config, upstream: &str, traffic: &Value) -> Config {
     config.tap.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tap.upstream = Some(upstream.clone());
+    config.tap.upstream = Some(upstream.to_owned());
     config.tap.models = mapping();
+    config.drift.reference_records = traffic["reference"].as_u64().unwrap() as usize;
+    config
+}
+
+/// What went through the tap: the request id of each row in traffic order, and the code the
+/// malformed request got.
+struct Sent {
+    ids: Vec<String>,
+    malformed: tonic::Code,
+}
+
+/// Sends the traffic through the tap, comparing a few answers with direct calls: the reference
+/// rows one per call (typed contents), the shifted ones eight per call (raw bytes; MLServer
+/// answers raw outputs then); then a malformed request.
+async fn send_through(tap_addr: std::net::SocketAddr, upstream: &str, traffic: &Value) -> Sent {
+    let mut tap = client(format!("http://{tap_addr}")).await;
+    let mut direct = client(upstream.to_owned()).await;
     let reference = traffic["reference"].as_u64().unwrap() as usize;
-    config.drift.reference_records = reference;
-    let sidecar = common::start(config).await;
-    let mut tap = client(format!("http://{}", sidecar.sidecar.tap_addr.unwrap())).await;
-    let mut direct = client(upstream).await;
+    let rows = rows(traffic);
 
     // Calls other than ModelInfer pass through unchanged.
     let live = tap.server_live(ServerLiveRequest {}).await.unwrap();
@@ -165,26 +188,6 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
         direct.model_metadata(metadata).await.unwrap().into_inner()
     );
 
-    let rows: Vec<Vec<f64>> = traffic["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    let labels: Vec<u64> = traffic["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    // The reference rows one per call (typed contents), the shifted ones eight per call (raw
-    // bytes; MLServer answers raw outputs then).
     let mut ids = Vec::new();
     for (i, row) in rows[..reference].iter().enumerate() {
         let request = infer(&format!("q{i}"), std::slice::from_ref(row), false);
@@ -219,31 +222,59 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
         (via_tap.code(), via_tap.message()),
         (from_server.code(), from_server.message())
     );
+    Sent {
+        ids,
+        malformed: via_tap.code(),
+    }
+}
 
-    // Every call recorded (off the calls' path): 800 predictions and the error.
+fn rows(traffic: &Value) -> Vec<Vec<f64>> {
+    traffic["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until the sidecar has recorded `want` records of the model (recording is off the
+/// calls' path), then sends the traffic's labels under the ids the tap gave the rows.
+async fn label(sidecar: &Sidecar, sent: &Sent, traffic: &Value, want: u64) {
     let key = ModelKey::new(MODEL, "v1");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let snapshot = sidecar.sidecar.snapshot().await;
+        let snapshot = sidecar.snapshot().await;
         let recorded: u64 = snapshot
             .models
             .get(&key)
             .map_or(0, |m| m.outcomes.iter().map(|o| o.records).sum());
-        if recorded == rows.len() as u64 + 1 {
+        if recorded == want {
             break;
         }
         assert!(Instant::now() < deadline, "{recorded} records after 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    let mut ingest = sidecar.client().await;
+    let mut ingest = pb::ingest_service_client::IngestServiceClient::connect(format!(
+        "http://{}",
+        sidecar.local_addr
+    ))
+    .await
+    .unwrap();
+    let labels = traffic["labels"].as_array().unwrap();
     let ack = ingest
         .submit_labels(pb::LabelBatch {
             model: MODEL.into(),
             version: "v1".into(),
-            labels: ids
+            labels: sent
+                .ids
                 .iter()
-                .zip(&labels)
+                .zip(labels)
                 .map(|(id, y)| pb::GroundTruth {
                     request_id: id.clone(),
                     label: Some(pb::Label {
@@ -257,8 +288,19 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ack.accepted as usize, rows.len(), "{:?}", ack.rejects);
+    assert_eq!(ack.accepted as usize, sent.ids.len(), "{:?}", ack.rejects);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
+    let (_mlserver, upstream, traffic) = serve_model().await;
+    let sidecar = common::start(tap_config(common::config(), &upstream, &traffic)).await;
+    let sent = send_through(sidecar.sidecar.tap_addr.unwrap(), &upstream, &traffic).await;
+    let rows = sent.ids.len() as i64;
+    // 800 predictions and the malformed request's error.
+    label(&sidecar.sidecar, &sent, &traffic, rows as u64 + 1).await;
+
+    let key = ModelKey::new(MODEL, "v1");
     let snapshot = sidecar.sidecar.snapshot().await;
     let drift = snapshot.drift[&key].windows.last().unwrap();
     let drifted: Vec<(&str, bool)> = drift
@@ -282,7 +324,7 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
     let model = [("inferscope.model.name", MODEL)];
     assert_eq!(
         common::value(&request, "inferscope.records.received", &model),
-        rows.len() as i64 + 1
+        rows + 1
     );
     // MLServer answers INTERNAL for it: the record carries the code the caller got.
     assert_eq!(
@@ -291,14 +333,14 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
             "inferscope.records.received",
             &[
                 ("inferscope.model.name", MODEL),
-                ("error.type", inferscope::tap::code_name(via_tap.code())),
+                ("error.type", inferscope::tap::code_name(sent.malformed)),
             ]
         ),
         1
     );
     assert_eq!(
         common::value(&request, "inferscope.labels.joined", &model),
-        rows.len() as i64
+        rows
     );
     let all = [
         ("inferscope.model.name", MODEL),
@@ -317,4 +359,58 @@ async fn mlserver_behind_the_tap_is_monitored_without_code_in_it() {
         );
     }
     assert_eq!(common::value(&request, "inferscope.tap.dropped", &[]), 0);
+}
+
+/// The issue's acceptance: the same traffic, exported over OTLP/HTTP to VictoriaMetrics, reads
+/// back with PromQL as scikit-learn computes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_in_victoria_metrics_equals_scikit_learn() {
+    let (_mlserver, upstream, traffic) = serve_model().await;
+    let (_vm, vm) = start_victoria_metrics().await;
+    let mut config = tap_config(common::config(), &upstream, &traffic);
+    config.export.endpoint = format!("{vm}/opentelemetry");
+    config.export.protocol = OtlpProtocol::HttpProtobuf;
+    config.export.traces = false;
+    let sinks = Sinks::from_config(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
+    let sent = send_through(sidecar.tap_addr.unwrap(), &upstream, &traffic).await;
+    label(&sidecar, &sent, &traffic, sent.ids.len() as u64 + 1).await;
+    // Stopping exports the final state.
+    sidecar.stop().await.unwrap();
+
+    let sel =
+        format!(r#"inferscope_model_name="{MODEL}",inferscope_model_version="v1",window="all""#);
+    for (query, want) in [
+        (
+            format!("inferscope_quality_accuracy_ratio{{{sel}}}"),
+            traffic["accuracy"].as_f64().unwrap(),
+        ),
+        (
+            format!("inferscope_quality_roc_auc_ratio{{{sel}}}"),
+            traffic["roc_auc"].as_f64().unwrap(),
+        ),
+        (
+            format!(r#"sum(inferscope_records_received_total{{inferscope_model_name="{MODEL}"}})"#),
+            sent.ids.len() as f64 + 1.0,
+        ),
+        (
+            format!(
+                r#"sum(inferscope_records_received_total{{inferscope_model_name="{MODEL}",error_type="{}"}})"#,
+                inferscope::tap::code_name(sent.malformed)
+            ),
+            1.0,
+        ),
+    ] {
+        let got = poll_promql(&vm, &query, |v| (v - want).abs() < 1e-9).await;
+        assert!(
+            got.is_some_and(|v| (v - want).abs() < 1e-9),
+            "{query}: VictoriaMetrics {got:?}, want {want}"
+        );
+    }
+    for (feature, drifted) in [("input-0_0", 1.0), ("input-0_1", 1.0), ("input-0_2", 0.0)] {
+        let query = format!(r#"inferscope_drift_detected{{{sel},feature="{feature}"}}"#);
+        let got = poll_promql(&vm, &query, |v| v == drifted).await;
+        assert_eq!(got, Some(drifted), "{query}");
+    }
 }
