@@ -968,3 +968,61 @@ async fn a_stuck_client_does_not_hold_the_shutdown() {
     );
     drop(stuck);
 }
+
+/// Logged inferences get the same analyses as gRPC records: a value far outside the reference
+/// the first events captured is flagged (`inferscope.anomalies`), and the flagged record's span
+/// is a child of the request's `ce-traceparent`, in the caller's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_inferences_are_flagged_and_traced_in_the_callers_trace() {
+    let mut config = config(HashMap::new(), Duration::from_secs(60), 100);
+    config.drift.reference_records = 20;
+    let sidecar = common::start(config).await;
+    let http = reqwest::Client::new();
+    let endpoint = url(&sidecar, "/");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for i in 0..21 {
+        let x = if i == 20 {
+            1000.0
+        } else {
+            1.0 + i as f64 / 100.0
+        };
+        let id = format!("t-{i}");
+        for kind in [REQUEST_TYPE, RESPONSE_TYPE] {
+            let body = if kind == REQUEST_TYPE {
+                json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [x]}]})
+            } else {
+                json!({"outputs": [{"name": "y", "shape": [1], "datatype": "FP64", "data": [0.5]}]})
+            };
+            let mut post = http
+                .post(&endpoint)
+                .header("Ce-Specversion", "1.0")
+                .header("Ce-Id", &id)
+                .header("Ce-Type", kind)
+                .header("Ce-Source", "http://localhost:9081/")
+                .header("Ce-Inferenceservicename", "traced")
+                .header("Content-Type", "application/json");
+            if i == 20 && kind == REQUEST_TYPE {
+                post = post.header("Ce-Traceparent", traceparent);
+            }
+            assert_eq!(
+                post.body(body.to_string()).send().await.unwrap().status(),
+                202
+            );
+        }
+    }
+    let (request, spans) = sidecar.stop().await;
+    let at = [
+        ("inferscope.model.name", "traced"),
+        ("inferscope.model.version", "1"),
+        ("kind", "out_of_reference_range"),
+    ];
+    assert_eq!(
+        common::point(&request, "inferscope.anomalies", &at),
+        Some(1.0)
+    );
+    let span = spans
+        .iter()
+        .find(|s| s.span_context.trace_id().to_string() == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("the flagged record's span, in the caller's trace");
+    assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+}
