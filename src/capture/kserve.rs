@@ -569,6 +569,14 @@ impl KserveReceiver {
         self.store().len()
     }
 
+    /// Sets `inferscope.cloudevents.pending` to the store's size, under the store's lock, so
+    /// that it never reads more than the store holds (a gauge, like `streams.active`, not an
+    /// event).
+    fn publish_pending(&self, store: &JoinStore) {
+        let pending = self.inner.stats.counter(SelfCounter::CloudEventsPending);
+        pending.store(store.len() as u64, Relaxed);
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, JoinStore> {
         self.inner.store.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -631,14 +639,15 @@ impl KserveReceiver {
     }
 
     fn expire(&self, everything: bool) {
-        let expired = self.store().expire(Instant::now(), everything);
+        let expired = {
+            let mut store = self.store();
+            let expired = store.expire(Instant::now(), everything);
+            self.publish_pending(&store);
+            expired
+        };
         if expired.is_empty() {
             return;
         }
-        self.inner
-            .stats
-            .counter(SelfCounter::CloudEventsPending)
-            .fetch_sub(expired.len() as u64, Relaxed);
         self.inner.stats.emit(&CloudEventsExpired {
             events: expired.len() as u64,
             ttl: self.inner.settings.join_ttl,
@@ -763,13 +772,15 @@ impl KserveReceiver {
                     seq: 0,
                     deadline: Instant::now(),
                 };
-                let offered = self.store().offer(pending, Instant::now());
+                let offered = {
+                    let mut store = self.store();
+                    let offered = store.offer(pending, Instant::now());
+                    self.publish_pending(&store);
+                    offered
+                };
                 match offered {
                     Offered::Stored(pushed) => {
-                        let pending = self.inner.stats.counter(SelfCounter::CloudEventsPending);
-                        pending.fetch_add(1, Relaxed);
                         if !pushed.is_empty() {
-                            pending.fetch_sub(pushed.len() as u64, Relaxed);
                             self.inner.stats.emit(&CloudEventsEvicted {
                                 events: pushed.len() as u64,
                                 capacity: self.inner.settings.join_capacity,
@@ -779,10 +790,6 @@ impl KserveReceiver {
                     }
                     Offered::Paired(pair) => {
                         let (request, response) = *pair;
-                        self.inner
-                            .stats
-                            .counter(SelfCounter::CloudEventsPending)
-                            .fetch_sub(1, Relaxed);
                         let (model, version) = (request.model.clone(), request.version.clone());
                         let records = pair_records(request, response)?;
                         return self.answer(&model, &version, records);
