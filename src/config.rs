@@ -957,12 +957,22 @@ fn tap_settings(
     upstream: Option<String>,
     file: crate::tap::TapFile,
 ) -> Result<crate::tap::TapSettings, ConfigError> {
-    if listen.is_some() != upstream.is_some() {
-        return Err(invalid(
-            "--tap-listen",
-            format!("{listen:?} with --tap-upstream {upstream:?}"),
-            "give both --tap-listen and --tap-upstream, or neither",
-        ));
+    match (&listen, &upstream) {
+        (Some(listen), None) => {
+            return Err(invalid(
+                "--tap-listen",
+                listen,
+                "the tap needs its model server too: give --tap-upstream (its gRPC URL)",
+            ))
+        }
+        (None, Some(upstream)) => {
+            return Err(invalid(
+                "--tap-upstream",
+                upstream,
+                "the tap needs its own address too: give --tap-listen",
+            ))
+        }
+        _ => {}
     }
     if let Some(url) = &upstream {
         if url.parse::<tonic::codegen::http::Uri>().is_err() {
@@ -1324,6 +1334,26 @@ mod tests {
             let message = Config::resolve(args).unwrap_err().to_string();
             assert!(message.contains(setting), "{message} should name {setting}");
         }
+    }
+
+    #[test]
+    fn half_a_tap_names_the_missing_half() {
+        let listen = ConfigArgs {
+            tap_listen: Some("127.0.0.1:8001".parse().unwrap()),
+            ..Default::default()
+        };
+        let message = Config::resolve(listen).unwrap_err().to_string();
+        assert!(
+            message.contains("127.0.0.1:8001") && message.contains("give --tap-upstream"),
+            "{message}"
+        );
+        assert!(!message.contains("Some("), "{message}");
+        let upstream = ConfigArgs {
+            tap_upstream: Some("http://127.0.0.1:8081".into()),
+            ..Default::default()
+        };
+        let message = Config::resolve(upstream).unwrap_err().to_string();
+        assert!(message.contains("give --tap-listen"), "{message}");
     }
 
     #[test]
