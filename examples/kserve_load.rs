@@ -12,28 +12,9 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// User + system CPU seconds of a process, from `/proc/<pid>/stat` (fields 14 and 15, in
-/// clock ticks of 1/100 s).
-fn cpu_of(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit(')').next()?;
-    let ticks: Vec<f64> = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    (ticks.len() == 2).then(|| (ticks[0] + ticks[1]) / 100.0)
-}
-
-fn option<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_seconds, option};
 
 #[tokio::main]
 async fn main() {
@@ -53,7 +34,7 @@ async fn main() {
     .to_string();
 
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let cpu_before = cpu_of(pid);
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for connection in 0..connections {
@@ -106,7 +87,7 @@ async fn main() {
         taken as f64 / elapsed,
         taken as f64 / 2.0 * rows as f64 / elapsed
     );
-    if let (Some(before), Some(after)) = (cpu_before, cpu_of(pid)) {
+    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
         let cpu = after - before;
         println!(
             "server CPU {cpu:.2} s ({:.2} cores): {:.0} events per CPU-second",

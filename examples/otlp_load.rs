@@ -13,30 +13,17 @@ use std::time::{Duration, Instant};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// The process's user + system CPU time (`/proc/<pid>/stat`, clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_seconds, option};
 
 #[tokio::main]
 async fn main() {
-    let addr: String = arg("--addr", "127.0.0.1:4317".to_string());
-    let connections: usize = arg("--connections", 4);
-    let spans: usize = arg("--spans", 512);
-    let seconds: f64 = arg("--seconds", 10.0);
-    let pid: u32 = arg("--pid", 0);
+    let addr: String = option("--addr", "127.0.0.1:4317".to_string());
+    let connections: usize = option("--connections", 4);
+    let spans: usize = option("--spans", 512);
+    let seconds: f64 = option("--seconds", 10.0);
+    let pid: u32 = option("--pid", 0);
     // Distinct requests, built before timing and cycled.
     let requests: Vec<Bytes> = (0..64)
         .map(|n| load_test_request(n, spans).encode_to_vec().into())
