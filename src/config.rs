@@ -342,6 +342,14 @@ settings! {
         /// The model server's OIP gRPC endpoint the tap forwards to, e.g. http://127.0.0.1:8081.
         #[arg(long, env = "INFERSCOPE_TAP_UPSTREAM")]
         pub tap_upstream: Option<String>,
+        /// Address of the tap's REST/JSON side: an HTTP/1.1 proxy forwarding every request to
+        /// --tap-http-upstream and recording `POST /v2/models/{name}/infer` [default: off].
+        #[arg(long, env = "INFERSCOPE_TAP_HTTP_LISTEN")]
+        pub tap_http_listen: Option<SocketAddr>,
+        /// The model server's OIP REST endpoint the tap's REST side forwards to, e.g.
+        /// http://127.0.0.1:8080.
+        #[arg(long, env = "INFERSCOPE_TAP_HTTP_UPSTREAM")]
+        pub tap_http_upstream: Option<String>,
         /// The tap's queue and per-model mappings: `[tap]`, `[tap.models.<name>]` (file only).
         #[arg(skip)]
         pub tap: Option<crate::tap::TapFile>,
@@ -844,8 +852,8 @@ impl Config {
             ));
         }
         let tap = bad.check(tap_settings(
-            given.tap_listen,
-            given.tap_upstream,
+            (given.tap_listen, given.tap_upstream),
+            (given.tap_http_listen, given.tap_http_upstream),
             given.tap.unwrap_or_default(),
         ));
         let otlp_receive = crate::capture::otlp::OtlpReceive {
@@ -950,37 +958,53 @@ fn kserve_settings(
     })
 }
 
-/// `--tap-listen`, `--tap-upstream` and `[tap]`, checked: the two addresses go together, and each
-/// model's mapping must make a declaration that gRPC would accept.
+/// `--tap-listen`, `--tap-upstream`, `--tap-http-listen`, `--tap-http-upstream` and `[tap]`,
+/// checked: each side's two addresses go together, and each model's mapping must make a
+/// declaration that gRPC would accept.
 fn tap_settings(
-    listen: Option<SocketAddr>,
-    upstream: Option<String>,
+    (listen, upstream): (Option<SocketAddr>, Option<String>),
+    (http_listen, http_upstream): (Option<SocketAddr>, Option<String>),
     file: crate::tap::TapFile,
 ) -> Result<crate::tap::TapSettings, ConfigError> {
-    match (&listen, &upstream) {
-        (Some(listen), None) => {
-            return Err(invalid(
-                "--tap-listen",
-                listen,
+    // (listen, upstream, their flags, and what to say when one is missing or the URL is bad)
+    let sides: [(_, _, &'static str, &'static str, [&'static str; 3]); 2] = [
+        (
+            &listen,
+            &upstream,
+            "--tap-listen",
+            "--tap-upstream",
+            [
                 "the tap needs its model server too: give --tap-upstream (its gRPC URL)",
-            ))
-        }
-        (None, Some(upstream)) => {
-            return Err(invalid(
-                "--tap-upstream",
-                upstream,
                 "the tap needs its own address too: give --tap-listen",
-            ))
-        }
-        _ => {}
-    }
-    if let Some(url) = &upstream {
-        if url.parse::<tonic::codegen::http::Uri>().is_err() {
-            return Err(invalid(
-                "--tap-upstream",
-                url,
                 "give the model server's gRPC URL, e.g. http://127.0.0.1:8081",
-            ));
+            ],
+        ),
+        (
+            &http_listen,
+            &http_upstream,
+            "--tap-http-listen",
+            "--tap-http-upstream",
+            [
+                "the tap's REST side needs its model server too: give --tap-http-upstream (its \
+                 REST URL)",
+                "the tap's REST side needs its own address too: give --tap-http-listen",
+                "give the model server's REST URL, e.g. http://127.0.0.1:8080",
+            ],
+        ),
+    ];
+    for (listen, upstream, listen_flag, upstream_flag, [no_upstream, no_listen, bad_url]) in sides {
+        match (listen, upstream) {
+            (Some(listen), None) => return Err(invalid(listen_flag, listen, no_upstream)),
+            (None, Some(upstream)) => return Err(invalid(upstream_flag, upstream, no_listen)),
+            _ => {}
+        }
+        if let Some(url) = upstream {
+            let usable = url.parse::<tonic::codegen::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            });
+            if !usable {
+                return Err(invalid(upstream_flag, url, bad_url));
+            }
         }
     }
     let queue = positive("tap.queue", file.queue.unwrap_or(crate::tap::DEFAULT_QUEUE))?;
@@ -994,11 +1018,26 @@ fn tap_settings(
             ));
         }
     }
+    let request_id_header = match file.request_id_header {
+        Some(h) if h.parse::<tonic::codegen::http::HeaderName>().is_err() => {
+            return Err(invalid(
+                "tap.request_id_header",
+                h,
+                "give a header name, e.g. x-request-id",
+            ))
+        }
+        h => h.map(|h| h.to_ascii_lowercase()),
+    };
     Ok(crate::tap::TapSettings {
         listen,
         upstream,
+        http_listen,
+        http_upstream,
         queue,
         models: file.models,
+        request_id_header,
+        request_id_parameter: file.request_id_parameter,
+        read_metadata: file.read_metadata.unwrap_or(true),
     })
 }
 
@@ -1354,6 +1393,38 @@ mod tests {
         };
         let message = Config::resolve(upstream).unwrap_err().to_string();
         assert!(message.contains("give --tap-listen"), "{message}");
+    }
+
+    #[test]
+    fn half_a_rest_tap_and_a_bad_rest_upstream_are_named() {
+        let listen = ConfigArgs {
+            tap_http_listen: Some("127.0.0.1:9080".parse().unwrap()),
+            ..Default::default()
+        };
+        let message = Config::resolve(listen).unwrap_err().to_string();
+        assert!(message.contains("give --tap-http-upstream"), "{message}");
+        let upstream = ConfigArgs {
+            tap_http_upstream: Some("http://127.0.0.1:8080".into()),
+            ..Default::default()
+        };
+        let message = Config::resolve(upstream).unwrap_err().to_string();
+        assert!(message.contains("give --tap-http-listen"), "{message}");
+        let bad = ConfigArgs {
+            tap_http_listen: Some("127.0.0.1:9080".parse().unwrap()),
+            tap_http_upstream: Some("127.0.0.1:8080".into()),
+            ..Default::default()
+        };
+        let message = Config::resolve(bad).unwrap_err().to_string();
+        assert!(message.contains("REST URL"), "{message}");
+        // REST alone is a tap.
+        let rest = ConfigArgs {
+            tap_http_listen: Some("127.0.0.1:9080".parse().unwrap()),
+            tap_http_upstream: Some("http://127.0.0.1:8080".into()),
+            ..Default::default()
+        };
+        let tap = Config::resolve(rest).unwrap().tap;
+        assert_eq!(tap.http_upstream.as_deref(), Some("http://127.0.0.1:8080"));
+        assert!(tap.read_metadata);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct Sidecar {
     lifecycle: JoinHandle<Result<(), ServeError>>,
     /// Where the Open Inference Protocol tap listens, when on (`--tap-listen`).
     pub tap_addr: Option<SocketAddr>,
+    /// Where the tap's REST/JSON side listens, when on (`--tap-http-listen`).
+    pub tap_http_addr: Option<SocketAddr>,
     /// Where the KServe payload-logger endpoint listens, when on (`--cloudevents-listen`).
     pub cloudevents_addr: Option<SocketAddr>,
 }
@@ -262,7 +264,8 @@ impl Sidecar {
         // The Open Inference Protocol tap in front of a model server (off unless configured).
         let tap =
             crate::tap::start(&config.tap, ingest.clone(), stats.clone(), shutdown.clone()).await?;
-        let tap_addr = tap.as_ref().map(|t| t.addr);
+        let tap_addr = tap.as_ref().and_then(|t| t.addr);
+        let tap_http_addr = tap.as_ref().and_then(|t| t.http_addr);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -411,6 +414,7 @@ impl Sidecar {
             shutdown,
             lifecycle,
             tap_addr,
+            tap_http_addr,
             cloudevents_addr,
         })
     }

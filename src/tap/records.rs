@@ -10,11 +10,17 @@
 //! - Features: an input with one value per row is the feature `<input>`; with `n > 1` values the
 //!   features `<input>_0` … `<input>_<n-1>`. BYTES inputs and the inputs listed in the mapping's
 //!   `categorical_inputs` are categorical, the rest numeric.
-//! - Predictions come from the outputs the model's mapping names ([`TapModel`]).
-//! - Request ids: the request's `id` for a one-row call, `<id>/<row>` for row `row` of a batch;
-//!   none when the request has no `id`.
+//! - The model's schema (its `ModelMetadata`, [`Schema`]) when the tap has it: an input or output
+//!   whose declared shape has the same rank as the tensor's and no variable first dimension (`-1`)
+//!   has no batch dimension, so the whole tensor is one row; an input declared BYTES is
+//!   categorical.
+//! - Predictions come from the outputs the model's mapping names ([`TapModel`]); without a mapping,
+//!   from the first output the schema declares (a number: a regression value; BYTES: the predicted
+//!   class).
+//! - Request ids: the call's id ([`CallContext::request_id`], else the request's `id`) for a
+//!   one-row call, `<id>/<row>` for row `row` of a batch; none when there is no id.
 
-use super::TapModel;
+use super::{schema::Schema, TapModel};
 use crate::oip::{
     model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
     InferTensorContents, ModelInferRequest, ModelInferResponse,
@@ -41,6 +47,10 @@ pub enum TensorError {
     },
     #[error("tensor {name}: raw contents are not a whole number of {datatype} elements")]
     Raw { name: String, datatype: String },
+    #[error("JSON: {0}")]
+    Json(String),
+    #[error("message: {0}")]
+    Message(String),
     #[error("output {name}: class index {value} is not one of the {classes} declared classes")]
     ClassIndex {
         name: String,
@@ -60,6 +70,8 @@ pub enum Element {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     pub name: String,
+    /// Dimensions of the tensor's shape.
+    pub rank: usize,
     pub rows: usize,
     pub width: usize,
     pub values: Vec<Element>,
@@ -84,6 +96,16 @@ pub fn decode(
         Some(raw) => decode_raw(name, datatype, raw)?,
         None => decode_typed(name, datatype, contents)?,
     };
+    shaped(name, datatype, shape, values)
+}
+
+/// A tensor of `values` (row-major) checked against its shape.
+pub fn shaped(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    values: Vec<Element>,
+) -> Result<Tensor, TensorError> {
     let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let expected: usize = dims.iter().product();
     if expected != values.len() {
@@ -100,6 +122,7 @@ pub fn decode(
     };
     Ok(Tensor {
         name: name.to_owned(),
+        rank: dims.len(),
         rows,
         width,
         values,
@@ -107,7 +130,26 @@ pub fn decode(
     })
 }
 
-fn unsupported(name: &str, datatype: &str) -> TensorError {
+/// Whether the datatype is one the tap reads.
+pub fn readable(datatype: &str) -> bool {
+    matches!(
+        datatype,
+        "BOOL"
+            | "INT8"
+            | "INT16"
+            | "INT32"
+            | "INT64"
+            | "UINT8"
+            | "UINT16"
+            | "UINT32"
+            | "UINT64"
+            | "FP32"
+            | "FP64"
+            | "BYTES"
+    )
+}
+
+pub(crate) fn unsupported(name: &str, datatype: &str) -> TensorError {
     TensorError::Datatype {
         name: name.to_owned(),
         datatype: datatype.to_owned(),
@@ -213,7 +255,7 @@ fn tensors<'a>(
         .collect()
 }
 
-fn inputs(request: &ModelInferRequest) -> Result<Vec<Tensor>, TensorError> {
+pub(crate) fn inputs(request: &ModelInferRequest) -> Result<Vec<Tensor>, TensorError> {
     let each = request.inputs.iter().map(|t: &InferInputTensor| {
         (
             t.name.as_str(),
@@ -225,7 +267,7 @@ fn inputs(request: &ModelInferRequest) -> Result<Vec<Tensor>, TensorError> {
     tensors(each, &request.raw_input_contents)
 }
 
-fn outputs(response: &ModelInferResponse) -> Result<Vec<Tensor>, TensorError> {
+pub(crate) fn outputs(response: &ModelInferResponse) -> Result<Vec<Tensor>, TensorError> {
     let each = response.outputs.iter().map(|t: &InferOutputTensor| {
         (
             t.name.as_str(),
@@ -265,6 +307,11 @@ pub struct CallContext<'a> {
     pub error_type: Option<&'a str>,
     pub traceparent: &'a str,
     pub tracestate: &'a str,
+    /// The call's id when the tap took it from elsewhere than the request's `id` (a header, a
+    /// request parameter, the response's `id`).
+    pub request_id: Option<&'a str>,
+    /// The model's schema from its `ModelMetadata`, when the tap has read it.
+    pub schema: Option<&'a Schema>,
 }
 
 /// The call's records, one per row. A failed call whose request cannot be read still gives one
@@ -274,28 +321,52 @@ pub fn records(
     response: Option<&ModelInferResponse>,
     ctx: &CallContext<'_>,
 ) -> Result<Vec<pb::InferenceRecord>, TensorError> {
-    let inputs = match inputs(request) {
+    let id = ctx.request_id.unwrap_or(&request.id);
+    records_of(inputs(request), response.map(outputs).transpose(), id, ctx)
+}
+
+/// The records of a call's decoded tensors, whatever their wire (gRPC messages, REST JSON):
+/// `outputs` is `None` for a failed call, `id` the call's request id.
+pub fn records_of(
+    inputs: Result<Vec<Tensor>, TensorError>,
+    outputs: Result<Option<Vec<Tensor>>, TensorError>,
+    id: &str,
+    ctx: &CallContext<'_>,
+) -> Result<Vec<pb::InferenceRecord>, TensorError> {
+    let mut inputs = match inputs {
         Ok(inputs) => inputs,
         Err(_) if ctx.error_type.is_some() => {
-            return Ok(vec![record(ctx, request_id(&request.id, 0, 1))]);
+            return Ok(vec![record(ctx, request_id(id, 0, 1))]);
         }
         Err(e) => return Err(e),
     };
-    let outputs = match response {
-        Some(r) => outputs(r)?,
-        None => Vec::new(),
-    };
+    let answered = matches!(outputs, Ok(Some(_)));
+    let mut outputs = outputs?.unwrap_or_default();
+    if let Some(schema) = ctx.schema {
+        unbatch(&mut inputs, &schema.inputs);
+        unbatch(&mut outputs, &schema.outputs);
+    }
     let all: Vec<&Tensor> = inputs.iter().chain(outputs.iter()).collect();
     let n = match rows(&all) {
         Ok(n) => n,
         Err(_) if ctx.error_type.is_some() => {
-            return Ok(vec![record(ctx, request_id(&request.id, 0, 1))]);
+            return Ok(vec![record(ctx, request_id(id, 0, 1))]);
         }
         Err(e) => return Err(e),
     };
+    // Without a mapping, the schema's first output is the prediction.
+    let from_schema = ctx
+        .mapping
+        .is_none()
+        .then(|| ctx.schema.and_then(|s| s.outputs.first()))
+        .flatten()
+        .map(|o| TapModel {
+            prediction_output: Some(o.name.clone()),
+            ..Default::default()
+        });
     // A mapped output the caller did not ask for is absent: the records go without it.
     let find = |name: &str| outputs.iter().find(|t| t.name == name);
-    let mapping = ctx.mapping.filter(|_| response.is_some());
+    let mapping = ctx.mapping.or(from_schema.as_ref()).filter(|_| answered);
     let prediction = mapping.and_then(|m| m.prediction_output.as_deref().and_then(find));
     let probabilities = mapping.and_then(|m| m.probabilities_output.as_deref().and_then(find));
     let categorical = |t: &Tensor| {
@@ -303,11 +374,16 @@ pub fn records(
             || ctx
                 .mapping
                 .is_some_and(|m| m.categorical_inputs.contains(&t.name))
+            || ctx.schema.is_some_and(|s| {
+                s.inputs
+                    .iter()
+                    .any(|i| i.name == t.name && i.datatype == "BYTES")
+            })
     };
 
     let mut out = Vec::with_capacity(n);
     for row in 0..n {
-        let mut r = record(ctx, request_id(&request.id, row, n));
+        let mut r = record(ctx, request_id(id, row, n));
         for t in &inputs {
             let cat = categorical(t);
             for (j, v) in t.row(row).iter().enumerate() {
@@ -333,6 +409,20 @@ pub fn records(
         out.push(r);
     }
     Ok(out)
+}
+
+/// Tensors whose declared shape has no batch dimension (same rank, first dimension not `-1`)
+/// become one row.
+fn unbatch(tensors: &mut [Tensor], declared: &[super::schema::TensorMeta]) {
+    for t in tensors {
+        let Some(meta) = declared.iter().find(|m| m.name == t.name) else {
+            continue;
+        };
+        if t.rank > 0 && meta.shape.len() == t.rank && meta.shape.first() != Some(&-1) {
+            t.width *= t.rows;
+            t.rows = 1;
+        }
+    }
 }
 
 fn request_id(id: &str, row: usize, rows: usize) -> String {
@@ -373,7 +463,12 @@ fn prediction_of(
     if m.class_names.is_empty() {
         return Ok(match prediction.and_then(first) {
             Some(Element::Number(v)) => Some(Prediction::Regression(pb::Regression { value: v })),
-            _ => None,
+            // A label without declared classes (the model's own class names).
+            Some(Element::Text(s)) => Some(Prediction::Classification(pb::Classification {
+                predicted_class: s,
+                ..Default::default()
+            })),
+            None => None,
         });
     }
     let mut c = pb::Classification::default();
@@ -457,6 +552,8 @@ mod tests {
             error_type: error,
             traceparent: "",
             tracestate: "",
+            request_id: None,
+            schema: None,
         }
     }
 
@@ -648,5 +745,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r[0].prediction, None);
+    }
+
+    #[test]
+    fn a_schema_without_a_batch_dimension_makes_one_row_and_names_the_prediction() {
+        use crate::tap::schema::{Schema, TensorMeta};
+        let meta = |name: &str, datatype: &str, shape: &[i64]| TensorMeta {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+        };
+        let request = ModelInferRequest {
+            id: "r".into(),
+            inputs: vec![
+                input(
+                    "x",
+                    "FP32",
+                    &[3],
+                    InferTensorContents {
+                        fp32_contents: vec![1.0, 2.0, 3.0],
+                        ..Default::default()
+                    },
+                ),
+                input(
+                    "code",
+                    "INT32",
+                    &[1],
+                    InferTensorContents {
+                        int_contents: vec![7],
+                        ..Default::default()
+                    },
+                ),
+            ],
+            ..Default::default()
+        };
+        let response = ModelInferResponse {
+            outputs: vec![Out {
+                name: "label".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                contents: Some(InferTensorContents {
+                    bytes_contents: vec![b"cat".to_vec()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Without a schema: three rows of x (and code's one row disagrees).
+        assert!(matches!(
+            records(&request, Some(&response), &ctx(None, None)),
+            Err(TensorError::Rows { .. })
+        ));
+        let schema = Schema {
+            inputs: vec![meta("x", "FP32", &[3]), meta("code", "BYTES", &[1])],
+            outputs: vec![meta("label", "BYTES", &[1])],
+        };
+        let c = CallContext {
+            schema: Some(&schema),
+            ..ctx(None, None)
+        };
+        let r = records(&request, Some(&response), &c).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].request_id, "r");
+        assert_eq!(numbers(&r[0]).len(), 3);
+        // Declared BYTES: categorical.
+        assert_eq!(
+            r[0].named_features[3].value,
+            Some(pb::named_feature::Value::Category("7".into()))
+        );
+        let Some(pb::inference_record::Prediction::Classification(p)) = &r[0].prediction else {
+            panic!("the schema's output is the prediction");
+        };
+        assert_eq!(p.predicted_class, "cat");
+        // A batch dimension declared: rows as usual.
+        let batched = Schema {
+            inputs: vec![meta("x", "FP32", &[-1])],
+            outputs: vec![],
+        };
+        let c = CallContext {
+            schema: Some(&batched),
+            ..ctx(None, None)
+        };
+        let one = ModelInferRequest {
+            inputs: vec![request.inputs[0].clone()],
+            ..request.clone()
+        };
+        assert_eq!(records(&one, None, &c).unwrap().len(), 3);
     }
 }

@@ -42,6 +42,12 @@ def main():
                 "name": "credit",
                 "implementation": "mlserver_sklearn.SKLearnModel",
                 "parameters": {"uri": "./model.joblib", "version": "v1"},
+                # Its ModelMetadata: the tap reads the schema from it.
+                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
+                "outputs": [
+                    {"name": "predict", "datatype": "INT64", "shape": [-1, 1]},
+                    {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+                ],
             },
             f,
         )
