@@ -1,18 +1,22 @@
-//! What the Open Inference Protocol tap adds to a `ModelInfer` call: the same calls sent to a model
-//! server directly and through a sidecar's tap (`--tap-listen`), alternating, at a low load (one
-//! call at a time) and a high one (`--concurrency` callers), with the latency percentiles of each
-//! and the process's CPU time per call.
+//! What the Open Inference Protocol tap adds to an inference call: the same calls sent to a model
+//! server directly and through a sidecar's tap, at a low load (one call at a time) and a high one
+//! (`--concurrency` callers), with the latency percentiles of each and the process's CPU time per
+//! call. gRPC `ModelInfer` through `--tap-listen` by default; with `--rest`, REST/JSON
+//! `POST /v2/models/{name}/infer` through `--tap-http-listen`.
 //!
 //! ```text
 //! cargo run --release --example tap_latency -- [--calls 5000] [--concurrency 32] [--rows 1]
-//!                                              [--upstream http://127.0.0.1:8081 --model NAME]
+//!                                              [--rest]
+//!                                              [--upstream URL --model NAME]
 //! ```
 //!
-//! Without `--upstream` the model server is an in-process OIP server that answers at once with a
-//! scikit-learn-shaped response (`predict`, `predict_proba`): the difference is then the tap's
-//! own cost (one more loopback hop, the copy and the recording). The sidecar records every call
-//! (no export); client, tap and echo server share this process, so the CPU per call is the whole
-//! process's, the direct run's subtracted from the tap run's.
+//! Without `--upstream` the model server is an in-process OIP server (gRPC, or REST with `--rest`)
+//! that answers at once with a scikit-learn-shaped response (`predict`, `predict_proba`): the
+//! difference is then the tap's own cost (one more loopback hop, the copy and the recording). With
+//! `--upstream` it is a real server's gRPC port (e.g. MLServer's http://127.0.0.1:8081), or its
+//! REST port with `--rest` (http://127.0.0.1:8080). The sidecar records every call (no export);
+//! client, tap and echo server share this process, so the CPU per call is the whole process's,
+//! the direct run's subtracted from the tap run's.
 
 use inferscope::{
     config::Config,
@@ -26,8 +30,70 @@ use inferscope::{
     server::{Sidecar, Sinks},
     tap::TapModel,
 };
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tonic::{transport::Channel, Request, Response, Status};
+
+/// A REST/JSON OIP server's infer answer, as the gRPC echo's.
+async fn rest_echo(body: axum::body::Bytes) -> impl axum::response::IntoResponse {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let rows = request["inputs"][0]["shape"][0].as_u64().unwrap_or(1) as usize;
+    let probabilities = [0.3, 0.7].repeat(rows);
+    let answer = json!({
+        "model_name": "credit",
+        "model_version": "v1",
+        "id": request["id"],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [rows, 1], "data": vec![1; rows]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [rows, 2], "data": probabilities},
+        ],
+    });
+    (
+        [("content-type", "application/json")],
+        serde_json::to_vec(&answer).unwrap(),
+    )
+}
+
+/// Where calls go: a gRPC client, or a REST client and the server's base URL.
+#[derive(Clone)]
+enum Target {
+    Grpc(GrpcInferenceServiceClient<Channel>),
+    Rest(reqwest::Client, String),
+}
+
+impl Target {
+    async fn call(&mut self, model: &str, i: usize, rows: usize) {
+        match self {
+            Target::Grpc(client) => {
+                client
+                    .model_infer(request(model, i, rows))
+                    .await
+                    .expect("the call succeeds");
+            }
+            Target::Rest(client, base) => {
+                let r = request(model, i, rows);
+                let body = json!({
+                    "id": r.id,
+                    "inputs": [{
+                        "name": "input-0",
+                        "datatype": "FP64",
+                        "shape": [rows, 4],
+                        "data": r.inputs[0].contents.as_ref().unwrap().fp64_contents,
+                    }],
+                    "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+                });
+                let response = client
+                    .post(format!("{base}/v2/models/{model}/infer"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("the call succeeds");
+                assert!(response.status().is_success(), "{}", response.status());
+                response.bytes().await.expect("the answer");
+            }
+        }
+    }
+}
 
 /// An OIP server that answers every `ModelInfer` at once.
 struct Echo;
@@ -149,7 +215,7 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 /// `calls` calls spread over `concurrency` callers; each call's latency, and the CPU time used.
 async fn run(
-    client: &GrpcInferenceServiceClient<Channel>,
+    client: &Target,
     model: &str,
     calls: usize,
     concurrency: usize,
@@ -163,12 +229,8 @@ async fn run(
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for i in (c..calls).step_by(concurrency) {
-                    let request = request(&model, i, rows);
                     let start = Instant::now();
-                    client
-                        .model_infer(request)
-                        .await
-                        .expect("the call succeeds");
+                    client.call(&model, i, rows).await;
                     latencies.push(start.elapsed());
                 }
                 latencies
@@ -189,8 +251,16 @@ async fn main() {
     let concurrency: usize = arg("--concurrency").map_or(32, |v| v.parse().unwrap());
     let rows: usize = arg("--rows").map_or(1, |v| v.parse().unwrap());
     let model = arg("--model").unwrap_or_else(|| "credit".into());
+    let rest = std::env::args().any(|a| a == "--rest");
     let upstream = match arg("--upstream") {
         Some(url) => url,
+        None if rest => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new().fallback(axum::routing::post(rest_echo));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}")
+        }
         None => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -205,8 +275,13 @@ async fn main() {
     };
 
     let mut config = Config::default();
-    config.tap.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tap.upstream = Some(upstream.clone());
+    if rest {
+        config.tap.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.tap.http_upstream = Some(upstream.clone());
+    } else {
+        config.tap.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.tap.upstream = Some(upstream.clone());
+    }
     config.tap.models.insert(
         model.clone(),
         TapModel {
@@ -220,16 +295,39 @@ async fn main() {
     let sidecar = Sidecar::start(listener, config, Sinks::none())
         .await
         .unwrap();
-    let tap = GrpcInferenceServiceClient::connect(format!("http://{}", sidecar.tap_addr.unwrap()))
-        .await
-        .unwrap();
-    let direct = GrpcInferenceServiceClient::connect(upstream).await.unwrap();
+    let (tap, direct) = if rest {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        (
+            Target::Rest(
+                http.clone(),
+                format!("http://{}", sidecar.tap_http_addr.unwrap()),
+            ),
+            Target::Rest(http, upstream),
+        )
+    } else {
+        (
+            Target::Grpc(
+                GrpcInferenceServiceClient::connect(format!(
+                    "http://{}",
+                    sidecar.tap_addr.unwrap()
+                ))
+                .await
+                .unwrap(),
+            ),
+            Target::Grpc(GrpcInferenceServiceClient::connect(upstream).await.unwrap()),
+        )
+    };
 
     // Warm both paths (connections, allocator, the model's state in the sidecar).
     run(&direct, &model, 200, 4, rows).await;
     run(&tap, &model, 200, 4, rows).await;
 
-    println!("{calls} ModelInfer calls of {rows} row(s) each; latency in µs");
+    let what = if rest { "REST infer" } else { "ModelInfer" };
+    println!("{calls} {what} calls of {rows} row(s) each; latency in µs");
     println!("| load | path | p50 | p99 | max | CPU µs/call |");
     println!("|---|---|---|---|---|---|");
     for (load, callers) in [("low (1 caller)", 1), ("high", concurrency)] {
@@ -263,6 +361,9 @@ async fn main() {
         .map(|m| m.outcomes.iter().map(|o| o.records).sum::<u64>())
         .sum();
     let dropped = snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapDropped];
-    println!("recorded {recorded} records, {dropped} calls not recorded (queue full)");
+    let unreadable = snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapUnreadable];
+    println!(
+        "recorded {recorded} records, {dropped} calls not recorded (queue full), {unreadable} unreadable"
+    );
     sidecar.stop().await.unwrap();
 }
