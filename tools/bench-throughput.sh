@@ -22,6 +22,8 @@
 # that a change is compared with what it replaced in the same run on a noisy machine.
 # RATE=N offers N records/s in total (the load generator's --rate) instead of saturating: figures
 # at a fixed load, e.g. the highest rate at which the redis mode stores every prediction.
+# FEATURES="16 32 128 256" repeats everything for each number of numeric features (default 32).
+# Each line also gives the load generator's ack latency (p50/p99/p99.9, ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -39,6 +41,7 @@ if [[ " ${MODES:-} " == *" redis "* ]]; then
   trap 'rm -f "$nohst_config"; kill $redis_pid 2>/dev/null || true' EXIT
   sleep 0.5
 fi
+for features in ${FEATURES:-32}; do
 for round in $(seq "$rounds"); do
   for mode in ${MODES:-null nodrift nohst inline none delayed nojoin}; do
     for server in ./target/release/inferscope ${BASELINE:-}; do
@@ -60,7 +63,8 @@ for round in $(seq "$rounds"); do
       sleep 1
       before=$(cpu $pid)
       result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
-        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" --rate "${RATE:-0}" | tail -1)
+        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" --rate "${RATE:-0}" \
+        --features "$features" --quiet | tail -1)
       rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
       records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
       used=$(echo "$(cpu $pid) - $before" | bc)
@@ -73,10 +77,12 @@ for round in $(seq "$rounds"); do
         sets=$(sed -n 's/^cmdstat_set:calls=\([0-9]*\).*/\1/p' <<<"$stats")
         extra=" stored_share=$(echo "scale=3; ${sets:-0} / $records" | bc) redis_keys_left=$(.tools/bin/redis-cli -p 16379 DBSIZE)"
       fi
-      echo "round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss$extra"
+      latency=$(grep -o 'ack_p50_ms=.*' <<<"$result")
+      echo "features=$features round=$round mode=$mode server=$label records_per_second=$rate cpu_us_per_record=$(echo "scale=3; $used * 1000000 / $records" | bc) rss_kb=$rss $latency$extra"
       kill -TERM $pid
       wait $pid || true
       sleep 0.5
     done
   done
+done
 done
