@@ -354,14 +354,26 @@ async fn main() {
             (t_cpu.as_secs_f64() - d_cpu.as_secs_f64()) * 1e6 / calls as f64,
         );
     }
-    let snapshot = sidecar.snapshot().await;
-    let recorded: u64 = snapshot
-        .models
-        .values()
-        .map(|m| m.outcomes.iter().map(|o| o.records).sum::<u64>())
-        .sum();
-    let dropped = snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapDropped];
-    let unreadable = snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapUnreadable];
+    // Recording is off the calls' path: wait (5 s at most) for the last calls' records.
+    let expected = (200 + 2 * calls) * rows;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (recorded, dropped, unreadable) = loop {
+        let snapshot = sidecar.snapshot().await;
+        let recorded: u64 = snapshot
+            .models
+            .values()
+            .map(|m| m.outcomes.iter().map(|o| o.records).sum::<u64>())
+            .sum();
+        let dropped = snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapDropped];
+        let unreadable =
+            snapshot.self_metrics[inferscope::self_metrics::SelfCounter::TapUnreadable];
+        if recorded as usize + (dropped + unreadable) as usize * rows >= expected
+            || Instant::now() > deadline
+        {
+            break (recorded, dropped, unreadable);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     println!(
         "recorded {recorded} records, {dropped} calls not recorded (queue full), {unreadable} unreadable"
     );

@@ -297,7 +297,9 @@ pub async fn start(
                 .tcp_nodelay(true)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // No Nagle delay on the caller's side either: a forwarded answer's headers,
+                    // messages and trailers are written as they come from the upstream.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     shutdown.clone().cancelled_owned(),
                 );
             // A stream that does not end (a client that keeps ModelStreamInfer open) may not

@@ -11,9 +11,9 @@
 //!   features `<input>_0` … `<input>_<n-1>`. BYTES inputs and the inputs listed in the mapping's
 //!   `categorical_inputs` are categorical, the rest numeric.
 //! - The model's schema (its `ModelMetadata`, [`Schema`]) when the tap has it: an input or output
-//!   whose declared shape has the same rank as the tensor's and no variable first dimension (`-1`)
-//!   has no batch dimension, so the whole tensor is one row; an input declared BYTES is
-//!   categorical.
+//!   whose declared shape has the same rank as the tensor's and a fixed first dimension (not `-1`)
+//!   equal to the tensor's has no batch dimension, so the whole tensor is one row; an input
+//!   declared BYTES is categorical.
 //! - Predictions come from the outputs the model's mapping names ([`TapModel`]); without a mapping,
 //!   from the first output the schema declares (a number: a regression value; BYTES: the predicted
 //!   class).
@@ -411,14 +411,21 @@ pub fn records_of(
     Ok(out)
 }
 
-/// Tensors whose declared shape has no batch dimension (same rank, first dimension not `-1`)
-/// become one row.
+/// Tensors whose declared shape has no batch dimension (same rank, a first dimension that is not
+/// `-1` and is the tensor's) become one row.
 fn unbatch(tensors: &mut [Tensor], declared: &[super::schema::TensorMeta]) {
     for t in tensors {
         let Some(meta) = declared.iter().find(|m| m.name == t.name) else {
             continue;
         };
-        if t.rank > 0 && meta.shape.len() == t.rank && meta.shape.first() != Some(&-1) {
+        // A declared first dimension the call does not have (`[1, 4]` declared, a batch of 8
+        // sent): the declaration is not the call's shape, rows as usual.
+        let first = meta.shape.first().copied();
+        if t.rank > 0
+            && meta.shape.len() == t.rank
+            && first != Some(-1)
+            && first == Some(t.rows as i64)
+        {
             t.width *= t.rows;
             t.rows = 1;
         }

@@ -207,8 +207,13 @@ pub(super) struct RestTap {
 
 /// Serves the REST proxy until `shutdown` (then at most [`GRACE`] more for open requests).
 pub(super) async fn serve(listener: TcpListener, tap: RestTap, shutdown: CancellationToken) {
+    use axum::serve::ListenerExt;
     use std::future::IntoFuture;
     let router = axum::Router::new().fallback(proxy).with_state(tap);
+    // The caller's latency is the model's: no Nagle delay between a response's writes.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -277,24 +282,14 @@ struct Recording {
 }
 
 impl Recording {
-    fn finish(
-        self,
-        status: u16,
-        response: Option<(Bytes, Option<usize>)>,
-        latency: Duration,
-        stats: &SelfStats,
-    ) {
+    /// Sends the pair; a body not copied whole (past the bound, or cut short) is left for the
+    /// recorder to count as unreadable.
+    fn finish(self, status: u16, response: Option<(Bytes, Option<usize>)>, latency: Duration) {
         let request = self
             .request
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .bytes();
-        if request.is_none() || (status < 400 && response.is_none()) {
-            // A body past the bound (or cut short): forwarded, not recorded.
-            stats
-                .counter(SelfCounter::TapUnreadable)
-                .fetch_add(1, Ordering::Relaxed);
-        }
         self.permit.send(Call {
             exchange: Exchange::Rest(RestHalf {
                 model: self.model,
@@ -380,7 +375,7 @@ async fn proxy(State(tap): State<RestTap>, request: axum::extract::Request) -> R
         Err(e) => {
             // The model server did not answer: 502, recorded as an error record.
             if let Some(r) = recording {
-                r.finish(502, None, latency, &tap.stats);
+                r.finish(502, None, latency);
             }
             tracing::debug!(error = %e, "the tap's REST upstream did not answer");
             return (
@@ -398,18 +393,12 @@ async fn proxy(State(tap): State<RestTap>, request: axum::extract::Request) -> R
     let observer = recording.map(|r| {
         let into = Arc::new(Mutex::new(Captured::default()));
         let captured = into.clone();
-        let stats = tap.stats.clone();
         Box::new(Capture {
             into,
             limit: MAX_MESSAGE_BYTES,
             then: Some(Box::new(move || {
                 let body = captured.lock().unwrap_or_else(|e| e.into_inner()).bytes();
-                r.finish(
-                    status,
-                    body.map(|b| (b, response_header_length)),
-                    latency,
-                    &stats,
-                );
+                r.finish(status, body.map(|b| (b, response_header_length)), latency);
             })),
         }) as Box<dyn Observer>
     });
