@@ -13,6 +13,11 @@
 //! - the features shifted halfway are flagged as drifted, the others are not;
 //! - exported to VictoriaMetrics, the same quality and drift read back with PromQL.
 //!
+//! Without MLServer, against in-process or silent upstreams: the schema read from ModelMetadata
+//! once per version (a tensor without a batch dimension is one row, the declared output the
+//! prediction), request ids from the header and the parameter, and calls that never end not
+//! holding the sidecar's shutdown.
+//!
 //! Needs `tools/install-backends.sh mlserver` (the README's test command runs it); fails, never
 //! skips, without it.
 
@@ -912,4 +917,55 @@ async fn the_schema_comes_from_model_metadata_once_per_version() {
         ],
     );
     assert!(mae.is_some_and(|m| (m - 1.0).abs() < 1e-9), "{mae:?}");
+}
+
+/// An upstream that accepts connections and never answers: calls through the tap (a
+/// `ModelStreamInfer` stream, a REST infer) stay open, and the sidecar still stops (the tap waits
+/// 5 s for open calls, then no longer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_never_end_do_not_hold_the_shutdown() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    let mut config = common::config();
+    config.tap.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tap.upstream = Some(upstream.clone());
+    config.tap.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tap.http_upstream = Some(upstream);
+    let sidecar = common::start(config).await;
+    let tap_url = format!("http://{}", sidecar.sidecar.tap_addr.unwrap());
+    let rest_url = format!(
+        "http://{}/v2/models/m/infer",
+        sidecar.sidecar.tap_http_addr.unwrap()
+    );
+    let stream =
+        tokio::spawn(
+            async move { stream_infer(&tap_url, infer("s", &[vec![0.0; 4]], false)).await },
+        );
+    let rest = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(rest_url)
+            .json(&rest_infer(&[vec![0.0; 4]], false))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stream.is_finished() && !rest.is_finished());
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), sidecar.stop())
+        .await
+        .expect("the sidecar stops");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+    stream.abort();
+    rest.abort();
 }

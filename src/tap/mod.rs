@@ -356,8 +356,10 @@ pub async fn start(
     if !settings.read_metadata {
         source = schema::Source::Off;
     }
+    let servers_done = CancellationToken::new();
     let recorder = tokio::spawn(record(
         rx,
+        servers_done.clone(),
         ingest,
         Recorder {
             models: settings.models.clone(),
@@ -370,6 +372,7 @@ pub async fn start(
         for server in servers {
             let _ = server.await;
         }
+        servers_done.cancel();
     });
     Ok(Some(RunningTap {
         addr,
@@ -695,9 +698,11 @@ fn request_id(
         .unwrap_or(response_id)
 }
 
-/// The recorder: pairs → records → ingest, until the servers are gone and the queue is empty.
+/// The recorder: pairs → records → ingest, until the servers are gone (every sender dropped, or
+/// `servers_done`) and the queue is empty.
 async fn record(
     mut calls: mpsc::Receiver<Call>,
+    servers_done: CancellationToken,
     ingest: Ingest,
     mut recorder: Recorder,
     stats: Arc<SelfStats>,
@@ -714,7 +719,25 @@ async fn record(
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(model, error = %e, "a call through the tap was not recorded");
     };
-    while calls.recv_many(&mut buffer, BATCH_CALLS).await > 0 {
+    loop {
+        let taken = tokio::select! {
+            biased;
+            n = calls.recv_many(&mut buffer, BATCH_CALLS) => n,
+            // The servers are gone, but a connection cut after the shutdown's grace may still
+            // hold a sender: what is queued is recorded, then the recorder ends.
+            _ = servers_done.cancelled() => {
+                while buffer.len() < BATCH_CALLS {
+                    match calls.try_recv() {
+                        Ok(call) => buffer.push(call),
+                        Err(_) => break,
+                    }
+                }
+                buffer.len()
+            }
+        };
+        if taken == 0 {
+            break;
+        }
         let calls_in_batch = buffer.len();
         let mut batch = pb::RecordBatch {
             sequence,
