@@ -13,6 +13,9 @@ How it behaves:
   (UNAVAILABLE: the sidecar is shedding load, starting or restarting) the client reconnects with
   jittered exponential backoff and resends the batches that were not acknowledged, each at most
   ``max_resends`` times. Non-retryable failures drop the unacknowledged batches and count them.
+- Records dropped on this side (queue full, unreadable arguments, batches given up after
+  resends) are reported to the sidecar in the next batch's ``client_dropped_records``, which it
+  exports as ``inferscope.client.records.dropped``; a batch given up carries its report back.
 - Model declarations are sent with the next batch and again at the start of every new stream,
   so a restarted sidecar learns them again.
 - A second background thread sends delayed ground truth (``send_label``) with ``SubmitLabels``,
@@ -43,12 +46,14 @@ import grpc
 from .inferscope.v1 import ingest_pb2 as pb
 from .inferscope.v1 import ingest_pb2_grpc as pb_grpc
 
-__all__ = ["InferscopeClient", "ClientStats", "DEFAULT_TARGET"]
+__all__ = ["InferscopeClient", "ClientStats", "DEFAULT_TARGET", "ADDR_ENV"]
 
 log = logging.getLogger("inferscope_client")
 log.addHandler(logging.NullHandler())  # the application decides where warnings go
 
 DEFAULT_TARGET = "127.0.0.1:7717"
+#: The environment variable that gives the sidecar's address when ``target`` is not passed.
+ADDR_ENV = "INFERSCOPE_ADDR"
 
 #: Stream failures after which unacknowledged batches are sent again.
 _RETRYABLE = frozenset(
@@ -110,7 +115,8 @@ class InferscopeClient:
     """Streams inference records to the inferscope sidecar in the background.
 
     Args:
-        target: the sidecar's gRPC address; it listens on loopback in the same pod.
+        target: the sidecar's gRPC address; default ``$INFERSCOPE_ADDR``, else 127.0.0.1:7717
+            (it listens on loopback in the same pod).
         model, version: defaults for every record (a record's own values override them).
         max_queue: records held while the sidecar is slow or away; past it records are dropped.
         batch_size: records per batch (the sidecar refuses batches over 10000).
@@ -126,9 +132,11 @@ class InferscopeClient:
         channel_options: extra grpc channel options, appended to the defaults.
     """
 
+    implementation = "python"
+
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: Optional[str] = None,
         *,
         model: str = "",
         version: str = "",
@@ -149,7 +157,7 @@ class InferscopeClient:
             raise ValueError("max_queue, batch_size, max_inflight and label_batch_size must be >= 1")
         if batch_size > 10_000:
             raise ValueError("batch_size must be <= 10000 (the sidecar's default batch limit)")
-        self.target = target
+        self.target = target or os.environ.get(ADDR_ENV) or DEFAULT_TARGET
         self.model = model
         self.version = version
         self._max_queue = max_queue
@@ -214,6 +222,7 @@ class InferscopeClient:
             0,
         )
         self._warned_dropped = 0
+        self._drops_reported = 0  # of self._n["dropped"], sent in a batch's client_dropped_records
         self._warned_labels_dropped = 0
         self._next_warning: Dict[str, float] = {}
 
@@ -586,14 +595,17 @@ class InferscopeClient:
             else:
                 declarations = self._pending_declarations
             self._pending_declarations = []
-            if not items and not declarations:
+            report = self._n["dropped"] - self._drops_reported
+            if not items and not declarations and not report:
                 self._flush_requested = False
                 if self._closing and not self._resend:
                     return _END  # half-close: the server acks what is in flight and ends the call
                 return None
+            self._drops_reported += report
             self._sequence += 1
             sequence = self._sequence
-        batch = pb.RecordBatch(sequence=sequence, model=self.model, version=self.version)
+        batch = pb.RecordBatch(sequence=sequence, model=self.model, version=self.version,
+                               client_dropped_records=report)
         batch.declarations.extend(declarations)
         invalid = 0
         for item in items:
@@ -612,7 +624,7 @@ class InferscopeClient:
             self._n["sent"] += len(batch.records)
             if invalid:
                 self._cv.notify_all()
-            if not batch.records and not batch.declarations:
+            if not batch.records and not batch.declarations and not batch.client_dropped_records:
                 return None
             entry = [batch, 0]
             if session.dead or self._abort:
@@ -654,6 +666,7 @@ class InferscopeClient:
                     self._resend.append(entry)
                 else:
                     lost += len(entry[0].records)
+                    self._drops_reported -= entry[0].client_dropped_records  # report them again
             # Keep the resend queue in sequence order, ahead of new records.
             if entries:
                 self._resend = deque(sorted(self._resend, key=lambda e: e[0].sequence))

@@ -1,6 +1,10 @@
-"""Tests of InferscopeClient against an in-process fake IngestService (grpcio, loopback, port 0).
+"""Tests of both clients (pure-Python and native) against an in-process fake IngestService
+(grpcio, loopback, port 0). Every test runs once per implementation.
 
 Run from deploy/python:  python -m unittest discover -s tests -v
+The native client's tests need its extension (native/, `maturin develop`); without it they are
+reported as skipped, unless INFERSCOPE_REQUIRE_NATIVE=1 (tools/test-python-client.sh, CI), where
+they fail.
 """
 
 import logging
@@ -11,12 +15,16 @@ import threading
 import time
 import unittest
 from concurrent import futures
+from unittest import mock
 
 import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from inferscope_client import InferscopeClient, pb, pb_grpc  # noqa: E402
+import inferscope_client  # noqa: E402
+from inferscope_client import NativeInferscopeClient, PythonInferscopeClient, pb, pb_grpc  # noqa: E402
+
+REQUIRE_NATIVE = os.environ.get("INFERSCOPE_REQUIRE_NATIVE") == "1"
 
 
 class FakeIngest(pb_grpc.IngestServiceServicer):
@@ -83,7 +91,9 @@ def wait_until(cond, timeout=10.0):
     return cond()
 
 
-class ClientWithServerTest(unittest.TestCase):
+class ClientWithServerTests:
+    Client = None  # set by the per-implementation subclasses at the end of this file
+
     def setUp(self):
         self.fake = FakeIngest()
         self.server, self.port = start_server(self.fake)
@@ -91,7 +101,7 @@ class ClientWithServerTest(unittest.TestCase):
 
     def client(self, **kw):
         kw.setdefault("flush_interval", 0.05)
-        c = InferscopeClient(f"127.0.0.1:{self.port}", model="fraud", version="7", **kw)
+        c = self.Client(f"127.0.0.1:{self.port}", model="fraud", version="7", **kw)
         self.addCleanup(c.close, 1.0)
         return c
 
@@ -214,7 +224,19 @@ class ClientWithServerTest(unittest.TestCase):
         self.assertEqual(c.dropped, 1)
 
 
-class ClientWithoutServerTest(unittest.TestCase):
+    def test_address_from_the_environment(self):
+        with mock.patch.dict(os.environ, {"INFERSCOPE_ADDR": f"127.0.0.1:{self.port}"}):
+            c = self.Client(model="fraud", version="7", flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        self.assertEqual(c.target, f"127.0.0.1:{self.port}")
+        self.assertTrue(c.record("env", latency_seconds=0.01))
+        self.assertTrue(c.flush(10))
+        self.assertEqual([r.request_id for r in self.fake.records()], ["env"])
+
+
+class ClientWithoutServerTests:
+    Client = None
+
     def setUp(self):
         # A bound socket that never listens: connections are refused and nobody else gets the port.
         self.sock = socket.socket()
@@ -223,7 +245,7 @@ class ClientWithoutServerTest(unittest.TestCase):
         self.target = f"127.0.0.1:{self.sock.getsockname()[1]}"
 
     def test_drops_when_queue_full(self):
-        c = InferscopeClient(self.target, max_queue=10, batch_size=5)
+        c = self.Client(self.target, max_queue=10, batch_size=5)
         self.addCleanup(c.close, 0.5)
         start = time.monotonic()
         results = [c.record(f"r{i}", latency_seconds=0.01) for i in range(100)]
@@ -237,7 +259,7 @@ class ClientWithoutServerTest(unittest.TestCase):
             self.assertTrue(c.send_label(f"r{i}", 1))
 
     def test_never_raises_or_blocks_when_server_down(self):
-        c = InferscopeClient(self.target, max_queue=1000)
+        c = self.Client(self.target, max_queue=1000)
         for i in range(2000):
             c.record(f"r{i}", latency_seconds=0.01, features={"x": i}, predicted_class="a")
         c.record("broken", numeric_features=["not a number"])  # invalid: dropped on the background thread
@@ -256,7 +278,7 @@ class ClientWithoutServerTest(unittest.TestCase):
 
     def test_connects_when_the_sidecar_starts_later(self):
         port = free_port()
-        c = InferscopeClient(f"127.0.0.1:{port}", flush_interval=0.05, backoff_max=0.5)
+        c = self.Client(f"127.0.0.1:{port}", flush_interval=0.05, backoff_max=0.5)
         self.addCleanup(c.close, 1.0)
         for i in range(50):
             c.record(f"r{i}", latency_seconds=0.01)
@@ -270,6 +292,64 @@ class ClientWithoutServerTest(unittest.TestCase):
         s = c.stats()
         self.assertEqual((s.acked, s.dropped, s.labels_acked), (50, 0, 1))
         self.assertEqual(len(fake.records()), 50)
+
+    def test_a_burst_past_the_queue_is_dropped_counted_and_reported(self):
+        port = free_port()
+        c = self.Client(f"127.0.0.1:{port}", max_queue=100, batch_size=50, flush_interval=0.05,
+                        backoff_max=0.2)
+        self.addCleanup(c.close, 1.0)
+        # The sidecar is not there yet: the queue holds 100 records, the other 150 are dropped.
+        results = [c.record(f"r{i}", latency_seconds=0.01) for i in range(250)]
+        self.assertEqual((results.count(True), results.count(False)), (100, 150))
+        fake = FakeIngest()
+        server, _ = start_server(fake, port)
+        self.addCleanup(server.stop, 0)
+        self.assertTrue(c.flush(10))
+        s = c.stats()
+        self.assertEqual((s.acked, s.dropped), (100, 150))
+        # The drops reach the sidecar in the batches' client_dropped_records, once.
+        self.assertEqual(sum(b.client_dropped_records for b in fake.batches), 150)
+        self.assertTrue(c.record("more", latency_seconds=0.01))
+        self.assertTrue(c.flush(10))
+        self.assertEqual(fake.batches[-1].client_dropped_records, 0)
+        self.assertEqual(sum(b.client_dropped_records for b in fake.batches), 150)
+
+
+class ChoiceTest(unittest.TestCase):
+    def test_the_native_client_is_the_default_when_installed(self):
+        if NativeInferscopeClient is None:
+            if REQUIRE_NATIVE:
+                self.fail("INFERSCOPE_REQUIRE_NATIVE=1 but inferscope_client_native is not importable")
+            self.skipTest("native extension not installed (deploy/python/README.md: maturin develop)")
+        expected = PythonInferscopeClient if os.environ.get("INFERSCOPE_CLIENT") == "python" else NativeInferscopeClient
+        self.assertIs(inferscope_client.InferscopeClient, expected)
+        self.assertEqual(NativeInferscopeClient.implementation, "native")
+
+
+def _native_or_skip(cls):
+    """The native tests run when the extension is there; without it they fail under
+    INFERSCOPE_REQUIRE_NATIVE=1 and are reported as skipped otherwise."""
+    if NativeInferscopeClient is not None or REQUIRE_NATIVE:
+        return cls
+    return unittest.skip("native extension not installed (deploy/python/README.md: maturin develop)")(cls)
+
+
+class PythonClientWithServerTest(ClientWithServerTests, unittest.TestCase):
+    Client = PythonInferscopeClient
+
+
+class PythonClientWithoutServerTest(ClientWithoutServerTests, unittest.TestCase):
+    Client = PythonInferscopeClient
+
+
+@_native_or_skip
+class NativeClientWithServerTest(ClientWithServerTests, unittest.TestCase):
+    Client = NativeInferscopeClient
+
+
+@_native_or_skip
+class NativeClientWithoutServerTest(ClientWithoutServerTests, unittest.TestCase):
+    Client = NativeInferscopeClient
 
 
 if __name__ == "__main__":

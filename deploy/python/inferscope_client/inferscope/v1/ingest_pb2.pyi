@@ -52,18 +52,20 @@ REJECT_REASON_UNDECLARED_CLASS: RejectReason
 REJECT_REASON_MALFORMED: RejectReason
 
 class RecordBatch(_message.Message):
-    __slots__ = ("sequence", "model", "version", "declarations", "records")
+    __slots__ = ("sequence", "model", "version", "declarations", "records", "client_dropped_records")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DECLARATIONS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_DROPPED_RECORDS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     model: str
     version: str
     declarations: _containers.RepeatedCompositeFieldContainer[ModelDeclaration]
     records: _containers.RepeatedCompositeFieldContainer[InferenceRecord]
-    def __init__(self, sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., declarations: _Optional[_Iterable[_Union[ModelDeclaration, _Mapping]]] = ..., records: _Optional[_Iterable[_Union[InferenceRecord, _Mapping]]] = ...) -> None: ...
+    client_dropped_records: int
+    def __init__(self, sequence: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., declarations: _Optional[_Iterable[_Union[ModelDeclaration, _Mapping]]] = ..., records: _Optional[_Iterable[_Union[InferenceRecord, _Mapping]]] = ..., client_dropped_records: _Optional[int] = ...) -> None: ...
 
 class ModelDeclaration(_message.Message):
     __slots__ = ("model", "version", "task", "class_names", "positive_class", "features", "gen_ai_provider", "allow_undeclared_classes")
