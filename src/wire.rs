@@ -27,6 +27,8 @@ pub struct RecordBatch {
     /// Declarations for the models in this batch.
     pub declarations: Vec<pb::ModelDeclaration>,
     pub records: Vec<pb::InferenceRecord>,
+    /// Records the client dropped since its previous batch (proto field 6).
+    pub client_dropped_records: u64,
     /// Records whose bytes did not decode: their index and why. Their place in `records` holds
     /// an empty record, so that indices keep matching the client's. Set by decoding only; never
     /// encoded.
@@ -158,6 +160,9 @@ impl Message for RecordBatch {
         for record in &self.records {
             encoding::message::encode(5, record, buf);
         }
+        if self.client_dropped_records != 0 {
+            encoding::uint64::encode(6, &self.client_dropped_records, buf);
+        }
     }
 
     fn merge_field(
@@ -191,14 +196,21 @@ impl Message for RecordBatch {
                 buf,
                 ctx,
             ),
+            6 => encoding::uint64::merge(wire_type, &mut self.client_dropped_records, buf, ctx)
+                .map_err(|e| named(e, "RecordBatch", "client_dropped_records")),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
+        let dropped = match self.client_dropped_records {
+            0 => 0,
+            n => encoding::uint64::encoded_len(6, &n),
+        };
         header_len(self.sequence, &self.model, &self.version)
             + encoding::message::encoded_len_repeated(4, &self.declarations)
             + encoding::message::encoded_len_repeated(5, &self.records)
+            + dropped
     }
 
     fn clear(&mut self) {
@@ -296,7 +308,8 @@ mod tests {
 
     #[test]
     fn the_wire_format_is_the_protos() {
-        let batch = sample();
+        let mut batch = sample();
+        batch.client_dropped_records = 300;
         let bytes = batch.encode_to_vec();
         assert_eq!(bytes.len(), batch.encoded_len());
         let oracle = generated::RecordBatch::decode(bytes.as_slice()).unwrap();
@@ -304,6 +317,7 @@ mod tests {
         assert_eq!((oracle.model.as_str(), oracle.version.as_str()), ("m", "2"));
         assert_eq!(oracle.records.len(), batch.records.len());
         assert_eq!(oracle.declarations.len(), 1);
+        assert_eq!(oracle.client_dropped_records, 300);
         // And back: what the generated type writes, this type reads the same.
         let again = RecordBatch::decode(oracle.encode_to_vec().as_slice()).unwrap();
         assert_eq!(again, batch);
