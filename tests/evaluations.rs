@@ -1,14 +1,15 @@
 //! Evaluations of generations through a running sidecar: generation records, inline evaluations,
 //! evaluations sent before their generation and after it with `SubmitLabels`, several names per
-//! generation, a name twice, evaluations that fit nothing. The exported means, counts and label
-//! shares are checked against values computed here from the inputs by a separate, plain pass
-//! (the first evaluation of each name of each generation counts): if the join lost, doubled or
+//! generation, a name twice, evaluations that fit nothing. The stream and the exported means,
+//! counts and label shares it must give come from the oracle (`tests/oracles/evaluations.py`,
+//! NumPy, → `tests/data/evaluations.json`, stream `sidecar`): if the join lost, doubled or
 //! misrouted an evaluation, they would differ.
 
 mod common;
 
 use inferscope::pb;
-use std::collections::{BTreeMap, HashSet};
+use serde_json::Value;
+use std::path::PathBuf;
 
 const MODEL: &str = "llm";
 
@@ -82,82 +83,57 @@ fn model<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     a
 }
 
-/// What the sidecar should export for one evaluation name.
-#[derive(Debug, Default)]
-struct Expected {
-    count: u64,
-    scores: Vec<f64>,
-    labels: BTreeMap<String, u64>,
+/// The oracle's `sidecar` stream.
+fn oracle() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/evaluations.json");
+    let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(data["generator"], "tests/oracles/evaluations.py");
+    data["streams"]["sidecar"].clone()
 }
 
-/// The expected statistics: every evaluation of a generation that exists, in arrival order,
-/// counted the first time its (request, name) is met.
-fn expected<'a>(
-    generations: &HashSet<String>,
-    arrivals: impl IntoIterator<Item = &'a (String, pb::Evaluation)>,
-) -> BTreeMap<String, Expected> {
-    let mut seen = HashSet::new();
-    let mut out: BTreeMap<String, Expected> = BTreeMap::new();
-    for (request_id, e) in arrivals {
-        if !generations.contains(request_id) || !seen.insert((request_id, &e.name)) {
-            continue;
-        }
-        let x = out.entry(e.name.clone()).or_default();
-        x.count += 1;
-        x.scores.extend(e.score);
-        if !e.label.is_empty() {
-            *x.labels.entry(e.label.clone()).or_default() += 1;
-        }
-    }
-    out
+/// `(request id, evaluation)` of a list of the oracle's evaluations.
+fn evaluations(list: &Value) -> Vec<(String, pb::Evaluation)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["request_id"].as_str().unwrap().to_owned(),
+                evaluation(
+                    e["name"].as_str().unwrap(),
+                    e["score"].as_f64(),
+                    e["label"].as_str().unwrap(),
+                ),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn evaluations_join_generations_and_are_exported_per_name() {
+    let stream = oracle();
     let sidecar = common::start(common::config()).await;
     let mut client = sidecar.client().await;
 
-    // Evaluations of five generations that have not come yet ("late…"): held, joined later.
-    let early: Vec<(String, pb::Evaluation)> = (0..5)
-        .flat_map(|i| {
-            let id = format!("late{i}");
-            [
-                (
-                    id.clone(),
-                    evaluation("relevance", Some(0.1 * i as f64), ""),
-                ),
-                (
-                    id.clone(),
-                    evaluation("thumbs", None, ["up", "down"][i % 2]),
-                ),
-            ]
-        })
-        .collect();
+    // Evaluations of generations that have not come yet ("late…"): held, joined later.
+    let early = evaluations(&stream["early"]);
     client.submit_labels(labels(MODEL, &early)).await.unwrap();
 
-    // Forty generations, every fourth with an inline judge evaluation; then the late five.
-    let inline: Vec<(String, pb::Evaluation)> = (0..40)
-        .filter(|i| i % 4 == 0)
-        .map(|i| {
-            let verdict = if i % 8 == 0 { "pass" } else { "fail" };
-            (
-                format!("g{i}"),
-                evaluation("judge", Some(i as f64), verdict),
-            )
+    // The generations, some with an inline judge evaluation, the late ones last.
+    let inline = evaluations(&stream["inline"]);
+    let generations: Vec<&str> = stream["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    let records: Vec<pb::InferenceRecord> = generations
+        .iter()
+        .map(|id| {
+            let e = inline.iter().find(|(r, _)| r == id).map(|(_, e)| e.clone());
+            generation(id, e)
         })
         .collect();
-    let mut records: Vec<pb::InferenceRecord> = (0..40)
-        .map(|i| {
-            let id = format!("g{i}");
-            let e = inline
-                .iter()
-                .find(|(r, _)| *r == id)
-                .map(|(_, e)| e.clone());
-            generation(&id, e)
-        })
-        .collect();
-    records.extend((0..5).map(|i| generation(&format!("late{i}"), None)));
-    let generations: HashSet<String> = records.iter().map(|r| r.request_id.clone()).collect();
     client
         .submit_records(common::batch(0, MODEL, records))
         .await
@@ -165,26 +141,7 @@ async fn evaluations_join_generations_and_are_exported_per_name() {
 
     // Delayed evaluations: several names per generation, some names twice (the second, with
     // another value, must not count), some for requests never seen.
-    let mut delayed = Vec::new();
-    for i in 0..40u32 {
-        let id = format!("g{i}");
-        if i % 3 != 0 {
-            let score = f64::from((i * 37) % 101) / 10.0;
-            delayed.push((id.clone(), evaluation("relevance", Some(score), "")));
-        }
-        if i % 2 == 0 {
-            let thumb = if i % 10 < 7 { "up" } else { "down" };
-            delayed.push((id.clone(), evaluation("thumbs", None, thumb)));
-        }
-        if i % 5 == 0 {
-            // Judged again (inline already for multiples of 4), or for the first time.
-            delayed.push((id.clone(), evaluation("judge", Some(100.0), "fail")));
-        }
-        if i % 7 == 1 {
-            delayed.push((id.clone(), evaluation("relevance", Some(-50.0), "")));
-        }
-    }
-    delayed.push(("nobody".into(), evaluation("relevance", Some(9.0), "")));
+    let delayed = evaluations(&stream["delayed"]);
     client.submit_labels(labels(MODEL, &delayed)).await.unwrap();
 
     // Evaluations that fit nothing: one of a classifier's prediction, a class label of a
@@ -205,21 +162,19 @@ async fn evaluations_join_generations_and_are_exported_per_name() {
         .await
         .unwrap();
     client
-        .submit_labels(class_label(MODEL, "g1", "cat"))
+        .submit_labels(class_label(MODEL, generations[1], "cat"))
         .await
         .unwrap();
 
     let (request, _) = sidecar.stop().await;
 
-    // Inline evaluations arrive with their records, before the delayed ones; the early ones are
-    // joined when their (late) generations come, after the inline ones of the same batch.
-    let want = expected(&generations, inline.iter().chain(&early).chain(&delayed));
+    let want = stream["expected"][MODEL].as_object().unwrap();
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         ["judge", "relevance", "thumbs"]
     );
     for window in ["5m", "1h", "all"] {
-        for (name, x) in &want {
+        for (name, x) in want {
             let attrs = [
                 ("window", window),
                 ("gen_ai.evaluation.name", name.as_str()),
@@ -229,44 +184,40 @@ async fn evaluations_join_generations_and_are_exported_per_name() {
                 "inferscope.evaluation.sample_size",
                 &model(&attrs),
             );
-            assert_eq!(sample, Some(x.count as f64), "{window} {name}");
+            assert_eq!(sample, x["count"].as_f64(), "{window} {name}");
             let mean = common::point(&request, "inferscope.evaluation.score", &model(&attrs));
-            let want_mean = (!x.scores.is_empty())
-                .then(|| x.scores.iter().sum::<f64>() / x.scores.len() as f64);
-            match (mean, want_mean) {
+            match (mean, x["mean_score"].as_f64()) {
                 (Some(got), Some(want)) => {
                     assert!((got - want).abs() < 1e-9, "{window} {name}: {got} {want}")
                 }
                 (got, want) => assert_eq!(got, want, "{window} {name}"),
             }
-            let labelled: u64 = x.labels.values().sum();
-            for (label, n) in &x.labels {
+            for (label, share) in x["labels"].as_object().unwrap() {
                 let attrs = [
                     ("window", window),
                     ("gen_ai.evaluation.name", name.as_str()),
                     ("gen_ai.evaluation.score.label", label.as_str()),
                 ];
-                let share = common::point(&request, "inferscope.evaluation.label", &model(&attrs));
-                let want = *n as f64 / labelled as f64;
+                let got = common::point(&request, "inferscope.evaluation.label", &model(&attrs));
+                let want = share.as_f64().unwrap();
                 assert!(
-                    share.is_some_and(|s| (s - want).abs() < 1e-12),
-                    "{window} {name} {label}: {share:?} {want}"
+                    got.is_some_and(|s| (s - want).abs() < 1e-12),
+                    "{window} {name} {label}: {got:?} {want}"
                 );
             }
         }
     }
-    for (name, x) in &want {
+    for (name, x) in want {
         let attrs = [("gen_ai.evaluation.name", name.as_str())];
         assert_eq!(
             common::point(&request, "inferscope.evaluations", &model(&attrs)),
-            Some(x.count as f64),
+            x["count"].as_f64(),
             "{name}"
         );
     }
 
     // The join counters: every evaluation is a label.
-    let joined: u64 = want.values().map(|x| x.count).sum();
-    let sent = inline.len() + early.len() + delayed.len();
+    let count = |key: &str| stream[key].as_i64().unwrap();
     let value = |name: &str, extra: &[(&str, &str)]| {
         let mut a = vec![("inferscope.model.name", MODEL)];
         a.extend_from_slice(extra);
@@ -274,26 +225,25 @@ async fn evaluations_join_generations_and_are_exported_per_name() {
     };
     assert_eq!(
         value("inferscope.labels.joined", &[("source", "inline")]),
-        inline.len() as i64
+        count("joined_inline")
     );
     assert_eq!(
-        value("inferscope.labels.joined", &[("source", "delayed")]) as u64,
-        joined - inline.len() as u64
+        value("inferscope.labels.joined", &[("source", "delayed")]),
+        count("joined") - count("joined_inline")
     );
-    // Sent but not joined: the duplicates, and "nobody"'s, which is still held at the stop.
-    let duplicates = sent as u64 - joined - 1;
     assert_eq!(
-        value("inferscope.labels.unmatched", &[("reason", "duplicate")]) as u64,
-        duplicates
+        value("inferscope.labels.unmatched", &[("reason", "duplicate")]),
+        count("duplicates")
     );
-    assert_eq!(value("inferscope.labels.early", &[]), 1);
+    // The evaluations of requests never seen are still held at the stop.
+    assert_eq!(value("inferscope.labels.early", &[]), count("held_early"));
     assert_eq!(
         value(
             "inferscope.labels.unmatched",
             &[("reason", "kind_mismatch")]
         ),
         1,
-        "the class label of g1"
+        "the class label of a generation"
     );
     let clf = [
         ("inferscope.model.name", "clf"),
