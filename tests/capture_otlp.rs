@@ -3,6 +3,10 @@
 //!   `llm_request` and OpenLLMetry's `openai.chat` (`tests/capture/send_genai_spans.py`), become
 //!   generation metrics in VictoriaMetrics (PromQL) equal to what was sent, and every span is
 //!   forwarded to Phoenix with its trace id, the records' own spans children of the received ones;
+//! - `gen_ai.evaluation.result` events sent by the same SDK, as span events and as log records
+//!   (its logs API and OTLP log exporters, parented to the generation's span or naming its
+//!   `gen_ai.response.id`), become evaluation statistics in VictoriaMetrics equal to the oracle's
+//!   (`tests/oracles/evaluations.py` → `tests/data/evaluations.json`, stream `otlp`);
 //! - bad input over both receivers is refused with a clear status, counted, and loses nothing
 //!   else.
 //!
@@ -20,8 +24,9 @@ use inferscope::{
     server::{Sidecar, Sinks},
 };
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{any_value::Value as AnyValue, AnyValue as Any, KeyValue},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
@@ -30,6 +35,12 @@ use serde_json::Value;
 use std::{path::PathBuf, time::Duration};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The oracle's evaluation streams (`tests/oracles/evaluations.py`).
+fn evaluation_oracle() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/evaluations.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
 
 /// Polls until the query is within 1e-9 of `want`.
 async fn assert_near(base: &str, query: &str, want: f64) {
@@ -70,6 +81,7 @@ async fn vllm_and_openllmetry_spans_become_metrics_and_are_forwarded_to_phoenix(
 
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/capture/send_genai_spans.py");
+    let oracle_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/evaluations.json");
     let mut command = std::process::Command::new(&python);
     command
         .arg(&script)
@@ -79,7 +91,14 @@ async fn vllm_and_openllmetry_spans_become_metrics_and_are_forwarded_to_phoenix(
         .arg(format!(
             "http://{}/v1/traces",
             sidecar.otlp_http_addr.unwrap()
-        ));
+        ))
+        .arg("--http-logs")
+        .arg(format!(
+            "http://{}/v1/logs",
+            sidecar.otlp_http_addr.unwrap()
+        ))
+        .arg("--evaluations")
+        .arg(&oracle_path);
     let sent = run_json(command).await;
     // Stopping forwards what is queued and exports the final state.
     sidecar.stop().await.unwrap();
@@ -156,13 +175,78 @@ async fn vllm_and_openllmetry_spans_become_metrics_and_are_forwarded_to_phoenix(
         3.0,
     )
     .await;
-    // The evaluation event reached ingest as a delayed label of the vLLM model.
+    // Evaluations: the oracle's statistics per model and name, in every window.
+    let oracle = evaluation_oracle();
+    let stream = &oracle["streams"]["otlp"];
+    for (key, model, version) in [
+        ("vllm", "vllm-demo", "v1"),
+        ("openllmetry", "gpt-4o-mini", "unknown"),
+    ] {
+        let expected = stream["expected"][key].as_object().unwrap();
+        assert!(!expected.is_empty());
+        for window in ["5m", "1h", "all"] {
+            for (name, x) in expected {
+                let sel = format!(
+                    r#"inferscope_model_name="{model}",inferscope_model_version="{version}",window="{window}",gen_ai_evaluation_name="{name}""#
+                );
+                assert_near(
+                    &vm,
+                    &format!("sum(inferscope_evaluation_sample_size{{{sel}}})"),
+                    x["count"].as_f64().unwrap(),
+                )
+                .await;
+                if let Some(mean) = x["mean_score"].as_f64() {
+                    assert_near(
+                        &vm,
+                        &format!("sum(inferscope_evaluation_score{{{sel}}})"),
+                        mean,
+                    )
+                    .await;
+                }
+                for (label, share) in x["labels"].as_object().unwrap() {
+                    assert_near(
+                        &vm,
+                        &format!(
+                            r#"sum(inferscope_evaluation_label_ratio{{{sel},gen_ai_evaluation_score_label="{label}"}})"#
+                        ),
+                        share.as_f64().unwrap(),
+                    )
+                    .await;
+                }
+            }
+        }
+        assert_near(
+            &vm,
+            &format!(
+                r#"sum(inferscope_labels_joined_total{{inferscope_model_name="{model}",inferscope_model_version="{version}"}})"#
+            ),
+            stream["joined"][key].as_f64().unwrap(),
+        )
+        .await;
+    }
+    // Every evaluation sent was taken (the duplicate is the join's to refuse); the log records
+    // were all evaluations.
+    let plan = stream["evaluations"].as_array().unwrap();
+    let logged = plan.iter().filter(|e| e["via"] != "span_event").count();
     assert_near(
         &vm,
-        r#"sum(inferscope_labels_received_total{inferscope_model_name="vllm-demo"})"#,
-        1.0,
+        "sum(inferscope_otlp_evaluations_captured_total)",
+        plan.len() as f64,
     )
     .await;
+    assert_near(
+        &vm,
+        "sum(inferscope_otlp_log_records_received_total)",
+        logged as f64,
+    )
+    .await;
+    assert_near(
+        &vm,
+        "sum(inferscope_otlp_evaluations_unresolved_total)",
+        0.0,
+    )
+    .await;
+    assert_near(&vm, "sum(inferscope_otlp_log_records_ignored_total)", 0.0).await;
     assert_near(&vm, "sum(inferscope_otlp_spans_received_total)", 6.0).await;
     assert_near(&vm, "sum(inferscope_otlp_records_captured_total)", 5.0).await;
     assert_near(&vm, "sum(inferscope_otlp_forward_dropped_total)", 0.0).await;
@@ -427,5 +511,150 @@ async fn spans_that_cannot_be_forwarded_are_counted_and_records_still_made() {
     assert_eq!(
         common::value(&last, "inferscope.records.received", &model),
         3
+    );
+}
+
+const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// A logs request: an evaluation event parented to `span_id`, one parented to a span never
+/// received, and a plain log line.
+fn logs_request(span_id: &[u8]) -> ExportLogsServiceRequest {
+    let event = |span_id: &[u8], name: &str| LogRecord {
+        event_name: "gen_ai.evaluation.result".into(),
+        trace_id: vec![1; 16],
+        span_id: span_id.to_vec(),
+        attributes: vec![
+            kv("gen_ai.evaluation.name", name),
+            KeyValue {
+                key: "gen_ai.evaluation.score.value".into(),
+                value: Some(Any {
+                    value: Some(AnyValue::DoubleValue(0.5)),
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "judge")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![
+                    event(span_id, "relevance"),
+                    event(&[9; 8], "relevance"),
+                    LogRecord {
+                        body: Some(Any {
+                            value: Some(AnyValue::StringValue("GET / 200".into())),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// OTLP logs on the same listeners: an evaluation event parented to a received GenAI span joins
+/// its generation through the span-id index (once: the same over HTTP is a duplicate), one of an
+/// unknown span is counted unresolved, a plain log record is counted ignored (never refused), and
+/// undecodable bodies are refused naming the logs message.
+#[tokio::test]
+async fn log_record_evaluations_join_by_span_and_other_log_records_are_counted() {
+    let mut config = common::config();
+    config.export.traces = false;
+    config.otlp_receive.grpc = Some("127.0.0.1:0".parse().unwrap());
+    config.otlp_receive.http = Some("127.0.0.1:0".parse().unwrap());
+    let sidecar = common::start(config).await;
+    let grpc = sidecar.sidecar.otlp_grpc_addr.unwrap();
+    let url = format!("http://{}/v1/logs", sidecar.sidecar.otlp_http_addr.unwrap());
+    let traces = request(1);
+    let span_id = traces.resource_spans[0].scope_spans[0].spans[0]
+        .span_id
+        .clone();
+    grpc_export(grpc, traces.encode_to_vec()).await.unwrap();
+
+    let logs = logs_request(&span_id).encode_to_vec();
+    common::raw_unary(grpc, LOGS_EXPORT, logs.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(logs.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let truncated = logs[..logs.len() - 5].to_vec();
+    let status = common::raw_unary(grpc, LOGS_EXPORT, truncated.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("ExportLogsServiceRequest"),
+        "{status:?}"
+    );
+    let answer = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(truncated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("ExportLogsServiceRequest"));
+
+    let (last, _) = sidecar.stop().await;
+    let counter = |c: SelfCounter| {
+        let name = inferscope::self_metrics::SELF_METRICS[c as usize].name;
+        common::value(&last, name, &[])
+    };
+    assert_eq!(counter(SelfCounter::OtlpLogRecordsReceived), 6);
+    assert_eq!(counter(SelfCounter::OtlpLogRecordsIgnored), 2);
+    assert_eq!(counter(SelfCounter::OtlpEvaluationsUnresolved), 2);
+    assert_eq!(counter(SelfCounter::OtlpEvaluationsCaptured), 2);
+    assert_eq!(counter(SelfCounter::OtlpRejected), 2);
+    let model = |extra: &[(&'static str, &'static str)]| {
+        let mut a = vec![("inferscope.model.name", "bad-input-model")];
+        a.extend_from_slice(extra);
+        a
+    };
+    assert_eq!(
+        common::value(
+            &last,
+            "inferscope.labels.joined",
+            &model(&[("source", "delayed")])
+        ),
+        1
+    );
+    assert_eq!(
+        common::value(
+            &last,
+            "inferscope.labels.unmatched",
+            &model(&[("reason", "duplicate")])
+        ),
+        1
+    );
+    assert_eq!(
+        common::point(
+            &last,
+            "inferscope.evaluation.sample_size",
+            &model(&[
+                ("inferscope.model.version", "unknown"),
+                ("window", "all"),
+                ("gen_ai.evaluation.name", "relevance")
+            ])
+        ),
+        Some(1.0)
     );
 }

@@ -66,8 +66,14 @@ pub struct Captured {
     pub spans: u64,
     /// One per GenAI span, each naming its own model and version.
     pub records: Vec<pb::InferenceRecord>,
+    /// The received span's id of each record, by position in `records` (`None`: not 8 bytes or
+    /// all zeros), for the index that resolves evaluations sent as log records
+    /// ([`super::generations`]).
+    pub span_ids: Vec<Option<[u8; 8]>>,
     /// One per `gen_ai.evaluation.result` span event whose generation can be named.
     pub evaluations: Vec<pb::GroundTruth>,
+    /// `gen_ai.evaluation.result` span events without a name or a generation to join.
+    pub unresolved: u64,
 }
 
 /// The records and evaluations of every span of `request`.
@@ -83,13 +89,15 @@ pub fn capture(request: &ExportTraceServiceRequest, mapping: &GenAiMapping) -> C
                 out.spans += 1;
                 let record = is_genai(span).then(|| record_of(span, resource, mapping));
                 for event in span.events.iter().filter(|e| e.name == EVALUATION_EVENT) {
-                    if let Some(truth) =
-                        evaluation_of(event, span, record.as_ref(), resource, mapping)
-                    {
-                        out.evaluations.push(truth);
+                    match evaluation_of(event, span, record.as_ref(), resource, mapping) {
+                        Some(truth) => out.evaluations.push(truth),
+                        None => out.unresolved += 1,
                     }
                 }
-                out.records.extend(record);
+                if let Some(record) = record {
+                    out.records.push(record);
+                    out.span_ids.push(span_id(&span.span_id));
+                }
             }
         }
     }
@@ -226,6 +234,13 @@ pub fn evaluation_of(
     })
 }
 
+/// A span id as 8 bytes, `None` when it has another length or is all zeros (invalid in W3C
+/// Trace Context).
+pub fn span_id(id: &[u8]) -> Option<[u8; 8]> {
+    let id: [u8; 8] = id.try_into().ok()?;
+    (id != [0; 8]).then_some(id)
+}
+
 /// `00-<trace id>-<span id>-01` of the received span: the record's span becomes its child.
 /// Sampled, since the emitter exported it; the sidecar's sampler still decides for the record's
 /// own span. `None` for ids of the wrong length or all zeros (invalid in W3C Trace Context).
@@ -241,7 +256,7 @@ pub fn traceparent(span: &Span) -> Option<String> {
     ))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
@@ -262,7 +277,7 @@ fn request_id(span: &Span) -> String {
     .unwrap_or_else(|| hex(&span.span_id))
 }
 
-fn model_and_version(
+pub(super) fn model_and_version(
     attrs: &[KeyValue],
     resource: &[KeyValue],
     mapping: &GenAiMapping,
@@ -351,11 +366,11 @@ fn first_chunk(span: &Span) -> Option<f64> {
         .then(|| (first - span.start_time_unix_nano) as f64 / 1e9)
 }
 
-fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+pub(super) fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs.iter().find(|kv| kv.key == key)?.value.as_ref()
 }
 
-fn string(value: Option<&AnyValue>) -> Option<&str> {
+pub(super) fn string(value: Option<&AnyValue>) -> Option<&str> {
     match &value?.value {
         Some(Value::StringValue(s)) => Some(s),
         _ => None,
@@ -379,7 +394,7 @@ fn number(value: Option<&AnyValue>) -> Option<f64> {
 }
 
 /// Seconds (or a score): any finite number; ingest checks the range.
-fn seconds(value: Option<&AnyValue>) -> Option<f64> {
+pub(super) fn seconds(value: Option<&AnyValue>) -> Option<f64> {
     number(value)
 }
 
@@ -644,6 +659,8 @@ mod tests {
         assert_eq!(out.spans, 3);
         assert_eq!(out.records.len(), 1);
         assert_eq!(out.evaluations.len(), 2);
+        assert_eq!(out.unresolved, 1, "the orphan");
+        assert_eq!(out.span_ids, [Some([1, 2, 3, 4, 5, 6, 7, 8])]);
         let first = &out.evaluations[0];
         assert_eq!(
             (first.model.as_str(), first.request_id.as_str()),

@@ -3,7 +3,9 @@
 //! monitoring by configuration alone (README: No-code capture).
 
 pub mod genai;
+pub mod generations;
 pub mod kserve;
+pub mod logs;
 pub mod otlp;
 
 /// The config file's `[capture.*]` sections.

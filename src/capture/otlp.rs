@@ -1,11 +1,13 @@
-//! OTLP traces in: an OTLP/gRPC `TraceService/Export` receiver and an OTLP/HTTP
-//! `POST /v1/traces` receiver (protobuf), each off unless an address is given, so that LLM
-//! servers (vLLM `--otlp-traces-endpoint`) and instrumented apps (OpenLLMetry, OpenInference)
-//! can point their traces at the sidecar and get monitoring without code.
+//! OTLP traces and logs in: an OTLP/gRPC receiver (`TraceService/Export`, `LogsService/Export`)
+//! and an OTLP/HTTP one (`POST /v1/traces`, `POST /v1/logs`; protobuf), each off unless an
+//! address is given, so that LLM servers (vLLM `--otlp-traces-endpoint`) and instrumented apps
+//! (OpenLLMetry, OpenInference) can point their traces, and their evaluators the
+//! `gen_ai.evaluation.result` events, at the sidecar and get monitoring without code.
 //!
-//! One request, whichever receiver took it ([`TraceReceiver::receive`]):
+//! One traces request, whichever receiver took it ([`TraceReceiver::receive`]):
 //! 1. decoded (undecodable: INVALID_ARGUMENT / HTTP 400, counted in `inferscope.otlp.rejected`);
-//! 2. its GenAI spans become generation records ([`super::genai`]) and go through
+//! 2. its GenAI spans become generation records ([`super::genai`]), remembered by span id in the
+//!    [`GenerationIndex`] for evaluations sent as log records, and go through
 //!    [`Ingest::accept_batch`], the same validation, routing and all-or-nothing dispatch as gRPC
 //!    records: a full shard queue answers UNAVAILABLE / HTTP 503, which OTLP exporters retry,
 //!    and then nothing of the request was taken or forwarded;
@@ -16,18 +18,29 @@
 //! 4. its `gen_ai.evaluation.result` span events go through [`Ingest::accept_labels`] as
 //!    evaluation labels of their generations.
 //!
+//! One logs request ([`TraceReceiver::receive_logs`]): decoded as a traces request is; its
+//! `gen_ai.evaluation.result` events become evaluation labels of the generations they name
+//! ([`super::logs`]) through [`Ingest::accept_labels`] (a full shard queue: UNAVAILABLE / HTTP
+//! 503, retried by the exporter); every other log record is counted and dropped (the sidecar
+//! exports no logs to forward them to).
+//!
 //! The gRPC service is written as tonic's generated one is, but with a codec that hands over the
 //! request's bytes ([`RawCodec`]): so an undecodable request is answered INVALID_ARGUMENT
 //! (tonic's prost codec says INTERNAL) and counted, and the bytes are forwarded as they came,
 //! without being encoded again. There is no TLS and no token on these receivers: they listen on
 //! loopback for the pod's own processes, and warn when bound beyond it.
 
-use super::genai::{self, GenAiMapping};
+use super::{
+    genai::{self, GenAiMapping},
+    generations::{self, GenerationIndex},
+    logs,
+};
 use crate::{
     config::{ExportConfig, OtlpProtocol, Signal},
     events::{
-        OtlpRecordsCaptured, OtlpRequestRejected, OtlpSpansReceived, Outage, SpansForwardFailed,
-        SpansForwardRecovered, SpansNotForwarded,
+        OtlpEvaluationsCaptured, OtlpEvaluationsUnresolved, OtlpGenerationsEvicted,
+        OtlpLogRecordsIgnored, OtlpLogRecordsReceived, OtlpRecordsCaptured, OtlpRequestRejected,
+        OtlpSpansReceived, Outage, SpansForwardFailed, SpansForwardRecovered, SpansNotForwarded,
     },
     export::ExportError,
     ingest::{Ingest, IngestError},
@@ -36,13 +49,17 @@ use crate::{
     self_metrics::{SelfCounter, SelfStats},
 };
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{any_value::Value, AnyValue, KeyValue},
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 use prost::{bytes::Bytes, Message};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -58,6 +75,8 @@ use tonic::{
 pub const FORWARD_QUEUE: usize = 256;
 /// The gRPC method of OTLP trace export.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The gRPC method of OTLP log export.
+const LOGS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// `--otlp-receive-grpc`, `--otlp-receive-http` and `[capture.otlp]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -70,8 +89,13 @@ pub struct OtlpReceive {
 /// Why a request was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
-    #[error("the body is not an OTLP ExportTraceServiceRequest in protobuf: {0}")]
-    Undecodable(#[from] prost::DecodeError),
+    #[error("the body is not an OTLP {message} in protobuf: {error}")]
+    Undecodable {
+        /// `ExportTraceServiceRequest` or `ExportLogsServiceRequest`.
+        message: &'static str,
+        #[source]
+        error: prost::DecodeError,
+    },
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error("inferscope is shutting down; send to another instance or retry")]
@@ -81,7 +105,7 @@ pub enum ReceiveError {
 impl From<ReceiveError> for Status {
     fn from(e: ReceiveError) -> Self {
         match e {
-            ReceiveError::Undecodable(_) => Status::invalid_argument(e.to_string()),
+            ReceiveError::Undecodable { .. } => Status::invalid_argument(e.to_string()),
             ReceiveError::Ingest(e) => e.into(),
             ReceiveError::ShuttingDown => Status::unavailable(e.to_string()),
         }
@@ -94,7 +118,8 @@ impl ReceiveError {
     fn http_status(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
-            Self::Undecodable(_) | Self::Ingest(IngestError::Batch(_) | IngestError::Field(_)) => {
+            Self::Undecodable { .. }
+            | Self::Ingest(IngestError::Batch(_) | IngestError::Field(_)) => {
                 StatusCode::BAD_REQUEST
             }
             Self::Ingest(IngestError::OverBudget) => StatusCode::TOO_MANY_REQUESTS,
@@ -111,6 +136,10 @@ impl ReceiveError {
 pub struct TraceReceiver {
     ingest: Ingest,
     mapping: Arc<GenAiMapping>,
+    /// The generations of received spans by span id, for evaluations sent as log records; filled
+    /// by [`receive`](Self::receive), read by [`receive_logs`](Self::receive_logs), each holding
+    /// the lock for one request's inserts or lookups.
+    generations: Arc<Mutex<GenerationIndex>>,
     /// The forwarder's queue; `None` with traces export off.
     forward: Option<mpsc::Sender<Bytes>>,
     stats: Arc<SelfStats>,
@@ -128,6 +157,7 @@ impl TraceReceiver {
         Self {
             ingest,
             mapping: Arc::new(mapping),
+            generations: Arc::default(),
             forward,
             stats,
             shutdown,
@@ -139,8 +169,12 @@ impl TraceReceiver {
         if self.shutdown.is_cancelled() {
             return Err(ReceiveError::ShuttingDown);
         }
-        let request = ExportTraceServiceRequest::decode(body.as_ref()).inspect_err(|e| {
-            self.rejected("undecodable", &e.to_string());
+        let request = ExportTraceServiceRequest::decode(body.as_ref()).map_err(|error| {
+            self.rejected("undecodable", &error.to_string());
+            ReceiveError::Undecodable {
+                message: "ExportTraceServiceRequest",
+                error,
+            }
         })?;
         let captured = genai::capture(&request, &self.mapping);
         drop(request);
@@ -149,6 +183,9 @@ impl TraceReceiver {
         });
         let records = captured.records.len() as u64;
         if records > 0 {
+            // Before ingest takes the records: a refused request is sent again, and its spans
+            // then replace their own entries.
+            self.remember(&captured.records, &captured.span_ids);
             // The ack is not awaited: a receiver has no flags to answer with, and a dropped ack
             // loses nothing (ARCHITECTURE.md §6c).
             self.ingest.accept_batch(pb::RecordBatch {
@@ -164,7 +201,15 @@ impl TraceReceiver {
                 });
             }
         }
+        if captured.unresolved > 0 {
+            self.stats.emit(&OtlpEvaluationsUnresolved {
+                evaluations: captured.unresolved,
+            });
+        }
         if !captured.evaluations.is_empty() {
+            self.stats.emit(&OtlpEvaluationsCaptured {
+                evaluations: captured.evaluations.len() as u64,
+            });
             // Refused only when a shard queue is full (counted in inferscope.batches.shed) or a
             // label is invalid (counted per model): the records are taken, so the request is not
             // answered with an error that would make the exporter send them again.
@@ -177,6 +222,78 @@ impl TraceReceiver {
             }
         }
         Ok(())
+    }
+
+    /// Takes one encoded `ExportLogsServiceRequest` (module doc).
+    pub async fn receive_logs(&self, body: Bytes) -> Result<(), ReceiveError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ReceiveError::ShuttingDown);
+        }
+        let request = ExportLogsServiceRequest::decode(body.as_ref()).map_err(|error| {
+            self.rejected("undecodable", &error.to_string());
+            ReceiveError::Undecodable {
+                message: "ExportLogsServiceRequest",
+                error,
+            }
+        })?;
+        let captured = {
+            let mut index = self.generations.lock().expect("generation index lock");
+            logs::capture_logs(&request, &self.mapping, &mut index, Instant::now())
+        };
+        drop(request);
+        self.stats.emit(&OtlpLogRecordsReceived {
+            log_records: captured.log_records,
+        });
+        if captured.ignored > 0 {
+            self.stats.emit(&OtlpLogRecordsIgnored {
+                log_records: captured.ignored,
+            });
+        }
+        if captured.unresolved > 0 {
+            self.stats.emit(&OtlpEvaluationsUnresolved {
+                evaluations: captured.unresolved,
+            });
+        }
+        if captured.evaluations.is_empty() {
+            return Ok(());
+        }
+        let evaluations = captured.evaluations.len() as u64;
+        // Nothing else of the request is taken: a full shard queue is answered with an error the
+        // exporter retries on; invalid labels are counted per model, as from SubmitLabels.
+        self.ingest
+            .accept_labels(pb::LabelBatch {
+                labels: captured.evaluations,
+                ..Default::default()
+            })
+            .await?;
+        self.stats.emit(&OtlpEvaluationsCaptured { evaluations });
+        Ok(())
+    }
+
+    /// Indexes the generations just made by their spans' ids.
+    fn remember(&self, records: &[pb::InferenceRecord], span_ids: &[Option<[u8; 8]>]) {
+        let now = Instant::now();
+        let mut evicted = 0;
+        {
+            let mut index = self.generations.lock().expect("generation index lock");
+            for (record, span_id) in records.iter().zip(span_ids) {
+                if let Some(span_id) = span_id {
+                    evicted += index.insert(
+                        *span_id,
+                        &record.model,
+                        &record.version,
+                        &record.request_id,
+                        now,
+                    );
+                }
+            }
+        }
+        if evicted > 0 {
+            self.stats.emit(&OtlpGenerationsEvicted {
+                generations: evicted,
+                capacity: generations::CAPACITY,
+            });
+        }
     }
 
     fn rejected(&self, reason: &'static str, error: &str) {
@@ -224,35 +341,72 @@ impl Decoder for RawCodec {
     }
 }
 
-/// The OTLP/gRPC trace service (`opentelemetry.proto.collector.trace.v1.TraceService`).
+/// Which OTLP export a gRPC service or an HTTP route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    Traces,
+    Logs,
+}
+
+impl Export {
+    fn grpc_path(self) -> &'static str {
+        match self {
+            Self::Traces => EXPORT_PATH,
+            Self::Logs => LOGS_EXPORT_PATH,
+        }
+    }
+
+    async fn receive(self, receiver: &TraceReceiver, body: Bytes) -> Result<(), ReceiveError> {
+        match self {
+            Self::Traces => receiver.receive(body).await,
+            Self::Logs => receiver.receive_logs(body).await,
+        }
+    }
+}
+
+/// An OTLP/gRPC export service: `LOGS` false, the trace service
+/// (`opentelemetry.proto.collector.trace.v1.TraceService`); true, the logs service
+/// (`opentelemetry.proto.collector.logs.v1.LogsService`). Two types because tonic routes by a
+/// service's [`NamedService::NAME`].
 #[derive(Clone)]
-pub struct GrpcTraceService {
+pub struct GrpcExportService<const LOGS: bool> {
     receiver: TraceReceiver,
     max_message_bytes: usize,
 }
+
+pub type GrpcTraceService = GrpcExportService<false>;
+pub type GrpcLogsService = GrpcExportService<true>;
 
 impl NamedService for GrpcTraceService {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
+impl NamedService for GrpcLogsService {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl<const LOGS: bool> GrpcExportService<LOGS> {
+    const EXPORT: Export = if LOGS { Export::Logs } else { Export::Traces };
+}
+
 /// One `Export` call.
-struct ExportCall(TraceReceiver);
+struct ExportCall(TraceReceiver, Export);
 
 impl UnaryService<Bytes> for ExportCall {
     type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Bytes>, Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let receiver = self.0.clone();
+        let (receiver, export) = (self.0.clone(), self.1);
         Box::pin(async move {
-            receiver.receive(request.into_inner()).await?;
-            // An empty ExportTraceServiceResponse: everything accepted.
+            export.receive(&receiver, request.into_inner()).await?;
+            // An empty Export*ServiceResponse: everything accepted.
             Ok(tonic::Response::new(Bytes::new()))
         })
     }
 }
 
-impl<B> Service<http::Request<B>> for GrpcTraceService
+impl<B, const LOGS: bool> Service<http::Request<B>> for GrpcExportService<LOGS>
 where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -271,12 +425,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if request.uri().path() != EXPORT_PATH {
-                return Ok(Status::unimplemented("only TraceService/Export").into_http());
+            let export = Self::EXPORT;
+            if request.uri().path() != export.grpc_path() {
+                return Ok(Status::unimplemented("only the Export method").into_http());
             }
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_max_message_size_config(Some(this.max_message_bytes), None);
-            let mut response = grpc.unary(ExportCall(this.receiver.clone()), request).await;
+            let call = ExportCall(this.receiver.clone(), export);
+            let mut response = grpc.unary(call, request).await;
             // Over --max-message-bytes tonic answers OUT_OF_RANGE before the call: said as
             // gRPC ingest says it (RESOURCE_EXHAUSTED), and counted.
             let status = response.headers().get(Status::GRPC_STATUS);
@@ -293,9 +449,35 @@ where
     }
 }
 
-/// `POST /v1/traces`: OTLP/HTTP with a protobuf body (`application/x-protobuf`), uncompressed.
-async fn http_export(
+/// `POST /v1/traces`.
+async fn http_traces(
     axum::extract::State((receiver, limit)): axum::extract::State<(TraceReceiver, usize)>,
+    headers: http::HeaderMap,
+    body: axum::body::Body,
+) -> HttpAnswer {
+    http_export(Export::Traces, receiver, limit, headers, body).await
+}
+
+/// `POST /v1/logs`.
+async fn http_logs(
+    axum::extract::State((receiver, limit)): axum::extract::State<(TraceReceiver, usize)>,
+    headers: http::HeaderMap,
+    body: axum::body::Body,
+) -> HttpAnswer {
+    http_export(Export::Logs, receiver, limit, headers, body).await
+}
+
+type HttpAnswer = (
+    http::StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    Vec<u8>,
+);
+
+/// OTLP/HTTP with a protobuf body (`application/x-protobuf`), uncompressed.
+async fn http_export(
+    export: Export,
+    receiver: TraceReceiver,
+    limit: usize,
     headers: http::HeaderMap,
     body: axum::body::Body,
 ) -> (
@@ -352,8 +534,8 @@ async fn http_export(
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return too_large();
     };
-    match receiver.receive(body).await {
-        // An empty ExportTraceServiceResponse.
+    match export.receive(&receiver, body).await {
+        // An empty Export*ServiceResponse.
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -446,7 +628,11 @@ pub async fn start(
     if let Some(addr) = settings.grpc {
         let (listener, local) = bind(addr).await?;
         receivers.grpc_addr = Some(local);
-        let service = GrpcTraceService {
+        let traces = GrpcTraceService {
+            receiver: receiver.clone(),
+            max_message_bytes: config.max_message_bytes,
+        };
+        let logs = GrpcLogsService {
             receiver: receiver.clone(),
             max_message_bytes: config.max_message_bytes,
         };
@@ -454,7 +640,8 @@ pub async fn start(
         let stop = shutdown.clone();
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(service)
+            .add_service(traces)
+            .add_service(logs)
             .serve_with_incoming_shutdown(
                 crate::listener::incoming(listener, slots, stats.clone()),
                 stop.cancelled_owned(),
@@ -464,13 +651,14 @@ pub async fn start(
                 tracing::error!(target: "inferscope::capture", %error, "the OTLP/gRPC receiver failed");
             }
         }));
-        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/gRPC traces receiver");
+        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/gRPC traces and logs receiver");
     }
     if let Some(addr) = settings.http {
         let (listener, local) = bind(addr).await?;
         receivers.http_addr = Some(local);
         let router = axum::Router::new()
-            .route("/v1/traces", axum::routing::post(http_export))
+            .route("/v1/traces", axum::routing::post(http_traces))
+            .route("/v1/logs", axum::routing::post(http_logs))
             .with_state((receiver.clone(), config.max_message_bytes));
         let listener = BoundedListener::new(
             listener,
@@ -484,7 +672,7 @@ pub async fn start(
                 tracing::error!(target: "inferscope::capture", %error, "the OTLP/HTTP receiver failed");
             }
         }));
-        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/HTTP traces receiver");
+        tracing::info!(target: "inferscope::capture", listen = %local, "OTLP/HTTP traces and logs receiver");
     }
     Ok(Some(receivers))
 }
