@@ -8,7 +8,10 @@
 //! computed from a mergeable state (`src/quality/state.rs`), so the merge of the partition is
 //! the state of the union: confusion counts, sums and score curves add up; ROC AUC and average
 //! precision stay exact while the merged exact pairs fit `--exact-auc-max-pairs`, and carry
-//! their error bound past it, as in one sidecar.
+//! their error bound past it, as in one sidecar. Evaluations of generations are shared the same
+//! way (names and labels by name): a generation waits in the sidecar that saw it and its
+//! evaluations join only there, so the sidecars' evaluation windows partition the fleet's joined
+//! evaluations too, and their counts, score sums and label counts add up.
 //!
 //! How, with Redis primitives only (no membership or consensus protocol of our own):
 //! - at every metric export each sidecar writes its windows (every model version, classes by
@@ -35,7 +38,11 @@ use crate::{
     drift::{profile::Profile, registry::ProfileRegistry},
     events::{FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
     models::ModelKey,
-    quality::{state::QualityState, JoinStats, QualitySnapshot, Task},
+    quality::{
+        evaluation::{EvaluationSnapshot, EvaluationState},
+        state::QualityState,
+        JoinStats, QualitySnapshot, Task,
+    },
     self_metrics::SelfStats,
     windows::{WindowState, SINCE_START},
 };
@@ -101,6 +108,35 @@ pub struct SharedModel {
     /// `(window name, state)`; the since-start state is not shared (each sidecar's start
     /// differs, so their union means nothing).
     pub windows: Vec<(String, QualityState)>,
+    /// The evaluations of the model's generations; absent in states written before they were
+    /// shared, and for models without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluations: Option<SharedEvaluations>,
+}
+
+/// One model version's evaluation windows on one sidecar; slots are positions in `names` and,
+/// per name, in `labels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedEvaluations {
+    pub names: Vec<String>,
+    pub labels: Vec<Vec<String>>,
+    /// `(window name, state)`, without the since-start state (as [`SharedModel::windows`]).
+    pub windows: Vec<(String, EvaluationState)>,
+}
+
+impl SharedEvaluations {
+    fn new(e: &EvaluationSnapshot) -> Self {
+        Self {
+            names: e.names.clone(),
+            labels: e.labels.clone(),
+            windows: e
+                .windows
+                .iter()
+                .filter(|(window, _)| window != SINCE_START)
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 impl SidecarQuality {
@@ -124,6 +160,7 @@ impl SidecarQuality {
                         .filter(|(window, _)| window != SINCE_START)
                         .cloned()
                         .collect(),
+                    evaluations: q.evaluations.as_ref().map(SharedEvaluations::new),
                 }
             })
             .collect();
@@ -212,9 +249,51 @@ fn merge_model(models: &[&SharedModel], exact_cap: usize) -> QualitySnapshot {
         windows,
         join: JoinStats::default(),
         classes_overflowed: 0,
-        // Not shared through the fleet yet.
-        evaluations: None,
+        evaluations: merge_evaluations(models),
     }
+}
+
+/// The fleet's evaluations of one model version: names and labels by name, the states of each
+/// window added up (module doc). `None` when no sidecar has any.
+fn merge_evaluations(models: &[&SharedModel]) -> Option<EvaluationSnapshot> {
+    let mut names = Classes::default();
+    let mut labels: Vec<Classes> = Vec::new();
+    let mut windows: Vec<(String, EvaluationState)> = Vec::new();
+    let mut any = false;
+    for e in models.iter().filter_map(|m| m.evaluations.as_ref()) {
+        any = true;
+        let name_slots: Vec<u32> = e.names.iter().map(|n| names.slot(n)).collect();
+        let label_slots: Vec<Vec<u32>> = e
+            .labels
+            .iter()
+            .zip(&name_slots)
+            .map(|(values, &name)| {
+                let name = name as usize;
+                if labels.len() <= name {
+                    labels.resize_with(name + 1, Classes::default);
+                }
+                values.iter().map(|v| labels[name].slot(v)).collect()
+            })
+            .collect();
+        for (window, state) in &e.windows {
+            let Some(state) = state.remapped(&name_slots, &label_slots) else {
+                continue;
+            };
+            match windows.iter_mut().find(|(w, _)| w == window) {
+                Some((_, merged)) => merged.merge(&state, 0),
+                None => windows.push((window.clone(), state)),
+            }
+        }
+    }
+    any.then(|| EvaluationSnapshot {
+        labels: (0..names.names.len())
+            .map(|i| labels.get(i).map_or_else(Vec::new, |c| c.names.clone()))
+            .collect(),
+        names: names.names,
+        windows,
+        names_overflowed: 0,
+        labels_overflowed: 0,
+    })
 }
 
 /// The last merge of the fleet's states, on the sidecar that holds the lease.
@@ -518,10 +597,21 @@ mod tests {
     use proptest::prelude::*;
 
     const NAMES: [&str; 4] = ["cat", "dog", "emu", "fox"];
+    const EVALUATION_NAMES: [&str; 4] = ["relevance", "thumbs", "judge", "toxicity"];
+    const EVALUATION_LABELS: [&str; 4] = ["up", "down", "pass", "fail"];
+
+    /// `(name, score in eighths, label)` of an evaluation, by index in the tables above.
+    type Eval = (usize, Option<i32>, Option<usize>);
 
     /// A sidecar's quality for a declared 4-class model whose class table numbers the classes
-    /// in `order`, after the pairs `(truth, probabilities)` (prediction: the argmax).
-    fn sidecar(order: &[usize; 4], pairs: &[(usize, [f64; 4])], cap: usize) -> SidecarQuality {
+    /// in `order`, after the pairs `(truth, probabilities)` (prediction: the argmax), and its
+    /// evaluations (`None`: it has had none), whose names and labels it numbers in `order` too.
+    fn sidecar(
+        order: &[usize; 4],
+        pairs: &[(usize, [f64; 4])],
+        cap: usize,
+        evaluations: Option<&[Eval]>,
+    ) -> SidecarQuality {
         let slot_of = |name: usize| order.iter().position(|&n| n == name).unwrap() as u32;
         // Declared order is NAMES; slots follow `order`.
         let declared: Vec<u32> = (0..4).map(slot_of).collect();
@@ -556,8 +646,57 @@ mod tests {
                 declared: NAMES.iter().map(|n| n.to_string()).collect(),
                 all_curves: true,
                 windows: vec![("5m".into(), state)],
+                evaluations: evaluations.map(|evaluations| {
+                    let mut state = EvaluationState::default();
+                    for &(name, score, label) in evaluations {
+                        state.observe(crate::quality::evaluation::Evaluated {
+                            name: slot_of(name),
+                            score: score.map(|s| f64::from(s) / 8.0),
+                            label: label.map(slot_of),
+                        });
+                    }
+                    let names = |table: [&str; 4]| order.map(|n| table[n].to_owned()).to_vec();
+                    SharedEvaluations {
+                        names: names(EVALUATION_NAMES),
+                        labels: vec![names(EVALUATION_LABELS); 4],
+                        windows: vec![("5m".into(), state)],
+                    }
+                }),
             }],
         }
+    }
+
+    /// What a merged evaluation state says, by name and label: (count, scored, score sum,
+    /// label counts), names and labels without any left out.
+    type ByName = BTreeMap<String, (u64, u64, f64, BTreeMap<String, u64>)>;
+
+    fn by_name(names: &[String], labels: &[Vec<String>], state: &EvaluationState) -> ByName {
+        let mut out = ByName::new();
+        for (i, stats) in state.names.iter().enumerate() {
+            let counted: BTreeMap<String, u64> = stats
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(j, &n)| (labels[i][j].clone(), n))
+                .collect();
+            if stats.count > 0 || !counted.is_empty() {
+                let entry = (stats.count, stats.scored, stats.score_sum, counted);
+                out.insert(names[i].clone(), entry);
+            }
+        }
+        out
+    }
+
+    fn evaluations() -> impl Strategy<Value = Option<Vec<Eval>>> {
+        proptest::option::of(proptest::collection::vec(
+            (
+                0usize..4,
+                proptest::option::of(-80i32..80),
+                proptest::option::of(0usize..4),
+            ),
+            0..40,
+        ))
     }
 
     fn pairs() -> impl Strategy<Value = Vec<(usize, [f64; 4])>> {
@@ -581,18 +720,35 @@ mod tests {
         /// equals processing the union of their pairs on one sidecar.
         #[test]
         fn merging_sidecars_equals_processing_the_union(
-            parts in proptest::collection::vec((orders(), pairs()), 1..4),
+            parts in proptest::collection::vec((orders(), pairs(), evaluations()), 1..4),
             cap in 0usize..150,
         ) {
             let shared: Vec<SidecarQuality> = parts
                 .iter()
-                .map(|(order, p)| sidecar(order, p, cap))
+                .map(|(order, p, e)| sidecar(order, p, cap, e.as_deref()))
                 .map(|s| serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap())
                 .collect();
             let merged = merge(&shared, cap);
-            let all: Vec<_> = parts.iter().flat_map(|(_, p)| p.clone()).collect();
-            let union = &sidecar(&[0, 1, 2, 3], &all, cap).models[0].windows[0].1;
+            let all: Vec<_> = parts.iter().flat_map(|(_, p, _)| p.clone()).collect();
+            let all_evaluations: Vec<Eval> =
+                parts.iter().flat_map(|(_, _, e)| e.clone().unwrap_or_default()).collect();
+            let one = sidecar(&[0, 1, 2, 3], &all, cap, Some(&all_evaluations));
+            let union = &one.models[0].windows[0].1;
             let m = &merged[&ModelKey::new("m", "1")];
+            // Evaluations: the merge of the sidecars that had any equals the union (scores are
+            // eighths, so their sums are exact in any order).
+            match (&m.evaluations, parts.iter().any(|(_, _, e)| e.is_some())) {
+                (None, false) => {}
+                (Some(e), true) => {
+                    let expected = one.models[0].evaluations.as_ref().unwrap();
+                    prop_assert_eq!(e.windows.len(), 1);
+                    prop_assert_eq!(
+                        by_name(&e.names, &e.labels, &e.windows[0].1),
+                        by_name(&expected.names, &expected.labels, &expected.windows[0].1)
+                    );
+                }
+                (got, had) => prop_assert!(false, "merged {:?}, sidecars had some: {}", got, had),
+            }
             prop_assert_eq!(&m.classes[..], &NAMES.map(String::from)[..]);
             let (_, state) = &m.windows[0];
             let trimmed = |v: &[u64]| v.iter().rposition(|&n| n > 0).map_or(vec![], |i| v[..=i].to_vec());
@@ -629,10 +785,21 @@ mod tests {
 
     #[test]
     fn a_state_with_a_slot_outside_its_classes_is_left_out() {
-        let mut s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10);
+        let mut s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10, None);
         s.models[0].classes.truncate(1);
         let merged = merge(&[s], 10);
         assert!(merged[&ModelKey::new("m", "1")].windows.is_empty());
+    }
+
+    #[test]
+    fn states_shared_before_evaluations_were_still_merge() {
+        let s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10, None);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("evaluations"));
+        let merged = merge(&[serde_json::from_str(&json).unwrap()], 10);
+        let m = &merged[&ModelKey::new("m", "1")];
+        assert_eq!(m.windows.len(), 1);
+        assert!(m.evaluations.is_none());
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn encode(
         // attributes keeps them one series when the lease moves.
         let mut f = MetricsBuilder::new(unix_nanos(start), unix_nanos(now));
         super::quality::encode_fleet(&mut f, fleet);
+        super::evaluation::encode_fleet(&mut f, fleet);
         resource_metrics.push(resource_metrics_of(
             super::resource::fleet_attributes(&resource_attributes),
             f.finish(),

@@ -127,6 +127,42 @@ impl EvaluationState {
     }
 }
 
+impl EvaluationState {
+    /// This state in another sidecar's tables (the fleet's, `src/fleet.rs`): name slot `i`
+    /// becomes `names[i]`, label slot `j` of name `i` becomes `labels[i][j]`. `None` when a
+    /// counted slot has no place in them (a corrupt shared state).
+    pub fn remapped(&self, names: &[u32], labels: &[Vec<u32>]) -> Option<Self> {
+        let mut out = Self::default();
+        for (i, stats) in self.names.iter().enumerate() {
+            if stats.count == 0 && stats.labels.iter().all(|&n| n == 0) {
+                continue;
+            }
+            let slot = *names.get(i)? as usize;
+            if out.names.len() <= slot {
+                out.names.resize_with(slot + 1, NameStats::default);
+            }
+            let mut moved = NameStats {
+                count: stats.count,
+                scored: stats.scored,
+                score_sum: stats.score_sum,
+                labels: Vec::new(),
+            };
+            for (j, &n) in stats.labels.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let label = *labels.get(i)?.get(j)? as usize;
+                if moved.labels.len() <= label {
+                    moved.labels.resize(label + 1, 0);
+                }
+                moved.labels[label] += n;
+            }
+            out.names[slot].merge(&moved);
+        }
+        Some(out)
+    }
+}
+
 impl WindowState for EvaluationState {
     fn empty_like(&self) -> Self {
         Self::default()
