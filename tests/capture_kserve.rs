@@ -970,16 +970,36 @@ async fn a_stuck_client_does_not_hold_the_shutdown() {
 }
 
 /// Logged inferences get the same analyses as gRPC records: a value far outside the reference
-/// the first events captured is flagged (`inferscope.anomalies`), and the flagged record's span
-/// is a child of the request's `ce-traceparent`, in the caller's trace.
+/// the first events captured is flagged (`inferscope.anomalies`, read back from VictoriaMetrics),
+/// and the flagged record's span, exported to a real Phoenix, is a child of the request's
+/// `ce-traceparent`, in the caller's trace (its trace id kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logged_inferences_are_flagged_and_traced_in_the_callers_trace() {
+    use common::backends;
+    use inferscope::{
+        config::{OtlpProtocol, Sampling},
+        server::{Sidecar, Sinks},
+    };
+    let (_vm, vm) = backends::start_victoria_metrics().await;
+    let (_phoenix, phoenix, _) = backends::start_phoenix().await;
     let mut config = config(HashMap::new(), Duration::from_secs(60), 100);
     config.drift.reference_records = 20;
-    let sidecar = common::start(config).await;
+    config.export.endpoint = format!("{vm}/opentelemetry");
+    config.export.protocol = OtlpProtocol::HttpProtobuf;
+    config.export.traces_endpoint = Some(format!("{phoenix}/v1/traces"));
+    config.export.metric_interval = Duration::from_secs(1);
+    // The flagged record's span is exported whatever the ratio (its parent is sampled).
+    config.sampling = Sampling {
+        ratio: 0.0,
+        parent_based: true,
+    };
+    let sinks = Sinks::from_config(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar = Sidecar::start(listener, config, sinks).await.unwrap();
     let http = reqwest::Client::new();
-    let endpoint = url(&sidecar, "/");
-    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let endpoint = format!("http://{}/", sidecar.cloudevents_addr.unwrap());
+    let trace_id = format!("{:032x}", backends::rand_suffix() as u128 | 1 << 100);
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     for i in 0..21 {
         let x = if i == 20 {
             1000.0
@@ -1002,7 +1022,7 @@ async fn logged_inferences_are_flagged_and_traced_in_the_callers_trace() {
                 .header("Ce-Inferenceservicename", "traced")
                 .header("Content-Type", "application/json");
             if i == 20 && kind == REQUEST_TYPE {
-                post = post.header("Ce-Traceparent", traceparent);
+                post = post.header("Ce-Traceparent", &traceparent);
             }
             assert_eq!(
                 post.body(body.to_string()).send().await.unwrap().status(),
@@ -1010,19 +1030,13 @@ async fn logged_inferences_are_flagged_and_traced_in_the_callers_trace() {
             );
         }
     }
-    let (request, spans) = sidecar.stop().await;
-    let at = [
-        ("inferscope.model.name", "traced"),
-        ("inferscope.model.version", "1"),
-        ("kind", "out_of_reference_range"),
-    ];
-    assert_eq!(
-        common::point(&request, "inferscope.anomalies", &at),
-        Some(1.0)
-    );
-    let span = spans
-        .iter()
-        .find(|s| s.span_context.trace_id().to_string() == "4bf92f3577b34da6a3ce929d0e0e4736")
-        .expect("the flagged record's span, in the caller's trace");
-    assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+    // Stopping exports the final metrics and flushes the spans.
+    sidecar.stop().await.unwrap();
+    let flagged = r#"sum(inferscope_anomalies_total{inferscope_model_name="traced",inferscope_model_version="1",kind="out_of_reference_range"})"#;
+    assert_eq!(backends::promql(&vm, flagged, 1.0).await, Some(1.0));
+    let spans = backends::phoenix_spans(&phoenix, &trace_id, 1).await;
+    assert_eq!(spans.len(), 1, "the flagged record's span only: {spans:#?}");
+    assert_eq!(spans[0]["context"]["trace_id"], trace_id.as_str());
+    assert_eq!(spans[0]["parent_id"], "00f067aa0ba902b7", "{spans:#?}");
+    assert_eq!(spans[0]["name"], "inferscope.inference", "{spans:#?}");
 }
