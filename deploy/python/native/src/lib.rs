@@ -343,7 +343,10 @@ impl Core {
         };
         s.counters.unfinished.fetch_add(1, Relaxed);
         self.ensure_started();
-        if n == s.settings.batch_size {
+        // The sender polls while records flow; it is woken only when it does not, and when the
+        // queue is half full (a burst faster than it expected).
+        let polling = s.polling.load(Relaxed);
+        if (n == s.settings.batch_size && !polling) || n == s.settings.max_queue / 2 {
             s.wake.notify_one();
         }
         true

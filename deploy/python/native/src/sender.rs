@@ -113,6 +113,10 @@ pub struct Shared {
     pub wake: Notify,
     pub label_wake: Notify,
     pub flush_requested: AtomicBool,
+    /// The sender polls the queue often enough to take each batch as it fills (see
+    /// [`Records::poll_after`]): `record` then need not wake it, which would cost the caller a
+    /// system call (an eventfd write) every `batch_size` records.
+    pub polling: AtomicBool,
     /// A record stream is open: labels are taken from their queue only then, so that an absent
     /// sidecar costs retries, not labels (they wait in their bounded queue).
     pub connected: AtomicBool,
@@ -141,6 +145,7 @@ impl Shared {
             wake: Notify::new(),
             label_wake: Notify::new(),
             flush_requested: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             abort: watch::channel(false).0,
@@ -500,8 +505,11 @@ impl Records {
             inflight.insert(entry.sequence, entry);
         }
         let mut deadline = tokio::time::Instant::now() + settings.flush_interval;
+        let mut poll: Option<tokio::time::Instant> = None;
+        let mut last_poll = tokio::time::Instant::now();
         let ending: Ending = loop {
             let can_send = tx.is_some() && inflight.len() < settings.max_inflight;
+            let wake_at = poll.map_or(deadline, |p| p.min(deadline));
             tokio::select! {
                 biased;
                 _ = abort.changed() => break Some(Status::cancelled("closed")),
@@ -518,17 +526,43 @@ impl Records {
                     Err(status) => break Some(status),
                 },
                 _ = self.shared.wake.notified(), if can_send => {
+                    poll = self.poll_after(&mut last_poll);
                     self.send_next(&mut tx, &mut inflight, false, &mut deadline).await;
                 }
-                _ = tokio::time::sleep_until(deadline), if can_send => {
-                    self.send_next(&mut tx, &mut inflight, true, &mut deadline).await;
-                    self.log_notes();
+                _ = tokio::time::sleep_until(wake_at), if can_send => {
+                    poll = self.poll_after(&mut last_poll);
+                    let timed_out = tokio::time::Instant::now() >= deadline;
+                    self.send_next(&mut tx, &mut inflight, timed_out, &mut deadline).await;
+                    if timed_out {
+                        self.log_notes();
+                    }
                 }
             }
         };
         self.shared.connected.store(false, Relaxed);
         self.end_session(inflight, ending.as_ref());
         (ending, acks)
+    }
+
+    /// When to look at the queue next, from the rate records arrived at since the last look:
+    /// about when half a batch will have come, between 1 ms and `flush_interval`; `None` (wait
+    /// for the flush interval or a wake-up) when nothing came. Sets [`Shared::polling`].
+    fn poll_after(&self, last: &mut tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let settings = &self.shared.settings;
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(*last).as_secs_f64().max(1e-6);
+        *last = now;
+        let queued = self.shared.queue.lock().unwrap().len();
+        let next = (queued > 0).then(|| {
+            let half_batch = settings.batch_size as f64 / 2.0 / (queued as f64 / elapsed);
+            let wait =
+                Duration::from_secs_f64(half_batch.min(settings.flush_interval.as_secs_f64()))
+                    .max(Duration::from_millis(1));
+            now + wait
+        });
+        let polling = next.is_some_and(|p| p - now < settings.flush_interval);
+        self.shared.polling.store(polling, Relaxed);
+        next
     }
 
     /// Sends the next batch if one is due: a batch to resend, a full batch, or (when `timed_out`,
