@@ -130,6 +130,9 @@ impl PythonRandom {
 /// node's range so that no half-space is too narrow.
 const PADDING: f64 = 0.15;
 
+/// Trees walked together by [`HalfSpaceTrees::score_learn`].
+const LOCKSTEP: usize = 16;
+
 /// The mass under which the score stops descending, as a share of the window (river's and the
 /// paper's 0.1).
 const SIZE_LIMIT_SHARE: f64 = 0.1;
@@ -151,20 +154,19 @@ struct Node {
 
 #[derive(Debug, Clone)]
 pub struct HalfSpaceTrees {
-    trees: usize,
     height: u32,
     window: u32,
     /// Nodes per tree: `2^(height+1) − 1`.
     nodes: usize,
-    /// Internal nodes per tree: `2^height − 1`.
-    internal: usize,
     /// Every node of every tree, `trees × nodes`, tree by tree in heap order.
     nodes_of: Vec<Node>,
     /// Records of the current window so far.
     counter: u32,
     /// False until the first window completes: scores are 0 before (river).
     scoring: bool,
-    size_limit: f64,
+    /// The smallest reference mass the score descends past: `ceil(0.1·window)`, so that the
+    /// integer comparison `reference >= descend_limit` is river's `r_mass >= 0.1·window` exactly.
+    descend_limit: u16,
     max_score: f64,
 }
 
@@ -194,11 +196,9 @@ impl HalfSpaceTrees {
             );
         }
         Self {
-            trees,
             height,
             window,
             nodes,
-            internal,
             nodes_of: (0..trees * nodes)
                 .map(|i| {
                     let (t, node) = (i / nodes, i % nodes);
@@ -214,47 +214,26 @@ impl HalfSpaceTrees {
                 .collect(),
             counter: 0,
             scoring: false,
-            size_limit: SIZE_LIMIT_SHARE * window as f64,
+            descend_limit: (SIZE_LIMIT_SHARE * window as f64).ceil() as u16,
             max_score: trees as f64 * window as f64 * nodes as f64,
         }
     }
 
     /// Scores `x` against the previous window (0 during the first window, 1 = most anomalous)
     /// and then learns it, as river's `score_one` followed by `learn_one`. `x` has `dims` values.
+    ///
+    /// The score is summed in integers (`reference << depth`) and divided once: every partial sum
+    /// of river's float sum is an integer under 2^36 (masses ≤ 65 535, depth ≤ 20, nodes ≤ 2^20),
+    /// so both sums are exact and equal.
     pub fn score_learn(&mut self, x: &[f64]) -> f64 {
-        let mut mass_score = 0.0;
-        for t in 0..self.trees {
-            let tree = &mut self.nodes_of[t * self.nodes..(t + 1) * self.nodes];
-            let mut node = 0usize;
-            let mut descending = self.scoring;
-            for depth in 0..=self.height {
-                let n = &mut tree[node];
-                n.latest += 1;
-                if descending {
-                    mass_score += f64::from(n.reference) * f64::from(1u32 << depth);
-                    descending = f64::from(n.reference) >= self.size_limit;
-                }
-                if node >= self.internal {
-                    break;
-                }
-                let value = x[usize::from(n.feature)];
-                let (left, right) = (2 * node + 1, 2 * node + 2);
-                node = if value < n.threshold {
-                    left
-                } else if value.is_nan() {
-                    // Missing: the child seen more in this window (river keeps left on ties).
-                    if tree[left].latest < tree[right].latest {
-                        right
-                    } else {
-                        left
-                    }
-                } else {
-                    right
-                };
-            }
-        }
+        // A record without missing values (nearly all) walks without looking for them.
+        let mass = if x.iter().fold(false, |any, v| any | v.is_nan()) {
+            self.walk::<true>(x)
+        } else {
+            self.walk::<false>(x)
+        };
         let score = if self.scoring {
-            1.0 - mass_score / self.max_score
+            1.0 - mass as f64 / self.max_score
         } else {
             0.0
         };
@@ -268,6 +247,58 @@ impl HalfSpaceTrees {
             self.counter = 0;
         }
         score
+    }
+
+    /// Every tree's path for `x`: adds one to each node's latest mass and returns the sum of
+    /// `reference << depth` down to the first node under the size limit (0 before the first
+    /// window completes). `MISSING`: `x` may hold NaN.
+    ///
+    /// Up to [`LOCKSTEP`] trees walk together, one level at a time: the child is chosen without
+    /// a branch (on independent features half the splits go either way, and a mispredicted
+    /// branch per node cost more than the node's work), and the trees' independent loads of the
+    /// next level overlap instead of each waiting for the comparison before it (one tree at a
+    /// time without a branch was slower than with one: BENCHMARKS.md, "Hot path (issue 15)").
+    #[inline(always)]
+    fn walk<const MISSING: bool>(&mut self, x: &[f64]) -> u64 {
+        let (height, limit, nodes) = (self.height, self.descend_limit, self.nodes);
+        let all = u64::from(self.scoring).wrapping_neg();
+        let mut mass: u64 = 0;
+        for group in self.nodes_of.chunks_mut(LOCKSTEP * nodes) {
+            let lanes = group.len() / nodes;
+            // Each lane's node, as a position in `group` (its tree starts at `lane × nodes`),
+            // and all ones while its score descends.
+            let mut at = [0usize; LOCKSTEP];
+            let mut keep = [all; LOCKSTEP];
+            for (lane, at) in at.iter_mut().enumerate().take(lanes) {
+                *at = lane * nodes;
+            }
+            for depth in 0..height {
+                let walking = at.iter_mut().zip(&mut keep).take(lanes);
+                for (lane, (at, keep)) in walking.enumerate() {
+                    let n = &mut group[*at];
+                    n.latest += 1;
+                    mass += (u64::from(n.reference) << depth) & *keep;
+                    *keep &= u64::from(n.reference >= limit).wrapping_neg();
+                    let (value, threshold) = (x[usize::from(n.feature)], n.threshold);
+                    // Node i of the tree has children 2i + 1 and 2i + 2.
+                    let left = 2 * *at - lane * nodes + 1;
+                    let right = if MISSING && value.is_nan() {
+                        // Missing: the child seen more in this window (river keeps left on ties).
+                        group[left].latest < group[left + 1].latest
+                    } else {
+                        // Not NaN here (thresholds never are): river's `not value < threshold`.
+                        value >= threshold
+                    };
+                    *at = left + usize::from(right);
+                }
+            }
+            for (&at, &keep) in at.iter().zip(&keep).take(lanes) {
+                let leaf = &mut group[at];
+                leaf.latest += 1;
+                mass += (u64::from(leaf.reference) << height) & keep;
+            }
+        }
+        mass
     }
 
     /// True once a full window has been seen and scores mean something.
@@ -328,6 +359,88 @@ fn build(
 mod tests {
     use super::*;
     use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// The walk as first written (river's float sum, a branch per split), kept to check that
+    /// the faster one returns the same scores bit for bit.
+    fn score_learn_reference(h: &mut HalfSpaceTrees, x: &[f64]) -> f64 {
+        let size_limit = SIZE_LIMIT_SHARE * h.window as f64;
+        let (trees, internal) = (h.nodes_of.len() / h.nodes, h.nodes / 2);
+        let mut mass_score = 0.0;
+        for t in 0..trees {
+            let tree = &mut h.nodes_of[t * h.nodes..(t + 1) * h.nodes];
+            let mut node = 0usize;
+            let mut descending = h.scoring;
+            for depth in 0..=h.height {
+                let n = &mut tree[node];
+                n.latest += 1;
+                if descending {
+                    mass_score += f64::from(n.reference) * f64::from(1u32 << depth);
+                    descending = f64::from(n.reference) >= size_limit;
+                }
+                if node >= internal {
+                    break;
+                }
+                let value = x[usize::from(n.feature)];
+                let (left, right) = (2 * node + 1, 2 * node + 2);
+                node = if value < n.threshold {
+                    left
+                } else if value.is_nan() {
+                    if tree[left].latest < tree[right].latest {
+                        right
+                    } else {
+                        left
+                    }
+                } else {
+                    right
+                };
+            }
+        }
+        let score = if h.scoring {
+            1.0 - mass_score / h.max_score
+        } else {
+            0.0
+        };
+        h.counter += 1;
+        if h.counter == h.window {
+            for n in &mut h.nodes_of {
+                n.reference = n.latest;
+                n.latest = 0;
+            }
+            h.scoring = true;
+            h.counter = 0;
+        }
+        score
+    }
+
+    #[test]
+    fn the_walk_scores_as_the_reference_walk_bit_for_bit() {
+        let mut rng = StdRng::seed_from_u64(17);
+        // Windows whose tenth is and is not an integer; heights 1 to 12; missing values.
+        for (dims, trees, height, window) in [
+            (3, 4, 6, 25),
+            (5, 10, 8, 250),
+            (2, 3, 1, 7),
+            (8, 2, 12, 999),
+            // More trees than walk together: two groups, the second partial.
+            (4, 21, 5, 40),
+        ] {
+            let mut fast = HalfSpaceTrees::new(dims, trees, height, window, 5);
+            let mut slow = fast.clone();
+            for i in 0..3 * window as usize + 17 {
+                let x: Vec<f64> = (0..dims)
+                    .map(|d| match (i + d) % 23 {
+                        0 => f64::NAN,
+                        1 => 3.0,
+                        2 => -1.0,
+                        _ => 0.2 + 0.6 * rng.random::<f64>() * if i % 7 == 0 { 0.1 } else { 1.0 },
+                    })
+                    .collect();
+                let (a, b) = (fast.score_learn(&x), score_learn_reference(&mut slow, &x));
+                assert_eq!(a.to_bits(), b.to_bits(), "row {i}: {a} vs {b}");
+            }
+            assert!(fast.is_scoring());
+        }
+    }
 
     #[test]
     fn scores_are_zero_until_the_first_window_completes() {
