@@ -1,7 +1,8 @@
 //! Drift's per-record cost: one bin lookup per numeric feature into the live window state, for
 //! 16, 64 and 256 features (records and the reference profile are built before timing), with the
 //! profile-based anomaly checks (range, category, robust z) and with or without the Half-Space
-//! Trees; and the profile-free anomaly detectors (latency, confidence) per record.
+//! Trees; the profile-free anomaly detectors (latency, confidence) per record; and one fine-bin
+//! lookup, the binary search against the grid index, on uniform and on log-normal references.
 //!
 //! cargo bench --bench drift
 
@@ -10,8 +11,9 @@ use inferscope::{
     anomaly::{features::FeatureDetectors, AnomalySettings, RecordDetectors},
     demo::load_test_batch,
     drift::{
+        bins::BinIndex,
         model::{DriftSettings, ModelDrift},
-        profile::{FeatureProfile, NumericColumn, Profile, ProfileSettings, FORMAT},
+        profile::{bin_of, FeatureProfile, NumericColumn, Profile, ProfileSettings, FORMAT},
     },
     models::{Declaration, ModelKey},
 };
@@ -114,5 +116,54 @@ fn record_detectors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, drift, record_detectors);
+/// 1000 values looked up among the fine edges of a reference of the same distribution: the
+/// load generator's uniform values, and a log-normal (σ = 1.5) whose quantiles bunch near 0.
+fn bin_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bin_lookup");
+    let uniform: Vec<f64> = load_test_batch(0, 4000, 1)
+        .records
+        .iter()
+        .map(|r| r.numeric_features[0])
+        .collect();
+    // A standardised sum of four uniforms is near normal (variance 4/12 before scaling).
+    let log_normal: Vec<f64> = uniform
+        .chunks(4)
+        .map(|c| (1.5 * (c.iter().sum::<f64>() / 10.0 - 2.0) * 3f64.sqrt()).exp())
+        .collect();
+    for (name, values) in [
+        ("uniform", &uniform[..1000]),
+        ("log_normal", &log_normal[..]),
+    ] {
+        let mut column = NumericColumn::default();
+        for &v in values {
+            column.push(Some(v));
+        }
+        let edges = column
+            .finish("x", ProfileSettings::default(), 1)
+            .fine_edges
+            .clone();
+        let index = BinIndex::new(&edges);
+        let probes: Vec<f64> = values.iter().rev().copied().collect();
+        group.throughput(Throughput::Elements(probes.len() as u64));
+        group.bench_function(format!("{name}_binary_search"), |b| {
+            b.iter(|| {
+                probes
+                    .iter()
+                    .map(|&v| bin_of(black_box(&edges), v))
+                    .sum::<usize>()
+            })
+        });
+        group.bench_function(format!("{name}_grid"), |b| {
+            b.iter(|| {
+                probes
+                    .iter()
+                    .map(|&v| black_box(&index).bin(v))
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, drift, record_detectors, bin_lookup);
 criterion_main!(benches);

@@ -184,11 +184,19 @@ impl FeatureDetectors {
                 .cloned()
                 .unwrap_or_else(|| format!("numeric_features[{position}]"))
         };
-        for (position, &v) in record.numeric_features.iter().enumerate() {
-            if v.is_nan() && missing {
-                flags.push(AnomalyKind::MissingFeature.flag(&name(position), 1.0));
-            } else if v.is_infinite() && non_finite {
-                flags.push(AnomalyKind::NonFiniteFeature.flag(&name(position), 1.0));
+        // Almost every record has only finite values: one branch-free pass over them (which the
+        // compiler vectorises) tells, instead of two tests per value.
+        let all_finite = record
+            .numeric_features
+            .iter()
+            .fold(true, |finite, v| finite & v.is_finite());
+        if !all_finite {
+            for (position, &v) in record.numeric_features.iter().enumerate() {
+                if v.is_nan() && missing {
+                    flags.push(AnomalyKind::MissingFeature.flag(&name(position), 1.0));
+                } else if v.is_infinite() && non_finite {
+                    flags.push(AnomalyKind::NonFiniteFeature.flag(&name(position), 1.0));
+                }
             }
         }
         for f in &record.named_features {
@@ -254,7 +262,7 @@ impl FeatureObserver for Checking<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn numeric(&mut self, feature: usize, value: f64, outside: bool) {
         let Some(FeatureCheck::Numeric {
             min,

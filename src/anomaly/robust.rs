@@ -127,7 +127,7 @@ impl RobustScale {
 
     /// The z-score of `x` when it is over the threshold (finite values; on the log scale,
     /// positive ones).
-    #[inline]
+    #[inline(always)]
     pub fn outlier(&self, x: f64) -> Option<f64> {
         if !(x < self.fence_lo || x > self.fence_hi) || !x.is_finite() || (self.log && x <= 0.0) {
             return None;

@@ -1,5 +1,6 @@
 //! Drift: reference profiles of model versions, and (next) per-window drift scores against them.
 
+pub mod bins;
 pub mod build;
 pub mod model;
 pub mod profile;

@@ -4,6 +4,7 @@
 //! version are captured into one (`--reference-records`).
 
 use super::{
+    bins::BinIndex,
     profile::{
         bin_of, CategoricalColumn, Column, FeatureProfile, NumericColumn, Profile, ProfileSettings,
         FORMAT, PREDICTION,
@@ -77,7 +78,8 @@ impl Default for DriftSettings {
 /// A profile feature ready for the hot path.
 enum Compiled {
     Numeric {
-        fine_edges: Vec<f64>,
+        /// The fine bins' lookup (O(1), the same bins as `bin_of` on the fine edges).
+        fine_bins: BinIndex,
         min: f64,
         max: f64,
         /// Coarse bin of each fine bin (the coarse edges are among the fine ones).
@@ -138,7 +140,7 @@ fn compile(feature: &FeatureProfile) -> Compiled {
                 })
                 .collect();
             Compiled::Numeric {
-                fine_edges: n.fine_edges.clone(),
+                fine_bins: BinIndex::new(&n.fine_edges),
                 min: n.min.unwrap_or(f64::NEG_INFINITY),
                 max: n.max.unwrap_or(f64::INFINITY),
                 fine_to_coarse,
@@ -424,13 +426,13 @@ impl ModelDrift {
         let numeric = |live: &mut DriftState, i: usize, v: f64, observer: Option<&mut O>| {
             match &compiled[i] {
                 Compiled::Numeric {
-                    fine_edges,
+                    fine_bins,
                     min,
                     max,
                     ..
                 } => {
                     let outside = v < *min || v > *max;
-                    live.numeric(i, v, bin_of(fine_edges, v), outside, cap);
+                    live.numeric(i, v, fine_bins.bin(v), outside, cap);
                     if let Some(o) = observer {
                         o.numeric(i, v, outside);
                     }
@@ -456,7 +458,7 @@ impl ModelDrift {
         };
         for (position, &v) in record.numeric_features.iter().enumerate() {
             if let Some(Some(i)) = self.numeric_positions.get(position) {
-                numeric(live, *i, v, Some(&mut *observer));
+                numeric_value(compiled, live, *i, v, cap, &mut *observer);
             }
         }
         for (position, v) in record.categorical_features.iter().enumerate() {
@@ -823,6 +825,34 @@ impl ModelDrift {
                 drifted: false,
             },
         }
+    }
+}
+
+/// One declared numeric feature's value into the live window, seen by `observer` in the same
+/// step: the loop over `numeric_features` calls this, inlined with everything it calls, where
+/// the shared closure cost a call per value (BENCHMARKS.md, "Hot path (issue 15)").
+#[inline(always)]
+fn numeric_value<O: FeatureObserver>(
+    compiled: &[Compiled],
+    live: &mut DriftState,
+    i: usize,
+    v: f64,
+    cap: usize,
+    observer: &mut O,
+) {
+    match &compiled[i] {
+        Compiled::Numeric {
+            fine_bins,
+            min,
+            max,
+            ..
+        } => {
+            let outside = v < *min || v > *max;
+            live.numeric(i, v, fine_bins.bin(v), outside, cap);
+            observer.numeric(i, v, outside);
+        }
+        // A number for a categorical feature: looked up as its text.
+        Compiled::Categorical { index } => live.categorical(i, index.get(&v.to_string()).copied()),
     }
 }
 

@@ -83,7 +83,7 @@ pub struct DriftState {
 
 impl DriftState {
     /// Records one numeric value of feature `i` in fine bin `bin` (the caller looked it up).
-    #[inline]
+    #[inline(always)]
     pub fn numeric(
         &mut self,
         i: usize,
