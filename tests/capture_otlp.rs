@@ -398,7 +398,7 @@ async fn bad_requests_are_refused_clearly_counted_and_lose_nothing_else() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     grpc_export(grpc, good(2)).await.unwrap();
 
-    // HTTP: the same, plus OTLP/JSON, a wrong type, a compressed body and a GET.
+    // HTTP: the same, plus malformed OTLP/JSON, a wrong type, a compressed body and a GET.
     let post = |body: Vec<u8>, content_type: &'static str| {
         http.post(&url)
             .header("content-type", content_type)
@@ -419,13 +419,11 @@ async fn bad_requests_are_refused_clearly_counted_and_lose_nothing_else() {
         .await
         .unwrap()
         .contains("ExportTraceServiceRequest"));
-    let answer = post(b"{}".to_vec(), "application/json").await.unwrap();
-    assert_eq!(answer.status(), 415);
-    assert!(answer
-        .text()
+    let answer = post(br#"{"resourceSpans": 5}"#.to_vec(), "application/json")
         .await
-        .unwrap()
-        .contains("application/x-protobuf"));
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer.text().await.unwrap().contains("OTLP/JSON"));
     assert_eq!(post(good(4), "text/plain").await.unwrap().status(), 415);
     let gzip = http
         .post(&url)
@@ -657,4 +655,120 @@ async fn log_record_evaluations_join_by_span_and_other_log_records_are_counted()
         ),
         Some(1.0)
     );
+}
+
+/// OTLP/JSON on both HTTP paths: a traces body shaped as the OTLP repository's example
+/// (`open-telemetry/opentelemetry-proto` `examples/trace.json`: upper-case hex ids, timestamps as
+/// numbers) with GenAI attributes, and a logs body (timestamps and `intValue` as strings, as the
+/// JSON Protobuf Encoding writes 64-bit integers) with an evaluation event parented to that span
+/// and a plain log record: the span becomes a record, the evaluation joins it, answers are JSON.
+#[tokio::test]
+async fn otlp_json_bodies_are_taken_on_both_paths() {
+    let mut config = common::config();
+    config.export.traces = false;
+    config.otlp_receive.http = Some("127.0.0.1:0".parse().unwrap());
+    let sidecar = common::start(config).await;
+    let base = format!("http://{}", sidecar.sidecar.otlp_http_addr.unwrap());
+    let traces = r#"{
+      "resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "my.service"}}]},
+        "scopeSpans": [{
+          "scope": {"name": "my.library", "version": "1.0.0"},
+          "spans": [{
+            "traceId": "5B8EFFF798038103D269B633813FC60C",
+            "spanId": "EEE19B7EC3C1B174",
+            "parentSpanId": "EEE19B7EC3C1B173",
+            "name": "chat json-model",
+            "startTimeUnixNano": 1544712660000000000,
+            "endTimeUnixNano": 1544712661000000000,
+            "kind": 3,
+            "attributes": [
+              {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+              {"key": "gen_ai.request.model", "value": {"stringValue": "json-model"}},
+              {"key": "gen_ai.response.id", "value": {"stringValue": "chatcmpl-json"}},
+              {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12"}},
+              {"key": "gen_ai.usage.output_tokens", "value": {"intValue": 34}},
+              {"key": "gen_ai.response.finish_reasons",
+               "value": {"arrayValue": {"values": [{"stringValue": "stop"}]}}}
+            ],
+            "status": {"code": 1}
+          }]
+        }]
+      }]
+    }"#;
+    let logs = r#"{
+      "resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "judge"}}]},
+        "scopeLogs": [{
+          "scope": {"name": "evaluator"},
+          "logRecords": [
+            {
+              "timeUnixNano": "1544712670000000000",
+              "eventName": "gen_ai.evaluation.result",
+              "traceId": "5b8efff798038103d269b633813fc60c",
+              "spanId": "eee19b7ec3c1b174",
+              "attributes": [
+                {"key": "gen_ai.evaluation.name", "value": {"stringValue": "relevance"}},
+                {"key": "gen_ai.evaluation.score.value", "value": {"doubleValue": 0.25}},
+                {"key": "gen_ai.evaluation.score.label", "value": {"stringValue": "fail"}}
+              ]
+            },
+            {
+              "timeUnixNano": "1544712660300000000",
+              "severityNumber": 9,
+              "body": {"kvlistValue": {"values": [
+                {"key": "type", "value": {"intValue": "0"}},
+                {"key": "url", "value": {"stringValue": "https://example.com/"}}
+              ]}}
+            }
+          ]
+        }]
+      }]
+    }"#;
+    let http = reqwest::Client::new();
+    for (path, body) in [("/v1/traces", traces), ("/v1/logs", logs)] {
+        let answer = http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        assert_eq!(answer.headers()["content-type"], "application/json");
+        assert_eq!(answer.text().await.unwrap(), "{}");
+    }
+    let (last, _) = sidecar.stop().await;
+    let counter = |c: SelfCounter| {
+        let name = inferscope::self_metrics::SELF_METRICS[c as usize].name;
+        common::value(&last, name, &[])
+    };
+    assert_eq!(counter(SelfCounter::OtlpRejected), 0);
+    assert_eq!(counter(SelfCounter::OtlpRecordsCaptured), 1);
+    assert_eq!(counter(SelfCounter::OtlpLogRecordsIgnored), 1);
+    assert_eq!(counter(SelfCounter::OtlpEvaluationsCaptured), 1);
+    let model = [
+        ("inferscope.model.name", "json-model"),
+        ("inferscope.model.version", "unknown"),
+    ];
+    assert_eq!(
+        common::value(&last, "inferscope.records.received", &model[..1]),
+        1
+    );
+    let mut at = model.to_vec();
+    at.extend([("window", "all"), ("gen_ai.evaluation.name", "relevance")]);
+    assert_eq!(
+        common::point(&last, "inferscope.evaluation.score", &at),
+        Some(0.25)
+    );
+    // The int64 attribute as a string and as a number both read.
+    for (kind, sent) in [("input", 12.0), ("output", 34.0)] {
+        let points = common::histograms(
+            &last,
+            "gen_ai.client.token.usage",
+            &[("gen_ai.token.type", kind)],
+        );
+        let sum: f64 = points.iter().filter_map(|p| p.sum).sum();
+        assert_eq!(sum, sent, "{kind}");
+    }
 }

@@ -1,5 +1,5 @@
 //! OTLP traces and logs in: an OTLP/gRPC receiver (`TraceService/Export`, `LogsService/Export`)
-//! and an OTLP/HTTP one (`POST /v1/traces`, `POST /v1/logs`; protobuf), each off unless an
+//! and an OTLP/HTTP one (`POST /v1/traces`, `POST /v1/logs`; protobuf or OTLP/JSON), each off unless an
 //! address is given, so that LLM servers (vLLM `--otlp-traces-endpoint`) and instrumented apps
 //! (OpenLLMetry, OpenInference) can point their traces, and their evaluators the
 //! `gen_ai.evaluation.result` events, at the sidecar and get monitoring without code.
@@ -96,6 +96,12 @@ pub enum ReceiveError {
         #[source]
         error: prost::DecodeError,
     },
+    #[error("the body is not an OTLP {message} in OTLP/JSON: {error}")]
+    UndecodableJson {
+        message: &'static str,
+        #[source]
+        error: serde_json::Error,
+    },
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error("inferscope is shutting down; send to another instance or retry")]
@@ -105,7 +111,9 @@ pub enum ReceiveError {
 impl From<ReceiveError> for Status {
     fn from(e: ReceiveError) -> Self {
         match e {
-            ReceiveError::Undecodable { .. } => Status::invalid_argument(e.to_string()),
+            ReceiveError::Undecodable { .. } | ReceiveError::UndecodableJson { .. } => {
+                Status::invalid_argument(e.to_string())
+            }
             ReceiveError::Ingest(e) => e.into(),
             ReceiveError::ShuttingDown => Status::unavailable(e.to_string()),
         }
@@ -119,6 +127,7 @@ impl ReceiveError {
         use http::StatusCode;
         match self {
             Self::Undecodable { .. }
+            | Self::UndecodableJson { .. }
             | Self::Ingest(IngestError::Batch(_) | IngestError::Field(_)) => {
                 StatusCode::BAD_REQUEST
             }
@@ -356,6 +365,21 @@ impl Export {
         }
     }
 
+    /// An OTLP/JSON body as the protobuf request it stands for.
+    fn json_to_protobuf(self, body: &[u8]) -> Result<Bytes, ReceiveError> {
+        let json =
+            |message: &'static str| move |error| ReceiveError::UndecodableJson { message, error };
+        let encoded = match self {
+            Self::Traces => serde_json::from_slice::<ExportTraceServiceRequest>(body)
+                .map_err(json("ExportTraceServiceRequest"))?
+                .encode_to_vec(),
+            Self::Logs => serde_json::from_slice::<ExportLogsServiceRequest>(body)
+                .map_err(json("ExportLogsServiceRequest"))?
+                .encode_to_vec(),
+        };
+        Ok(encoded.into())
+    }
+
     async fn receive(self, receiver: &TraceReceiver, body: Bytes) -> Result<(), ReceiveError> {
         match self {
             Self::Traces => receiver.receive(body).await,
@@ -473,18 +497,18 @@ type HttpAnswer = (
     Vec<u8>,
 );
 
-/// OTLP/HTTP with a protobuf body (`application/x-protobuf`), uncompressed.
+/// OTLP/HTTP, uncompressed, with a protobuf body (`application/x-protobuf`) or an OTLP/JSON one
+/// (`application/json`). A JSON body is decoded by opentelemetry-proto's `with-serde` types
+/// (hex trace and span ids, 64-bit integers as strings or numbers, enums as integers, as the
+/// OTLP specification's "JSON Protobuf Encoding" says) and encoded to protobuf once, so that the
+/// rest (mapping, forwarding) is the protobuf path's: a JSON request costs a second decode.
 async fn http_export(
     export: Export,
     receiver: TraceReceiver,
     limit: usize,
     headers: http::HeaderMap,
     body: axum::body::Body,
-) -> (
-    http::StatusCode,
-    [(http::HeaderName, &'static str); 1],
-    Vec<u8>,
-) {
+) -> HttpAnswer {
     use http::{header, StatusCode};
     let plain = |status, text: String| {
         (
@@ -497,16 +521,20 @@ async fn http_export(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/x-protobuf") {
+    let json = if content_type.starts_with("application/x-protobuf") {
+        false
+    } else if content_type.starts_with("application/json") {
+        true
+    } else {
         receiver.rejected("content_type", content_type);
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "content type {content_type:?} is not taken: send OTLP/HTTP as \
-                 application/x-protobuf (OTLP/JSON is not supported)"
+                 application/x-protobuf or application/json"
             ),
         );
-    }
+    };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -531,11 +559,25 @@ async fn http_export(
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+    let Ok(mut body) = axum::body::to_bytes(body, limit).await else {
         return too_large();
     };
+    if json {
+        match export.json_to_protobuf(&body) {
+            Ok(encoded) => body = encoded,
+            Err(e) => {
+                receiver.rejected("undecodable", &e.to_string());
+                return plain(StatusCode::BAD_REQUEST, e.to_string());
+            }
+        }
+    }
     match export.receive(&receiver, body).await {
-        // An empty Export*ServiceResponse.
+        // An empty Export*ServiceResponse, in the request's encoding.
+        Ok(()) if json => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            b"{}".to_vec(),
+        ),
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -871,5 +913,45 @@ pub fn load_test_request(n: u64, spans: usize) -> ExportTraceServiceRequest {
             }],
             ..Default::default()
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What opentelemetry-proto's serde types take (README, "LLM servers over OTLP").
+    #[test]
+    fn otlp_json_ignores_unknown_fields_and_refuses_base64_ids() {
+        let with_value = |value: &str| {
+            format!(
+                r#"{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{{"traceId": "0102030405060708090A0B0C0D0E0F10",
+                   "spanId": "0102030405060708", "futureField": 1,
+                   "attributes": [{{"key": "k", "value": {value}}}]}}]}}]}}]}}"#
+            )
+        };
+        let decoded = |body: String| {
+            Export::Traces
+                .json_to_protobuf(body.as_bytes())
+                .map(|b| ExportTraceServiceRequest::decode(b.as_ref()).unwrap())
+        };
+        // An unknown field of a message is ignored, as the specification asks.
+        let request = decoded(with_value(r#"{"intValue": "7"}"#)).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(
+            span.attributes[0].value.as_ref().unwrap().value,
+            Some(Value::IntValue(7))
+        );
+        // An unknown key inside an AnyValue is ignored too: the value is empty.
+        let request = decoded(with_value(r#"{"futureValue": 1}"#)).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.attributes[0].value.as_ref().unwrap().value, None);
+        // Base64 ids (the plain Protobuf JSON mapping) are not OTLP/JSON.
+        let base64 = with_value(r#"{"intValue": 1}"#).replace(
+            "0102030405060708090A0B0C0D0E0F10",
+            "AQIDBAUGBwgJCgsMDQ4PEA==",
+        );
+        assert!(decoded(base64).is_err());
     }
 }
