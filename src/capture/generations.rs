@@ -11,9 +11,9 @@
 //! joins (its model then from the log record, [`super::logs`]); one that has only a span id is
 //! counted in `inferscope.otlp.evaluations.unresolved`.
 //!
-//! Memory: about 220 bytes a generation with a 40-byte request id (two hash map entries, the
-//! request id twice, the eviction queue entry; model and version strings shared between
-//! consecutive generations of one model), so about 14 MiB full.
+//! Memory (estimated from the layout, not measured): about 220 bytes a generation with a 40-byte
+//! request id (two hash map entries, the request id twice, the eviction queue entry; model and
+//! version strings shared between consecutive generations of one model), so about 14 MiB full.
 
 use std::{
     collections::{HashMap, VecDeque},
