@@ -264,36 +264,34 @@ impl HalfSpaceTrees {
         let all = u64::from(self.scoring).wrapping_neg();
         let mut mass: u64 = 0;
         for group in self.nodes_of.chunks_mut(LOCKSTEP * nodes) {
-            let lanes = group.len() / nodes;
-            // Each lane's node, as a position in `group` (its tree starts at `lane × nodes`),
-            // and all ones while its score descends.
-            let mut at = [0usize; LOCKSTEP];
-            let mut keep = [all; LOCKSTEP];
-            for (lane, at) in at.iter_mut().enumerate().take(lanes) {
-                *at = lane * nodes;
+            // Per tree of the group: where it starts in `group`, its node (within the tree), and
+            // all ones while its score descends.
+            let mut lanes = [(0usize, 0usize, all); LOCKSTEP];
+            let lanes = &mut lanes[..group.len() / nodes];
+            for (tree, lane) in lanes.iter_mut().enumerate() {
+                lane.0 = tree * nodes;
             }
             for depth in 0..height {
-                let walking = at.iter_mut().zip(&mut keep).take(lanes);
-                for (lane, (at, keep)) in walking.enumerate() {
-                    let n = &mut group[*at];
+                for (start, node, keep) in lanes.iter_mut() {
+                    let n = &mut group[*start + *node];
                     n.latest += 1;
                     mass += (u64::from(n.reference) << depth) & *keep;
                     *keep &= u64::from(n.reference >= limit).wrapping_neg();
                     let (value, threshold) = (x[usize::from(n.feature)], n.threshold);
-                    // Node i of the tree has children 2i + 1 and 2i + 2.
-                    let left = 2 * *at - lane * nodes + 1;
+                    // Node i of a tree has children 2i + 1 and 2i + 2.
+                    let left = 2 * *node + 1;
                     let right = if MISSING && value.is_nan() {
                         // Missing: the child seen more in this window (river keeps left on ties).
-                        group[left].latest < group[left + 1].latest
+                        group[*start + left].latest < group[*start + left + 1].latest
                     } else {
                         // Not NaN here (thresholds never are): river's `not value < threshold`.
                         value >= threshold
                     };
-                    *at = left + usize::from(right);
+                    *node = left + usize::from(right);
                 }
             }
-            for (&at, &keep) in at.iter().zip(&keep).take(lanes) {
-                let leaf = &mut group[at];
+            for &mut (start, node, keep) in lanes.iter_mut() {
+                let leaf = &mut group[start + node];
                 leaf.latest += 1;
                 mass += (u64::from(leaf.reference) << height) & keep;
             }
