@@ -777,6 +777,32 @@ impl SelfEvent for AckFlagsDropped {
     const COUNTER: SelfCounter = SelfCounter::AckFlagsDropped;
 }
 
+/// A client reported records it dropped before sending (`RecordBatch.client_dropped_records`).
+#[derive(Debug)]
+pub struct ClientRecordsDropped {
+    pub records: u64,
+}
+
+impl InternalEvent for ClientRecordsDropped {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::ingest",
+            records = self.records,
+            "a client reports records it dropped before sending (its queue full, a record it \
+             could not encode, or a batch it gave up resending): raise its queue or find what \
+             slows the sidecar (counted in inferscope.client.records.dropped)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.records
+    }
+}
+
+impl SelfEvent for ClientRecordsDropped {
+    const COUNTER: SelfCounter = SelfCounter::ClientRecordsDropped;
+}
+
 /// A connection was closed at once: `--max-connections` were open.
 #[derive(Debug)]
 pub struct ConnectionsRefused {
@@ -903,6 +929,126 @@ impl SelfEvent for OtlpRecordsCaptured {
     const COUNTER: SelfCounter = SelfCounter::OtlpRecordsCaptured;
 }
 
+/// Log records received by an OTLP logs receiver; only counted.
+#[derive(Debug)]
+pub struct OtlpLogRecordsReceived {
+    pub log_records: u64,
+}
+
+impl InternalEvent for OtlpLogRecordsReceived {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.log_records
+    }
+}
+
+impl SelfEvent for OtlpLogRecordsReceived {
+    const COUNTER: SelfCounter = SelfCounter::OtlpLogRecordsReceived;
+}
+
+/// Received log records that are not evaluation events, dropped.
+#[derive(Debug)]
+pub struct OtlpLogRecordsIgnored {
+    pub log_records: u64,
+}
+
+impl InternalEvent for OtlpLogRecordsIgnored {
+    fn log(&self) {
+        tracing::info!(
+            target: "inferscope::capture",
+            log_records = self.log_records,
+            "OTLP log records that are not gen_ai.evaluation.result events are taken and dropped: \
+             the sidecar exports no logs (counted in inferscope.otlp.log_records.ignored; logged \
+             once)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.log_records
+    }
+}
+
+impl SelfEvent for OtlpLogRecordsIgnored {
+    const COUNTER: SelfCounter = SelfCounter::OtlpLogRecordsIgnored;
+}
+
+/// Evaluation events made into labels; only counted.
+#[derive(Debug)]
+pub struct OtlpEvaluationsCaptured {
+    pub evaluations: u64,
+}
+
+impl InternalEvent for OtlpEvaluationsCaptured {
+    const LOGGED: Logged = Logged::Never;
+
+    fn log(&self) {}
+
+    fn amount(&self) -> u64 {
+        self.evaluations
+    }
+}
+
+impl SelfEvent for OtlpEvaluationsCaptured {
+    const COUNTER: SelfCounter = SelfCounter::OtlpEvaluationsCaptured;
+}
+
+/// Evaluation events whose generation could not be named (or without a name, or failed).
+#[derive(Debug)]
+pub struct OtlpEvaluationsUnresolved {
+    pub evaluations: u64,
+}
+
+impl InternalEvent for OtlpEvaluationsUnresolved {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            evaluations = self.evaluations,
+            "gen_ai.evaluation.result events not taken: without gen_ai.evaluation.name, with \
+             error.type, or with neither gen_ai.response.id nor the span id of a generation the \
+             receiver remembers (export the generation's span first, or send \
+             gen_ai.response.id; counted in inferscope.otlp.evaluations.unresolved; logged once)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.evaluations
+    }
+}
+
+impl SelfEvent for OtlpEvaluationsUnresolved {
+    const COUNTER: SelfCounter = SelfCounter::OtlpEvaluationsUnresolved;
+}
+
+/// Generations pushed out of the full span-id index (`crate::capture::generations`).
+#[derive(Debug)]
+pub struct OtlpGenerationsEvicted {
+    pub generations: u64,
+    pub capacity: usize,
+}
+
+impl InternalEvent for OtlpGenerationsEvicted {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::capture",
+            capacity = self.capacity,
+            "the OTLP receivers' span-id index of generations is full: the oldest are forgotten, \
+             and an evaluation event of one of them joins only if it carries gen_ai.response.id \
+             (counted in inferscope.otlp.generations.evicted; logged once)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.generations
+    }
+}
+
+impl SelfEvent for OtlpGenerationsEvicted {
+    const COUNTER: SelfCounter = SelfCounter::OtlpGenerationsEvicted;
+}
+
 /// An OTLP request refused as bad input (the sender is told why in its answer).
 #[derive(Debug)]
 pub struct OtlpRequestRejected<'a> {
@@ -917,7 +1063,7 @@ impl InternalEvent for OtlpRequestRejected<'_> {
             target: "inferscope::capture",
             reason = self.reason,
             error = self.error,
-            "an OTLP trace request was refused as bad input (counted in inferscope.otlp.rejected; \
+            "an OTLP request was refused as bad input (counted in inferscope.otlp.rejected; \
              logged once)"
         );
     }

@@ -13,8 +13,8 @@ use crate::{
     config::Config,
     drift::registry::ProfileRegistry,
     events::{
-        AckFlagsDropped, AcksUnread, BatchesRejected, DeclarationsEvicted, IngestBudgetFull,
-        LabelLookupsFailed, RecordsShed, StreamFailed,
+        AckFlagsDropped, AcksUnread, BatchesRejected, ClientRecordsDropped, DeclarationsEvicted,
+        IngestBudgetFull, LabelLookupsFailed, RecordsShed, StreamFailed,
     },
     label_store::LabelStore,
     models::{Declaration, DeclarationRegistry, ModelKey},
@@ -494,8 +494,25 @@ impl Ingest {
         Ok(waits)
     }
 
-    /// Validates and dispatches one batch.
+    /// Validates and dispatches one batch, and counts the records its client reports dropped
+    /// (`client_dropped_records`) unless the batch is shed: a client sends a shed batch again.
     pub fn accept_batch(&self, batch: pb::RecordBatch) -> Result<PendingAck, IngestError> {
+        let dropped = batch.client_dropped_records;
+        let taken = self.take_batch(batch);
+        let shed = matches!(
+            taken,
+            Err(IngestError::Shed(_) | IngestError::OverBudget | IngestError::ShuttingDown)
+        );
+        if dropped > 0 && !shed {
+            self.pipeline
+                .stats
+                .emit(&ClientRecordsDropped { records: dropped });
+        }
+        taken
+    }
+
+    /// Validates and dispatches one batch.
+    fn take_batch(&self, batch: pb::RecordBatch) -> Result<PendingAck, IngestError> {
         let n = batch.records.len();
         let reservation = self.reserve(&batch, n)?;
         if self.null_sink {

@@ -58,6 +58,16 @@ pub enum SelfCounter {
     OtlpForwardDropped,
     /// Received spans whose forward request failed.
     OtlpForwardFailed,
+    /// Log records received by the OTLP logs receivers, evaluation events or not.
+    OtlpLogRecordsReceived,
+    /// Received log records that are not evaluation events: taken and dropped.
+    OtlpLogRecordsIgnored,
+    /// Evaluation events (log records or span events) made into evaluation labels.
+    OtlpEvaluationsCaptured,
+    /// Evaluation events without a name, failed, or whose generation was not found.
+    OtlpEvaluationsUnresolved,
+    /// Generations pushed out of the full span-id index of the OTLP receivers.
+    OtlpGenerationsEvicted,
     /// CloudEvents taken by the KServe payload-logger endpoint.
     CloudEventsReceived,
     /// CloudEvents refused with a 4xx.
@@ -72,6 +82,8 @@ pub enum SelfCounter {
     TapDropped,
     /// `ModelInfer` calls through the OIP tap whose tensors could not be made into records.
     TapUnreadable,
+    /// Records the model server's client dropped before sending, as its batches report them.
+    ClientRecordsDropped,
 }
 
 /// The OpenTelemetry instrument a self-metric is exported as.
@@ -255,7 +267,7 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         counter: SelfCounter::OtlpRejected,
         name: "inferscope.otlp.rejected",
         unit: "{request}",
-        description: "OTLP trace requests refused as bad input: undecodable protobuf (INVALID_ARGUMENT, HTTP 400), a content type or encoding other than uncompressed application/x-protobuf (HTTP 415), over --max-message-bytes (RESOURCE_EXHAUSTED, HTTP 413).",
+        description: "OTLP trace and log requests refused as bad input: undecodable protobuf or OTLP/JSON (INVALID_ARGUMENT, HTTP 400), a content type other than application/x-protobuf or application/json, or a compressed body (HTTP 415), over --max-message-bytes (RESOURCE_EXHAUSTED, HTTP 413).",
         instrument: Instrument::Counter,
     },
     SelfMetric {
@@ -270,6 +282,41 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.otlp.forward.failed",
         unit: "{span}",
         description: "Received spans whose forward request to the traces endpoint failed (not retried).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpLogRecordsReceived,
+        name: "inferscope.otlp.log_records.received",
+        unit: "{log_record}",
+        description: "Log records received by the OTLP logs receivers (POST /v1/logs, LogsService/Export on the --otlp-receive-* listeners), evaluation events or not, in requests that decoded.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpLogRecordsIgnored,
+        name: "inferscope.otlp.log_records.ignored",
+        unit: "{log_record}",
+        description: "Received log records that are not gen_ai.evaluation.result events: taken (never an error to the sender) and dropped, since the sidecar exports no logs.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpEvaluationsCaptured,
+        name: "inferscope.otlp.evaluations.captured",
+        unit: "{evaluation}",
+        description: "gen_ai.evaluation.result events (log records or span events) made into evaluation labels and handed to ingest (then joined or not as any label: inferscope.labels.*).",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpEvaluationsUnresolved,
+        name: "inferscope.otlp.evaluations.unresolved",
+        unit: "{evaluation}",
+        description: "gen_ai.evaluation.result events not taken: no gen_ai.evaluation.name, an error.type (the evaluation failed), or neither gen_ai.response.id nor the span id of a generation the receivers remember.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::OtlpGenerationsEvicted,
+        name: "inferscope.otlp.generations.evicted",
+        unit: "{generation}",
+        description: "Generations pushed out of the OTLP receivers' full span-id index (65 536 generations, 15 minutes each), which resolves evaluation events parented to their span.",
         instrument: Instrument::Counter,
     },
     SelfMetric {
@@ -321,6 +368,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         description: "ModelInfer calls forwarded by the tap whose tensors could not be made into records (a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
         instrument: Instrument::Counter,
     },
+    SelfMetric {
+        counter: SelfCounter::ClientRecordsDropped,
+        name: "inferscope.client.records.dropped",
+        unit: "{record}",
+        description: "Records the model server's client dropped before they reached the sidecar (its queue full, a record it could not encode, a batch it gave up resending), as its batches report them (RecordBatch.client_dropped_records); counted when a batch is taken, not when it is shed.",
+        instrument: Instrument::Counter,
+    },
 ];
 
 /// Each row sits at its counter's index, so that a counter finds its row and its slot directly.
@@ -334,11 +388,20 @@ const _: () = {
 
 /// The process-wide counters, shared by ingest, shards and export. Touched per batch or per rare
 /// event, never per record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SelfStats {
     /// One per [`SELF_METRICS`] row. An up-down counter goes down by wrapping subtraction and is
     /// read back as `i64`.
     counters: [AtomicU64; SELF_METRICS.len()],
+}
+
+// Written out: `Default` is derived for arrays of at most 32 elements.
+impl Default for SelfStats {
+    fn default() -> Self {
+        Self {
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl SelfStats {
@@ -360,8 +423,14 @@ impl SelfStats {
 }
 
 /// The values of the process-wide counters at one collection, in [`SELF_METRICS`] order.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SelfValues([i64; SELF_METRICS.len()]);
+
+impl Default for SelfValues {
+    fn default() -> Self {
+        Self([0; SELF_METRICS.len()])
+    }
+}
 
 impl SelfValues {
     /// Each self-metric with its value, in export order.

@@ -291,6 +291,8 @@ async fn delayed_labels_are_validated_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
+    // Each batch reports records its client dropped: counted for the batches taken, not for the
+    // shed one (its client sends it again, with the same report).
     let mut config = common::config();
     config.shards = 1;
     config.shard_queue_batches = 2;
@@ -302,8 +304,11 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
     for seq in 0..2 {
         let mut c = client.clone();
         pending.push(tokio::spawn(async move {
-            c.submit_records(batch(seq, "m", vec![record("r", 0.1)]))
-                .await
+            let reported = pb::RecordBatch {
+                client_dropped_records: 5 + seq,
+                ..batch(seq, "m", vec![record("r", 0.1)])
+            };
+            c.submit_records(reported).await
         }));
     }
     // Wait until both are queued (an explicit signal: the queue depth), then overflow it.
@@ -314,7 +319,10 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
         tokio::task::yield_now().await;
     }
     let status = client
-        .submit_records(batch(9, "m", vec![record("r", 0.1), record("s", 0.1)]))
+        .submit_records(pb::RecordBatch {
+            client_dropped_records: 100,
+            ..batch(9, "m", vec![record("r", 0.1), record("s", 0.1)])
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
@@ -325,6 +333,10 @@ async fn a_full_shard_queue_answers_unavailable_and_counts_the_shed_batch() {
     let (metrics, _) = s.stop().await;
     assert_eq!(value(&metrics, "inferscope.batches.shed", &[]), 1);
     assert_eq!(value(&metrics, "inferscope.records.shed", &[]), 2);
+    assert_eq!(
+        value(&metrics, "inferscope.client.records.dropped", &[]),
+        11
+    );
     assert_eq!(
         value(
             &metrics,
