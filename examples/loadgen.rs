@@ -146,7 +146,7 @@ struct Args {
 /// The label of record `i` of every batch, whose predicted class is `i mod classes`: right four
 /// times out of five.
 fn truth(i: usize, classes: usize) -> u32 {
-    ((i + usize::from(i % 5 == 0)) % classes) as u32
+    ((i + usize::from(i.is_multiple_of(5))) % classes) as u32
 }
 
 /// Batch `j` as sent, before labels: its model (`--distinct`), version (`--versions`), classes
