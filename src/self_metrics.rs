@@ -78,9 +78,10 @@ pub enum SelfCounter {
     CloudEventsEvicted,
     /// KServe events waiting for their partner now.
     CloudEventsPending,
-    /// `ModelInfer` calls through the OIP tap not recorded because its queue was full.
+    /// Infer calls through the OIP tap (gRPC `ModelInfer`, `ModelStreamInfer` messages, REST infer)
+    /// not recorded because its queue was full.
     TapDropped,
-    /// `ModelInfer` calls through the OIP tap whose tensors could not be made into records.
+    /// Infer calls through the OIP tap whose tensors could not be made into records.
     TapUnreadable,
     /// Records the model server's client dropped before sending, as its batches report them.
     ClientRecordsDropped,
@@ -358,14 +359,14 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         counter: SelfCounter::TapDropped,
         name: "inferscope.tap.dropped",
         unit: "{call}",
-        description: "ModelInfer calls forwarded by the Open Inference Protocol tap (--tap-listen) but not recorded because its recording queue was full, or whose records ingest refused (its queues full); the call itself was answered as usual.",
+        description: "Infer calls (gRPC ModelInfer, ModelStreamInfer messages, REST /v2/models/{name}/infer) forwarded by the Open Inference Protocol tap (--tap-listen, --tap-http-listen) but not recorded because its recording queue was full, or whose records ingest refused (its queues full); the call itself was answered as usual.",
         instrument: Instrument::Counter,
     },
     SelfMetric {
         counter: SelfCounter::TapUnreadable,
         name: "inferscope.tap.unreadable",
         unit: "{call}",
-        description: "ModelInfer calls forwarded by the tap whose tensors could not be made into records (a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
+        description: "Infer calls forwarded by the tap whose tensors could not be made into records (a REST body too large to copy, a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
         instrument: Instrument::Counter,
     },
     SelfMetric {
