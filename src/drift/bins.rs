@@ -14,6 +14,10 @@
 //! `first[c]` plus the edges of cell `c` below `v`: counted with two branch-free comparisons
 //! when the cell holds at most two edges (edges of later cells, and the +∞ padding after the
 //! last, add nothing), by a binary search of the cell's edges otherwise.
+//!
+//! Memory: 4 bytes a cell, 4 to 16 cells an edge, beside the edges themselves: 1.6 KB for the
+//! default 100 fine bins (6.4 KB at most), so 0.4–1.6 MB for a model version at the default
+//! `--max-features-per-model` of 256, against the ~13 MB its drift windows hold.
 
 use super::profile::bin_of;
 
