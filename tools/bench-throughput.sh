@@ -23,6 +23,8 @@
 # RATE=N offers N records/s in total (the load generator's --rate) instead of saturating: figures
 # at a fixed load, e.g. the highest rate at which the redis mode stores every prediction.
 # FEATURES="16 32 128 256" repeats everything for each number of numeric features (default 32).
+# SHARDS=2 SERVER_CPUS=0,1 LOADGEN_CPUS=0,1: the scaling figure (the server's shards on both cores,
+# the load generator sharing them; defaults 1, 0 and 1).
 # Each line also gives the load generator's ack latency (p50/p99/p99.9, ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,12 +59,12 @@ for round in $(seq "$rounds"); do
           .tools/bin/redis-cli -p 16379 FLUSHALL >/dev/null
           .tools/bin/redis-cli -p 16379 CONFIG RESETSTAT >/dev/null ;;
       esac
-      taskset -c 0 "$server" serve --listen 127.0.0.1:17717 --shards 1 "${flags[@]}" \
+      taskset -c "${SERVER_CPUS:-0}" "$server" serve --listen 127.0.0.1:17717 --shards "${SHARDS:-1}" "${flags[@]}" \
         --no-traces --otlp-endpoint http://127.0.0.1:9 >/tmp/inferscope-bench.log 2>&1 &
       pid=$!
       sleep 1
       before=$(cpu $pid)
-      result=$(taskset -c 1 ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
+      result=$(taskset -c "${LOADGEN_CPUS:-1}" ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
         --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" --rate "${RATE:-0}" \
         --features "$features" --quiet | tail -1)
       rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
