@@ -422,27 +422,7 @@ impl ModelDrift {
         let compiled = &self.compiled;
         observer.begin();
         // One pass per value: its bin and its data-quality counts; the observer sees feature
-        // values (`Some`), not the prediction (`None`).
-        let numeric = |live: &mut DriftState, i: usize, v: f64, observer: Option<&mut O>| {
-            match &compiled[i] {
-                Compiled::Numeric {
-                    fine_bins,
-                    min,
-                    max,
-                    ..
-                } => {
-                    let outside = v < *min || v > *max;
-                    live.numeric(i, v, fine_bins.bin(v), outside, cap);
-                    if let Some(o) = observer {
-                        o.numeric(i, v, outside);
-                    }
-                }
-                // A number for a categorical feature: looked up as its text.
-                Compiled::Categorical { index } => {
-                    live.categorical(i, index.get(&v.to_string()).copied())
-                }
-            }
-        };
+        // values (`Some` / `observer`), not the prediction (`None` / `()`).
         let categorical = |live: &mut DriftState, i: usize, v: &str, observer: Option<&mut O>| {
             match &compiled[i] {
                 Compiled::Categorical { index } if !v.is_empty() => {
@@ -472,7 +452,7 @@ impl ModelDrift {
             };
             match &f.value {
                 Some(pb::named_feature::Value::Number(v)) => {
-                    numeric(live, i, *v, Some(&mut *observer))
+                    numeric_value(compiled, live, i, *v, cap, &mut *observer)
                 }
                 Some(pb::named_feature::Value::Category(v)) => {
                     categorical(live, i, v, Some(&mut *observer))
@@ -482,7 +462,9 @@ impl ModelDrift {
         }
         if let Some((i, value)) = prediction {
             match (value, &compiled[i]) {
-                (Value::Number(v), Compiled::Numeric { .. }) => numeric(live, i, v, None),
+                (Value::Number(v), Compiled::Numeric { .. }) => {
+                    numeric_value(compiled, live, i, v, cap, &mut ())
+                }
                 (Value::Text(v), Compiled::Categorical { .. }) => categorical(live, i, v, None),
                 _ => {}
             }
