@@ -81,6 +81,19 @@ _WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 LabelValue = Union[str, int, float, "pb.Label"]
 
 
+def _check_sizes(max_queue: int, batch_size: int, max_inflight: int, label_batch_size: int) -> None:
+    """The queue and batch settings both clients accept (ValueError otherwise)."""
+    if max_queue < 1 or batch_size < 1 or max_inflight < 1 or label_batch_size < 1:
+        raise ValueError("max_queue, batch_size, max_inflight and label_batch_size must be >= 1")
+    if batch_size > 10_000:
+        raise ValueError("batch_size must be <= 10000 (the sidecar's default batch limit)")
+
+
+def _target(target: Optional[str]) -> str:
+    """The sidecar's address: given, else $INFERSCOPE_ADDR, else the default."""
+    return target or os.environ.get(ADDR_ENV) or DEFAULT_TARGET
+
+
 @dataclass(frozen=True)
 class ClientStats:
     """A snapshot of the client's counters (records unless the name says labels)."""
@@ -153,11 +166,8 @@ class InferscopeClient:
         on_ack: Optional[Callable[[Any, Any], None]] = None,
         channel_options: Sequence[Tuple[str, Any]] = (),
     ) -> None:
-        if max_queue < 1 or batch_size < 1 or max_inflight < 1 or label_batch_size < 1:
-            raise ValueError("max_queue, batch_size, max_inflight and label_batch_size must be >= 1")
-        if batch_size > 10_000:
-            raise ValueError("batch_size must be <= 10000 (the sidecar's default batch limit)")
-        self.target = target or os.environ.get(ADDR_ENV) or DEFAULT_TARGET
+        _check_sizes(max_queue, batch_size, max_inflight, label_batch_size)
+        self.target = _target(target)
         self.model = model
         self.version = version
         self._max_queue = max_queue

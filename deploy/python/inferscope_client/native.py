@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import inferscope_client_native as _native
 
-from .client import ADDR_ENV, DEFAULT_TARGET, ClientStats, _reason, _TASKS, log
+from .client import ClientStats, _check_sizes, _reason, _target, _TASKS, log
 from .inferscope.v1 import ingest_pb2 as pb
 
 __all__ = ["NativeInferscopeClient"]
@@ -52,11 +52,8 @@ class NativeInferscopeClient:
         on_ack: Optional[Callable[[Any, Any], None]] = None,
         channel_options: Sequence[Tuple[str, Any]] = (),
     ) -> None:
-        if max_queue < 1 or batch_size < 1 or max_inflight < 1 or label_batch_size < 1:
-            raise ValueError("max_queue, batch_size, max_inflight and label_batch_size must be >= 1")
-        if batch_size > 10_000:
-            raise ValueError("batch_size must be <= 10000 (the sidecar's default batch limit)")
-        self.target = target or os.environ.get(ADDR_ENV) or DEFAULT_TARGET
+        _check_sizes(max_queue, batch_size, max_inflight, label_batch_size)
+        self.target = _target(target)
         self.model = model
         self.version = version
         backoff_initial = max(0.001, float(backoff_initial))
