@@ -39,7 +39,7 @@ use crate::{
     events::{FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
     models::ModelKey,
     quality::{
-        evaluation::{EvaluationSnapshot, EvaluationState},
+        evaluation::{EvaluationSnapshot, EvaluationState, NameTable, MAX_EVALUATION_NAMES},
         state::QualityState,
         JoinStats, QualitySnapshot, Task,
     },
@@ -50,7 +50,10 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 use tokio::sync::watch;
@@ -192,9 +195,13 @@ impl Classes {
 }
 
 /// Merges the sidecars' states into one snapshot per model version (`exact_cap`: the exact-pair
-/// budget of `--exact-auc-max-pairs`). A sidecar state whose slots do not fit its class list is
-/// left out.
-pub fn merge(sidecars: &[SidecarQuality], exact_cap: usize) -> BTreeMap<ModelKey, QualitySnapshot> {
+/// budget of `--exact-auc-max-pairs`; `max_labels`: `--max-classes`, the label values an
+/// evaluation name keeps). A sidecar state whose slots do not fit its class list is left out.
+pub fn merge(
+    sidecars: &[SidecarQuality],
+    exact_cap: usize,
+    max_labels: usize,
+) -> BTreeMap<ModelKey, QualitySnapshot> {
     let mut parts: BTreeMap<ModelKey, Vec<&SharedModel>> = BTreeMap::new();
     for m in sidecars.iter().flat_map(|s| &s.models) {
         parts
@@ -204,11 +211,11 @@ pub fn merge(sidecars: &[SidecarQuality], exact_cap: usize) -> BTreeMap<ModelKey
     }
     parts
         .into_iter()
-        .map(|(key, models)| (key, merge_model(&models, exact_cap)))
+        .map(|(key, models)| (key, merge_model(&models, exact_cap, max_labels)))
         .collect()
 }
 
-fn merge_model(models: &[&SharedModel], exact_cap: usize) -> QualitySnapshot {
+fn merge_model(models: &[&SharedModel], exact_cap: usize, max_labels: usize) -> QualitySnapshot {
     let task = models
         .iter()
         .map(|m| m.task)
@@ -249,20 +256,28 @@ fn merge_model(models: &[&SharedModel], exact_cap: usize) -> QualitySnapshot {
         windows,
         join: JoinStats::default(),
         classes_overflowed: 0,
-        evaluations: merge_evaluations(models),
+        evaluations: merge_evaluations(models, max_labels),
     }
 }
 
 /// The fleet's evaluations of one model version: names and labels by name, the states of each
-/// window added up (module doc). `None` when no sidecar has any.
-fn merge_evaluations(models: &[&SharedModel]) -> Option<EvaluationSnapshot> {
-    let mut names = Classes::default();
-    let mut labels: Vec<Classes> = Vec::new();
+/// window added up (module doc). `None` when no sidecar has any. The union keeps each sidecar's
+/// caps: [`MAX_EVALUATION_NAMES`] names and `max_labels` (`--max-classes`) label values per
+/// name; the rest share `__other__`, as on one sidecar (counted in the snapshot's
+/// `names_overflowed` / `labels_overflowed`, and logged once per process).
+fn merge_evaluations(models: &[&SharedModel], max_labels: usize) -> Option<EvaluationSnapshot> {
+    let mut names = NameTable::new(MAX_EVALUATION_NAMES);
+    let mut labels: Vec<NameTable> = Vec::new();
     let mut windows: Vec<(String, EvaluationState)> = Vec::new();
+    let (mut names_overflowed, mut labels_overflowed) = (0u64, 0u64);
     let mut any = false;
     for e in models.iter().filter_map(|m| m.evaluations.as_ref()) {
         any = true;
-        let name_slots: Vec<u32> = e.names.iter().map(|n| names.slot(n)).collect();
+        let name_slots: Vec<u32> = e
+            .names
+            .iter()
+            .map(|n| names.slot(n, || names_overflowed += 1))
+            .collect();
         let label_slots: Vec<Vec<u32>> = e
             .labels
             .iter()
@@ -270,9 +285,12 @@ fn merge_evaluations(models: &[&SharedModel]) -> Option<EvaluationSnapshot> {
             .map(|(values, &name)| {
                 let name = name as usize;
                 if labels.len() <= name {
-                    labels.resize_with(name + 1, Classes::default);
+                    labels.resize_with(name + 1, || NameTable::new(max_labels));
                 }
-                values.iter().map(|v| labels[name].slot(v)).collect()
+                values
+                    .iter()
+                    .map(|v| labels[name].slot(v, || labels_overflowed += 1))
+                    .collect()
             })
             .collect();
         for (window, state) in &e.windows {
@@ -285,16 +303,34 @@ fn merge_evaluations(models: &[&SharedModel]) -> Option<EvaluationSnapshot> {
             }
         }
     }
+    if names_overflowed + labels_overflowed > 0 && !FOLDED_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "inferscope::fleet",
+            names = names_overflowed,
+            labels = labels_overflowed,
+            "the fleet's sidecars saw more evaluation names (16 a model version) or labels \
+             (--max-classes a name) than fit: the rest are merged as __other__ in \
+             inferscope.fleet.evaluation.*"
+        );
+    }
+    let names = names.into_names();
     any.then(|| EvaluationSnapshot {
-        labels: (0..names.names.len())
-            .map(|i| labels.get(i).map_or_else(Vec::new, |c| c.names.clone()))
+        labels: (0..names.len())
+            .map(|i| {
+                labels
+                    .get(i)
+                    .map_or_else(Vec::new, |c| c.clone().into_names())
+            })
             .collect(),
-        names: names.names,
+        names,
         windows,
-        names_overflowed: 0,
-        labels_overflowed: 0,
+        names_overflowed,
+        labels_overflowed,
     })
 }
+
+/// Whether the fleet's evaluation tables have overflowed once (logged once per process).
+static FOLDED_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The last merge of the fleet's states, on the sidecar that holds the lease.
 #[derive(Debug, Clone, Default)]
@@ -318,6 +354,8 @@ pub struct FleetSettings {
     /// The metric export interval: states and the lease expire after [`TTL_INTERVALS`] of it.
     pub interval: Duration,
     pub exact_cap: usize,
+    /// `--max-classes`: label values per evaluation name in the merge.
+    pub max_classes: usize,
     /// Longest wait for one Redis round trip.
     pub timeout: Duration,
     /// Where Redis is, password redacted (for logs).
@@ -407,7 +445,7 @@ async fn run(
         *view.lock().expect("fleet view lock") = merged.map(|states| {
             Arc::new(FleetView {
                 sidecars: states.len(),
-                quality: merge(&states, settings.exact_cap),
+                quality: merge(&states, settings.exact_cap, settings.max_classes),
             })
         });
     }
@@ -728,7 +766,7 @@ mod tests {
                 .map(|(order, p, e)| sidecar(order, p, cap, e.as_deref()))
                 .map(|s| serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap())
                 .collect();
-            let merged = merge(&shared, cap);
+            let merged = merge(&shared, cap, 1024);
             let all: Vec<_> = parts.iter().flat_map(|(_, p, _)| p.clone()).collect();
             let all_evaluations: Vec<Eval> =
                 parts.iter().flat_map(|(_, _, e)| e.clone().unwrap_or_default()).collect();
@@ -787,7 +825,7 @@ mod tests {
     fn a_state_with_a_slot_outside_its_classes_is_left_out() {
         let mut s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10, None);
         s.models[0].classes.truncate(1);
-        let merged = merge(&[s], 10);
+        let merged = merge(&[s], 10, 1024);
         assert!(merged[&ModelKey::new("m", "1")].windows.is_empty());
     }
 
@@ -796,10 +834,53 @@ mod tests {
         let s = sidecar(&[0, 1, 2, 3], &[(1, [0.1, 0.7, 0.1, 0.1])], 10, None);
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains("evaluations"));
-        let merged = merge(&[serde_json::from_str(&json).unwrap()], 10);
+        let merged = merge(&[serde_json::from_str(&json).unwrap()], 10, 1024);
         let m = &merged[&ModelKey::new("m", "1")];
         assert_eq!(m.windows.len(), 1);
         assert!(m.evaluations.is_none());
+    }
+
+    /// Each sidecar keeps 16 evaluation names and `--max-classes` labels a name; the fleet's
+    /// union keeps the same caps, the rest merged as `__other__` with nothing lost.
+    #[test]
+    fn the_fleets_evaluation_tables_keep_the_sidecars_caps() {
+        let sidecar = |first: usize| {
+            let mut s = sidecar(&[0, 1, 2, 3], &[], 10, Some(&[]));
+            let mut state = EvaluationState::default();
+            for name in 0..MAX_EVALUATION_NAMES as u32 {
+                for label in 0..3 {
+                    state.observe(crate::quality::evaluation::Evaluated {
+                        name,
+                        score: Some(0.5),
+                        label: Some(label),
+                    });
+                }
+            }
+            let e = s.models[0].evaluations.as_mut().unwrap();
+            e.names = (first..first + MAX_EVALUATION_NAMES)
+                .map(|i| format!("name{i}"))
+                .collect();
+            e.labels = (first..first + MAX_EVALUATION_NAMES)
+                .map(|i| (0..3).map(|j| format!("label{}", i + j)).collect())
+                .collect();
+            e.windows = vec![("5m".into(), state)];
+            s
+        };
+        // Two sidecars with 16 names each, 8 of them shared; labels cap 4.
+        let merged = merge(&[sidecar(0), sidecar(8)], 10, 4);
+        let e = merged[&ModelKey::new("m", "1")]
+            .evaluations
+            .clone()
+            .unwrap();
+        assert_eq!(e.names.len(), MAX_EVALUATION_NAMES + 1);
+        assert_eq!(e.names[MAX_EVALUATION_NAMES], crate::quality::OTHER_CLASS);
+        assert_eq!(e.names_overflowed, 8);
+        assert!(e.labels.iter().all(|l| l.len() <= 5), "{:?}", e.labels);
+        let (_, state) = &e.windows[0];
+        let total: u64 = state.names.iter().map(|n| n.count).sum();
+        let labelled: u64 = state.names.iter().map(|n| n.labelled()).sum();
+        assert_eq!((total, labelled), (2 * 16 * 3, 2 * 16 * 3));
+        assert_eq!(state.names[MAX_EVALUATION_NAMES].count, 8 * 3);
     }
 
     #[test]

@@ -304,6 +304,7 @@ impl Sidecar {
                         instance: resource::instance_id(&resource),
                         interval: config.export.metric_interval,
                         exact_cap: config.quality.exact_auc_pairs,
+                        max_classes: config.quality.max_classes,
                         timeout: config.label_store_timeout,
                         redacted: store.redacted.clone(),
                     },

@@ -187,15 +187,16 @@ impl WindowState for EvaluationState {
     }
 }
 
-/// Strings to dense slots, at most `cap` of them; the rest share a last `__other__` slot.
+/// Strings to dense slots, at most `cap` of them; the rest share a last `__other__` slot. Also
+/// the fleet's union of the sidecars' tables (`src/fleet.rs`), under the same caps.
 #[derive(Debug, Clone)]
-struct NameTable {
+pub(crate) struct NameTable {
     names: Vec<String>,
     cap: usize,
 }
 
 impl NameTable {
-    fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             names: Vec::new(),
             cap: cap.max(1),
@@ -203,7 +204,7 @@ impl NameTable {
     }
 
     /// The slot of `name` (`overflowed` is called each time a name does not fit).
-    fn slot(&mut self, name: &str, overflowed: impl FnOnce()) -> u32 {
+    pub(crate) fn slot(&mut self, name: &str, overflowed: impl FnOnce()) -> u32 {
         if let Some(i) = self.names.iter().position(|n| n == name) {
             return i as u32;
         }
@@ -219,6 +220,11 @@ impl NameTable {
                 (self.names.len() - 1) as u32
             }
         }
+    }
+
+    /// The names, by slot.
+    pub(crate) fn into_names(self) -> Vec<String> {
+        self.names
     }
 
     /// Whether `slot` is `__other__`, which several names may share.
