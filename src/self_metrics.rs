@@ -83,6 +83,9 @@ pub enum SelfCounter {
     TapDropped,
     /// Infer calls through the OIP tap whose tensors could not be made into records.
     TapUnreadable,
+    /// Models the OIP tap records without a schema: their `ModelMetadata` read failed, or the
+    /// schema cache was full.
+    TapSchemasUnread,
     /// Records the model server's client dropped before sending, as its batches report them.
     ClientRecordsDropped,
 }
@@ -367,6 +370,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.tap.unreadable",
         unit: "{call}",
         description: "Infer calls forwarded by the tap whose tensors could not be made into records (a REST body too large to copy, a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::TapSchemasUnread,
+        name: "inferscope.tap.schemas.unread",
+        unit: "{model}",
+        description: "Model versions the tap records without a schema (their records are made from the tensors alone): the ModelMetadata read failed or timed out (once per model version), or 1024 models were already remembered (once per model).",
         instrument: Instrument::Counter,
     },
     SelfMetric {

@@ -364,7 +364,7 @@ pub async fn start(
         Recorder {
             models: settings.models.clone(),
             id_parameter: settings.request_id_parameter.clone(),
-            schemas: schema::Schemas::new(source),
+            schemas: schema::Schemas::new(source, stats.clone()),
         },
         stats,
     ));

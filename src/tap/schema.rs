@@ -6,15 +6,22 @@
 //! successful call was answered with), cached for at most [`REMEMBERED`] models, read again when
 //! the model answers with another version. A read that fails or takes longer than
 //! [`FETCH_TIMEOUT`] leaves the model without a schema until its version changes: logged once per
-//! model and version (warn), never retried in a loop. Only a call the model answered leads to a
-//! read, so a caller's made-up model names cost none.
+//! model and version (warn) and counted in `inferscope.tap.schemas.unread`, never retried in a
+//! loop. Past [`REMEMBERED`] models a new model is not read: counted once per model (the first
+//! [`REMEMBERED`] of them; logged once). Only a call the model answered leads to a read, so a
+//! caller's made-up model names cost none.
 
 use crate::oip::{
     grpc_inference_service_client::GrpcInferenceServiceClient, ModelMetadataRequest,
     ModelMetadataResponse,
 };
+use crate::self_metrics::{SelfCounter, SelfStats};
 use serde::Deserialize;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 use tonic::transport::Channel;
 
 /// How long the recorder waits for one `ModelMetadata` answer.
@@ -123,14 +130,26 @@ struct Entry {
 pub struct Schemas {
     source: Source,
     entries: HashMap<String, Entry>,
+    /// Models not read because the cache was full, each counted once (at most [`REMEMBERED`] of
+    /// them are told apart; past that they are no longer counted).
+    unread: HashSet<String>,
+    stats: Arc<SelfStats>,
 }
 
 impl Schemas {
-    pub fn new(source: Source) -> Self {
+    pub fn new(source: Source, stats: Arc<SelfStats>) -> Self {
         Schemas {
             source,
             entries: HashMap::new(),
+            unread: HashSet::new(),
+            stats,
         }
+    }
+
+    fn count_unread(&self) {
+        self.stats
+            .counter(SelfCounter::TapSchemasUnread)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The schema the recorder has for `model`, without reading it.
@@ -149,6 +168,18 @@ impl Schemas {
                 return e.schema.clone();
             }
         } else if self.entries.len() >= REMEMBERED {
+            if self.unread.len() < REMEMBERED && self.unread.insert(model.to_owned()) {
+                if self.unread.len() == 1 {
+                    tracing::warn!(
+                        model,
+                        remembered = REMEMBERED,
+                        "the tap remembers the schemas of {REMEMBERED} models already: this model \
+                         and further ones are recorded without a schema (counted in \
+                         inferscope.tap.schemas.unread)"
+                    );
+                }
+                self.count_unread();
+            }
             return None;
         }
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.source.fetch(model, version))
@@ -160,6 +191,7 @@ impl Schemas {
                 Some(Arc::new(schema))
             }
             Err(error) => {
+                self.count_unread();
                 tracing::warn!(
                     model,
                     version,
@@ -184,6 +216,38 @@ impl Schemas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read that fails counts once per model version; past the cache, once per model.
+    #[tokio::test]
+    async fn models_recorded_without_a_schema_are_counted() {
+        let stats = Arc::new(SelfStats::default());
+        let unread = || stats.get(SelfCounter::TapSchemasUnread);
+        // Nothing listens on port 9 of loopback: the read fails at once.
+        let source = Source::Rest(reqwest::Client::new(), "http://127.0.0.1:9".into());
+        let mut schemas = Schemas::new(source, stats.clone());
+        assert!(schemas.get("m", "1").await.is_none());
+        assert!(schemas.get("m", "1").await.is_none());
+        assert_eq!(
+            unread(),
+            1,
+            "a failed read is counted once per model version"
+        );
+        assert!(schemas.get("m", "2").await.is_none());
+        assert_eq!(unread(), 2);
+        for i in schemas.entries.len()..REMEMBERED {
+            schemas.entries.insert(
+                format!("filler{i}"),
+                Entry {
+                    version: "1".into(),
+                    schema: None,
+                },
+            );
+        }
+        assert!(schemas.get("new", "1").await.is_none());
+        assert!(schemas.get("new", "2").await.is_none());
+        assert!(schemas.get("another", "1").await.is_none());
+        assert_eq!(unread(), 4, "past the cache, each new model counts once");
+    }
 
     #[test]
     fn rest_metadata_is_read_as_the_grpc_one() {
