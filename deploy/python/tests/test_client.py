@@ -7,6 +7,7 @@ reported as skipped, unless INFERSCOPE_REQUIRE_NATIVE=1 (tools/test-python-clien
 they fail.
 """
 
+import array
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import inferscope_client  # noqa: E402
 from inferscope_client import NativeInferscopeClient, PythonInferscopeClient, pb, pb_grpc  # noqa: E402
+from inferscope_client.client import _fill_record  # noqa: E402
 
 REQUIRE_NATIVE = os.environ.get("INFERSCOPE_REQUIRE_NATIVE") == "1"
 
@@ -232,6 +234,206 @@ class ClientWithServerTests:
         self.assertTrue(c.record("env", latency_seconds=0.01))
         self.assertTrue(c.flush(10))
         self.assertEqual([r.request_id for r in self.fake.records()], ["env"])
+
+
+    def test_fork_after_use(self):
+        """A client used before os.fork(): the child's client starts afresh (its own thread and
+        connection, nothing of the parent's queue) and works; the parent's carries on."""
+        if not hasattr(os, "fork"):
+            self.skipTest("no os.fork on this platform")
+        c = self.client()
+        for i in range(20):
+            c.record(f"parent{i}", latency_seconds=0.01)
+        self.assertTrue(c.flush(10))
+        c.record("queued-before-fork", latency_seconds=0.01)  # the parent's to send, not the child's
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into unittest
+            code = 1
+            try:
+                ok = all(c.record(f"child{i}", latency_seconds=0.01) for i in range(30))
+                code = 0 if ok and c.flush(10) and c.stats().acked == 30 and c.close(5) else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                self.fail("the child hung")
+            time.sleep(0.02)
+        self.assertTrue(os.WIFEXITED(status))
+        self.assertEqual(os.WEXITSTATUS(status), 0)
+        self.assertTrue(c.record("parent-after", latency_seconds=0.01))
+        self.assertTrue(c.flush(10))
+        ids = [r.request_id for r in self.fake.records()]
+        self.assertEqual(sorted(i for i in ids if i.startswith("child")), sorted(f"child{i}" for i in range(30)))
+        self.assertEqual(ids.count("queued-before-fork"), 1)
+        self.assertIn("parent-after", ids)
+        self.assertEqual(c.stats().acked, 22)
+
+
+class Number:
+    """A number that is not a float (as numpy's scalars are): float() calls __float__."""
+
+    def __init__(self, value, on_float=None):
+        self.value = value
+        self.on_float = on_float
+
+    def __float__(self):
+        if self.on_float is not None:
+            self.on_float()
+        return self.value
+
+
+class Values:
+    """A sequence with tolist(), as numpy arrays have."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def tolist(self):
+        return list(self.values)
+
+
+class Pairs:
+    """A mapping that is not a dict: only items()."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def items(self):
+        return iter(self.pairs)
+
+    def __bool__(self):
+        return bool(self.pairs)
+
+
+def record_cases():
+    """record() arguments covering every field and the ways a value can be given."""
+    t = 1_700_000_000_123_456_789
+    long = "x" * 200
+    cases = [
+        dict(request_id="req-1", latency_seconds=0.012, numeric_features=[0.5 * i - 3 for i in range(30)],
+             predicted_class=1, score=0.7),
+        dict(request_id="n", numeric_features=(1.5, None, 2, True, Number(4.25), "1.5", -0.0, float("inf"))),
+        dict(request_id="n2", numeric_features=[]),
+        dict(request_id="n3", numeric_features=(v for v in [1.0, 2.0])),
+        dict(request_id="n4", numeric_features=Values([1, 2.5, None])),
+        dict(request_id="n5", numeric_features=array.array("d", [0.25] * 17)),
+        dict(request_id="n6", numeric_features=[float(i) for i in range(300)], class_probabilities=(0.2, 0.8)),
+        dict(request_id="c", categorical_features=["fr", "", 3, "é", "✓" * 70]),
+        dict(request_id="named", features={"amount": 10, "country": "fr", "missing": None, long: 1.5, "": "",
+                                           "ratio": Number(0.5)}),
+        dict(request_id="named2", features=Pairs([("a", 1.0), ("b", "x")])),
+        dict(request_id="named3", features={}),
+        dict(request_id="pc", predicted_class="fraud", class_probabilities=[0.1, 0.9]),
+        dict(request_id="pc0", predicted_class=0),
+        dict(request_id="pcb", predicted_class=True, score=0),
+        dict(request_id="pce", predicted_class=""),
+        dict(request_id="score", score=Number(0.25)),
+        dict(request_id="reg", regression_value=3.25, label=2.5),
+        dict(request_id="reg0", regression_value=0.0),
+        dict(request_id="reg-int", regression_value=7, label=False),
+        dict(request_id="gen", input_tokens=12, output_tokens=0, time_to_first_token_seconds=0.2,
+             finish_reason="stop", operation="chat", response_model="m-1"),
+        dict(request_id="gen2", finish_reason="length"),
+        dict(request_id="gen3", output_tokens=5, finish_reason=""),
+        dict(request_id="lab", label="fraud", predicted_class="legit"),
+        dict(request_id="lab2", label=3),
+        dict(request_id="lab3", label=pb.Label(class_name="x")),
+        dict(request_id="tp", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01", tracestate="k=v" * 50),
+        dict(request_id="attr", attributes={"tenant": "a", "n": 5, "empty": "", long: long}),
+        dict(request_id="attr2", attributes=Pairs([("k", "v")])),
+        dict(request_id="mv", model="other", version="2", error_type="timeout", latency_seconds=3),
+        dict(request_id=0, latency_seconds=0.0, error_type=""),
+        dict(request_id=12345, model="", version=""),
+        dict(),
+    ]
+    for i, case in enumerate(cases):
+        case.setdefault("time_unix_nano", t + i)
+    return cases
+
+
+class EncodingTests(unittest.TestCase):
+    """The native client writes each record's protobuf bytes itself (native/src/encode.rs): what
+    the sidecar receives must be the message the pure-Python client builds from the same
+    arguments (client.py's _fill_record, through Google's protobuf)."""
+
+    def setUp(self):
+        if NativeInferscopeClient is None:
+            if REQUIRE_NATIVE:
+                self.fail("INFERSCOPE_REQUIRE_NATIVE=1 but inferscope_client_native is not importable")
+            self.skipTest("native extension not installed (deploy/python/README.md: maturin develop)")
+        self.fake = FakeIngest()
+        self.server, self.port = start_server(self.fake)
+        self.addCleanup(self.server.stop, 0)
+
+    def expected(self, case):
+        """The pure-Python client's message for these arguments."""
+        items = []
+        py = PythonInferscopeClient("127.0.0.1:1", model="fraud", version="7")
+        py._enqueue = lambda item: items.append(item) or True
+        py.record(**case)
+        rec = pb.InferenceRecord()
+        _fill_record(rec, items[0])
+        return rec
+
+    def test_records_decode_to_the_pure_python_clients_messages(self):
+        cases = record_cases()
+        c = NativeInferscopeClient(f"127.0.0.1:{self.port}", model="fraud", version="7", batch_size=7,
+                                   flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        # Generators are used up by reading: the expected message from a fresh copy of each case.
+        fresh = record_cases()
+        for case in cases:
+            self.assertTrue(c.record(**case), case)
+        self.assertTrue(c.flush(10))
+        got = self.fake.records()
+        self.assertEqual(len(got), len(cases))
+        for case, record in zip(fresh, got):
+            want = self.expected(case)
+            self.assertEqual(record.SerializeToString(deterministic=True),
+                             want.SerializeToString(deterministic=True), f"{case}\n{record}\n{want}")
+        self.assertTrue(all(b.model == "fraud" and b.version == "7" for b in self.fake.batches))
+        self.assertEqual(sorted(len(b.records) for b in self.fake.batches)[-1], 7)
+
+    def test_a_list_changed_while_it_is_read(self):
+        values = [1.0, 2.0, 3.0, 4.0]
+        values[1] = Number(2.0, on_float=lambda: values.clear())
+        copy = [1.0, Number(2.0, on_float=lambda: copy.clear()), 3.0, 4.0]
+        c = NativeInferscopeClient(f"127.0.0.1:{self.port}", flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        self.assertTrue(c.record("m", time_unix_nano=5, numeric_features=values))
+        self.assertTrue(c.flush(10))
+        self.assertEqual(self.fake.records()[0], self.expected(dict(request_id="m", time_unix_nano=5,
+                                                                    numeric_features=copy)))
+        self.assertEqual(list(self.fake.records()[0].numeric_features), [1.0, 2.0])
+
+    def test_record_called_while_reading_a_records_arguments(self):
+        c = NativeInferscopeClient(f"127.0.0.1:{self.port}", flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        inner = Number(1.0, on_float=lambda: c.record("inner", numeric_features=[9.0]))
+        self.assertTrue(c.record("outer", numeric_features=[inner, 2.0]))
+        self.assertTrue(c.flush(10))
+        got = {r.request_id: list(r.numeric_features) for r in self.fake.records()}
+        self.assertEqual(got, {"inner": [9.0], "outer": [1.0, 2.0]})
+
+    def test_unreadable_arguments_drop_the_record_only(self):
+        c = NativeInferscopeClient(f"127.0.0.1:{self.port}", flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        bad = [dict(numeric_features=[1.0, "x"]), dict(model=5), dict(predicted_class=-1),
+               dict(numeric_features=[1.0] * 40 + [object()]), dict(features={"a": object()}),
+               dict(label=object()), dict(time_unix_nano=-1)]
+        for case in bad:
+            self.assertFalse(c.record("bad", **case), case)
+        self.assertTrue(c.record("good", numeric_features=[1.0] * 40))
+        self.assertTrue(c.flush(10))
+        self.assertEqual([r.request_id for r in self.fake.records()], ["good"])
+        self.assertEqual(list(self.fake.records()[0].numeric_features), [1.0] * 40)
+        self.assertEqual(c.stats().dropped, len(bad))
 
 
 class ClientWithoutServerTests:

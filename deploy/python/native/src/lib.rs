@@ -9,19 +9,18 @@
 //! the lock. The Python-facing class is `inferscope_client.native.NativeInferscopeClient`, which
 //! keeps the pure-Python client's API; this module is its engine.
 
-use pyo3::{
-    exceptions::{PyTypeError, PyValueError},
-    prelude::*,
-    types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple},
-};
+use encode::{label_of, RecordArgs};
+use pyo3::{exceptions::PyValueError, prelude::*, types::PyString};
 use std::{
+    cell::RefCell,
     sync::{
         atomic::{AtomicBool, Ordering::Relaxed},
         Arc, Mutex,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+mod encode;
 mod sender;
 
 /// The types of proto/inferscope/v1/ingest.proto (build.rs).
@@ -127,8 +126,10 @@ impl Core {
         tracestate: Option<&Bound<'_, PyAny>>,
         attributes: Option<&Bound<'_, PyAny>>,
     ) -> bool {
-        if self.shared.closing.load(Relaxed) {
-            self.shared.counters.dropped.fetch_add(1, Relaxed);
+        let s = &self.shared;
+        if s.closing.load(Relaxed) || s.queued.load(Relaxed) >= s.settings.max_queue {
+            // Closed or full: dropped without reading the arguments.
+            s.counters.dropped.fetch_add(1, Relaxed);
             return false;
         }
         let args = RecordArgs {
@@ -156,10 +157,10 @@ impl Core {
             tracestate,
             attributes,
         };
-        match args.build() {
-            Ok(record) => self.push(Box::new(record)),
+        with_scratch(|scratch| match args.encode(scratch) {
+            Ok(()) => self.push(scratch),
             Err(e) => self.invalid(e),
-        }
+        })
     }
 
     /// Queues a serialized `InferenceRecord` (`record_message`); False if it was dropped.
@@ -169,7 +170,10 @@ impl Core {
             return false;
         }
         match <pb::InferenceRecord as prost::Message>::decode(encoded) {
-            Ok(record) => self.push(Box::new(record)),
+            Ok(record) => with_scratch(|scratch| {
+                prost::Message::encode_raw(&record, scratch);
+                self.push(scratch)
+            }),
             Err(e) => self.invalid(PyValueError::new_err(e.to_string())),
         }
     }
@@ -287,9 +291,9 @@ impl Core {
             }),
         };
         s.abort.send_replace(true);
-        let queued = s.queue.lock().unwrap().drain(..).count();
-        let labels = s.labels.lock().unwrap().drain(..).count();
-        let _ = queued + labels;
+        s.queue.lock().unwrap().clear();
+        s.queued.store(0, Relaxed);
+        s.labels.lock().unwrap().clear();
         let lost = s.counters.unfinished.swap(0, Relaxed).max(0);
         let lost_labels = s.counters.labels_unfinished.swap(0, Relaxed).max(0);
         s.counters.dropped.fetch_add(lost as u64, Relaxed);
@@ -304,7 +308,7 @@ impl Core {
     /// labels_acked, labels_rejected, labels_dropped)
     fn stats(&self) -> [u64; 12] {
         let c = &self.shared.counters;
-        let queued = self.shared.queue.lock().unwrap().len() as u64;
+        let queued = self.shared.queued.load(Relaxed) as u64;
         [
             queued,
             c.sent.load(Relaxed),
@@ -329,8 +333,18 @@ impl Core {
 }
 
 impl Core {
-    fn push(&self, record: Box<pb::InferenceRecord>) -> bool {
+    /// Queues one encoded `InferenceRecord` (its bytes, as [`RecordArgs::encode`] writes them),
+    /// as a `RecordBatch.records` field.
+    fn push(&self, record: &[u8]) -> bool {
         let s = &self.shared;
+        let mut field = [0u8; 16];
+        let key_and_len = {
+            let mut slice = &mut field[..];
+            let room = slice.len();
+            prost::encoding::encode_key(5, prost::encoding::WireType::LengthDelimited, &mut slice);
+            prost::encoding::encode_varint(record.len() as u64, &mut slice);
+            room - slice.len()
+        };
         let n = {
             let mut queue = s.queue.lock().unwrap();
             if queue.len() >= s.settings.max_queue {
@@ -338,8 +352,10 @@ impl Core {
                 s.counters.dropped.fetch_add(1, Relaxed);
                 return false;
             }
-            queue.push_back(record);
-            queue.len()
+            queue.push(&field[..key_and_len], record, s.settings.batch_size);
+            let n = queue.len();
+            s.queued.store(n, Relaxed);
+            n
         };
         s.counters.unfinished.fetch_add(1, Relaxed);
         self.ensure_started();
@@ -376,47 +392,7 @@ impl Core {
     }
 }
 
-/// The arguments of `record`, read into an `InferenceRecord` as the pure-Python client's
-/// `_fill_record` does.
-struct RecordArgs<'a, 'py> {
-    request_id: Option<&'a Bound<'py, PyAny>>,
-    latency_seconds: Option<&'a Bound<'py, PyAny>>,
-    error_type: Option<&'a Bound<'py, PyAny>>,
-    model: Option<&'a Bound<'py, PyAny>>,
-    version: Option<&'a Bound<'py, PyAny>>,
-    time_unix_nano: Option<&'a Bound<'py, PyAny>>,
-    numeric_features: Option<&'a Bound<'py, PyAny>>,
-    categorical_features: Option<&'a Bound<'py, PyAny>>,
-    features: Option<&'a Bound<'py, PyAny>>,
-    predicted_class: Option<&'a Bound<'py, PyAny>>,
-    class_probabilities: Option<&'a Bound<'py, PyAny>>,
-    score: Option<&'a Bound<'py, PyAny>>,
-    regression_value: Option<&'a Bound<'py, PyAny>>,
-    input_tokens: Option<&'a Bound<'py, PyAny>>,
-    output_tokens: Option<&'a Bound<'py, PyAny>>,
-    time_to_first_token_seconds: Option<&'a Bound<'py, PyAny>>,
-    finish_reason: Option<&'a Bound<'py, PyAny>>,
-    operation: Option<&'a Bound<'py, PyAny>>,
-    response_model: Option<&'a Bound<'py, PyAny>>,
-    label: Option<&'a Bound<'py, PyAny>>,
-    traceparent: Option<&'a Bound<'py, PyAny>>,
-    tracestate: Option<&'a Bound<'py, PyAny>>,
-    attributes: Option<&'a Bound<'py, PyAny>>,
-}
-
-/// `None` for an absent or None argument.
-fn given<'a, 'py>(arg: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
-    arg.filter(|a| !a.is_none())
-}
-
-/// `str(value)`, or empty when absent or false ("" and None), as `if x: rec.x = str(x)`.
-fn text(arg: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
-    match given(arg) {
-        None => Ok(String::new()),
-        Some(a) => text_of(a),
-    }
-}
-
+/// `str(value)`, as a Rust string (label request ids).
 fn text_of(a: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = a.cast_exact::<PyString>() {
         return s.extract();
@@ -424,232 +400,30 @@ fn text_of(a: &Bound<'_, PyAny>) -> PyResult<String> {
     a.str()?.extract()
 }
 
-/// A string argument that must be a string (model, version, finish_reason...).
-fn string(arg: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<String> {
-    match given(arg) {
-        None => Ok(String::new()),
-        Some(a) => match a.cast::<PyString>() {
-            Ok(s) => s.extract(),
-            Err(_) => Err(PyTypeError::new_err(format!(
-                "{name} must be str, not {}",
-                a.get_type().name()?
-            ))),
-        },
-    }
+thread_local! {
+    /// The buffer a record is encoded into before it goes into the queue (under the queue's
+    /// lock, in one copy), reused by every call on this thread.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
-/// `float(value)`.
-fn float(a: &Bound<'_, PyAny>) -> PyResult<f64> {
-    if let Ok(f) = a.cast_exact::<PyFloat>() {
-        return Ok(f.value());
-    }
-    match a.extract::<f64>() {
-        Ok(v) => Ok(v),
-        // float("1.5") and other conversions float() accepts
-        Err(_) => a.py().get_type::<PyFloat>().call1((a,))?.extract(),
-    }
-}
-
-/// `int(value)`, then as a u64.
-fn int(a: &Bound<'_, PyAny>) -> PyResult<u64> {
-    match a.extract::<u64>() {
-        Ok(v) => Ok(v),
-        Err(_) => a.py().get_type::<PyInt>().call1((a,))?.extract(),
-    }
-}
-
-/// `int(value)`, then as a u32 (class indices).
-fn int32(a: &Bound<'_, PyAny>) -> PyResult<u32> {
-    u32::try_from(int(a)?).map_err(|_| PyValueError::new_err("a class index must be < 2**32"))
-}
-
-fn optional_float(arg: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
-    given(arg).map(float).transpose()
-}
-
-/// A sequence of numbers as `_floats`: None is missing (NaN); numpy arrays through `tolist()`.
-fn floats(a: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    let item = |v: Bound<'_, PyAny>| -> PyResult<f64> {
-        if let Ok(f) = v.cast_exact::<PyFloat>() {
-            Ok(f.value())
-        } else if v.is_none() {
-            Ok(f64::NAN)
-        } else {
-            float(&v)
-        }
-    };
-    if let Ok(list) = a.cast_exact::<PyList>() {
-        let mut out = Vec::with_capacity(list.len());
-        for v in list.iter() {
-            out.push(item(v)?);
-        }
-        return Ok(out);
-    }
-    if let Ok(tuple) = a.cast_exact::<PyTuple>() {
-        return tuple.iter().map(item).collect();
-    }
-    if let Ok(tolist) = a.getattr("tolist") {
-        let list = tolist.call0()?;
-        if let Ok(list) = list.cast_exact::<PyList>() {
-            return list.iter().map(item).collect();
-        }
-        return list.try_iter()?.map(|v| item(v?)).collect();
-    }
-    a.try_iter()?.map(|v| item(v?)).collect()
-}
-
-/// A label as `_fill_label`: class name, class index (int, bool, numpy integers), regression
-/// value, or a `Label` message (anything with `SerializeToString`) or its serialized bytes.
-fn label_of(a: &Bound<'_, PyAny>) -> PyResult<pb::Label> {
-    use pb::label::Value;
-    let value = if let Ok(s) = a.cast::<PyString>() {
-        Value::ClassName(s.extract()?)
-    } else if a.cast::<PyFloat>().is_ok() {
-        Value::RegressionValue(float(a)?)
-    } else if a.cast::<PyInt>().is_ok() || a.cast::<PyBool>().is_ok() {
-        Value::ClassIndex(a.extract()?)
-    } else if let Ok(bytes) = a.cast::<PyBytes>() {
-        return <pb::Label as prost::Message>::decode(bytes.as_bytes())
-            .map_err(|e| PyValueError::new_err(e.to_string()));
-    } else if let Ok(serialize) = a.getattr("SerializeToString") {
-        let bytes = serialize.call0()?;
-        return <pb::Label as prost::Message>::decode(bytes.cast::<PyBytes>()?.as_bytes())
-            .map_err(|e| PyValueError::new_err(e.to_string()));
-    } else if a.hasattr("__index__")? {
-        Value::ClassIndex(int32(a)?)
-    } else if a.hasattr("__float__")? {
-        Value::RegressionValue(float(a)?)
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "label must be str, int, float or Label, not {}",
-            a.get_type().name()?
-        )));
-    };
-    Ok(pb::Label { value: Some(value) })
-}
-
-impl RecordArgs<'_, '_> {
-    fn build(self) -> PyResult<pb::InferenceRecord> {
-        use pb::inference_record::Prediction;
-        let time_unix_nano = match given(self.time_unix_nano) {
-            Some(t) => int(t)?,
-            None => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-        };
-        let mut record = pb::InferenceRecord {
-            request_id: text(self.request_id)?,
-            time_unix_nano,
-            latency_seconds: optional_float(self.latency_seconds)?,
-            error_type: text(self.error_type)?,
-            model: string(self.model, "model")?,
-            version: string(self.version, "version")?,
-            traceparent: string(self.traceparent, "traceparent")?,
-            tracestate: string(self.tracestate, "tracestate")?,
-            ..Default::default()
-        };
-        if let Some(numeric) = given(self.numeric_features) {
-            record.numeric_features = floats(numeric)?;
-        }
-        if let Some(categorical) = given(self.categorical_features) {
-            record.categorical_features = categorical
-                .try_iter()?
-                .map(|c| text_of(&c?))
-                .collect::<PyResult<_>>()?;
-        }
-        if let Some(named) = given(self.features) {
-            let items = match named.cast::<PyDict>() {
-                Ok(d) => d.items(),
-                Err(_) => named
-                    .call_method0("items")?
-                    .try_iter()?
-                    .collect::<PyResult<Vec<_>>>()
-                    .map(|v| PyList::new(named.py(), v))??,
-            };
-            for pair in items.iter() {
-                let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
-                use pb::named_feature::Value;
-                let value = if let Ok(s) = value.cast::<PyString>() {
-                    Value::Category(s.extract()?)
-                } else if value.is_none() {
-                    Value::Number(f64::NAN) // missing
-                } else {
-                    Value::Number(float(&value)?)
-                };
-                record.named_features.push(pb::NamedFeature {
-                    name: text_of(&name)?,
-                    value: Some(value),
-                });
+/// Runs `f` with an empty scratch buffer: this thread's, or a new one when this thread's is in
+/// use (a `record` called from Python code that the reading of another record's arguments ran,
+/// such as a `__float__`).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut f = Some(f);
+    let reused = SCRATCH.try_with(|cell| {
+        cell.try_borrow_mut().ok().map(|mut scratch| {
+            scratch.clear();
+            let result = (f.take().unwrap())(&mut scratch);
+            if scratch.capacity() > 1 << 20 {
+                *scratch = Vec::with_capacity(1024); // do not keep a huge record's buffer
             }
-        }
-        let (pc, probabilities, score) = (
-            given(self.predicted_class),
-            given(self.class_probabilities),
-            given(self.score),
-        );
-        let generation = [
-            self.input_tokens,
-            self.output_tokens,
-            self.time_to_first_token_seconds,
-        ]
-        .iter()
-        .any(|a| given(*a).is_some());
-        let generation_text = (
-            string(self.finish_reason, "finish_reason")?,
-            string(self.operation, "operation")?,
-            string(self.response_model, "response_model")?,
-        );
-        if pc.is_some() || probabilities.is_some() || score.is_some() {
-            let mut c = pb::Classification::default();
-            match pc {
-                Some(p) if p.cast::<PyString>().is_ok() => c.predicted_class = p.extract()?,
-                Some(p) => c.predicted_class_index = Some(int32(p)?),
-                None => {}
-            }
-            if let Some(p) = probabilities {
-                c.class_probabilities = floats(p)?;
-            }
-            c.score = score.map(float).transpose()?;
-            record.prediction = Some(Prediction::Classification(c));
-        } else if let Some(v) = given(self.regression_value) {
-            record.prediction = Some(Prediction::Regression(pb::Regression { value: float(v)? }));
-        } else if generation
-            || !generation_text.0.is_empty()
-            || !generation_text.1.is_empty()
-            || !generation_text.2.is_empty()
-        {
-            let (finish_reason, operation, response_model) = generation_text;
-            record.prediction = Some(Prediction::Generation(pb::Generation {
-                input_tokens: given(self.input_tokens).map(int).transpose()?.unwrap_or(0),
-                output_tokens: given(self.output_tokens).map(int).transpose()?.unwrap_or(0),
-                time_to_first_token_seconds: optional_float(self.time_to_first_token_seconds)?,
-                finish_reason,
-                operation,
-                response_model,
-            }));
-        }
-        if let Some(label) = given(self.label) {
-            record.label = Some(label_of(label)?);
-        }
-        if let Some(attributes) = given(self.attributes) {
-            let items = match attributes.cast::<PyDict>() {
-                Ok(d) => d.items(),
-                Err(_) => attributes
-                    .call_method0("items")?
-                    .try_iter()?
-                    .collect::<PyResult<Vec<_>>>()
-                    .map(|v| PyList::new(attributes.py(), v))??,
-            };
-            for pair in items.iter() {
-                let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
-                record.attributes.push(pb::Attribute {
-                    key: text_of(&key)?,
-                    value: text_of(&value)?,
-                });
-            }
-        }
-        Ok(record)
+            result
+        })
+    });
+    match reused {
+        Ok(Some(result)) => result,
+        _ => (f.take().unwrap())(&mut Vec::new()),
     }
 }
 

@@ -16,7 +16,7 @@ use pyo3::types::PyAnyMethods;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc, Condvar, Mutex,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -24,15 +24,31 @@ use std::{
 use tokio::sync::{mpsc, watch, Notify};
 use tonic::{transport::Channel, Code, Status};
 
-/// A `RecordBatch` already encoded: the generated client sends these bytes as they are, so a
-/// batch is encoded once and resent without encoding it again (build.rs maps the proto's
-/// `RecordBatch` here).
+/// A `RecordBatch` already encoded, in three parts that are sent one after the other: `head`
+/// (sequence, model, version, declarations), `records` (the `records` fields as the queue holds
+/// them, [`RecordQueue`]) and `tail` (`client_dropped_records`). The generated client sends these
+/// bytes as they are, so a batch is encoded once, its records are never copied into a batch
+/// buffer of their own, and the same bytes are resent (build.rs maps the proto's `RecordBatch`
+/// here). The parts are in field-number order, as prost would write them.
 #[derive(Clone, Default, PartialEq, Debug)]
-pub struct EncodedBatch(pub Bytes);
+pub struct EncodedBatch {
+    pub head: Bytes,
+    pub records: Bytes,
+    pub tail: Bytes,
+}
+
+impl EncodedBatch {
+    /// The whole batch in one buffer (for `on_ack` and the reject log, not for sending).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.records[..], &self.tail[..]].concat()
+    }
+}
 
 impl prost::Message for EncodedBatch {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        buf.put_slice(&self.0);
+        buf.put_slice(&self.head);
+        buf.put_slice(&self.records);
+        buf.put_slice(&self.tail);
     }
 
     fn merge_field(
@@ -47,11 +63,77 @@ impl prost::Message for EncodedBatch {
     }
 
     fn encoded_len(&self) -> usize {
-        self.0.len()
+        self.head.len() + self.records.len() + self.tail.len()
     }
 
     fn clear(&mut self) {
-        self.0 = Bytes::new();
+        *self = Self::default();
+    }
+}
+
+/// Records waiting to be sent, each already encoded as one `records` field of a `RecordBatch`
+/// (field 5: key, length, the `InferenceRecord`'s bytes; crate::encode writes them), kept in
+/// chunks of at most `batch_size` records. A chunk is one batch's records: the sender takes the
+/// oldest chunk whole and sends its bytes as they are ([`EncodedBatch::records`]), so a record
+/// costs no allocation of its own, and its bytes are copied once on this side (from the caller's
+/// scratch buffer into the chunk).
+#[derive(Debug, Default)]
+pub struct RecordQueue {
+    /// Oldest first; only the last one may hold fewer than `batch_size` records.
+    chunks: VecDeque<Chunk>,
+    /// Records in `chunks`: `record` drops past `max_queue`.
+    len: usize,
+    /// The capacity to give a new chunk: the size of the last chunk that was filled, so that a
+    /// chunk rarely grows while it fills.
+    chunk_capacity: usize,
+}
+
+/// One batch's records, encoded.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub records: usize,
+}
+
+impl RecordQueue {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends one record's field: `key` (its key and length) and `record` (its bytes).
+    pub fn push(&mut self, key: &[u8], record: &[u8], batch_size: usize) {
+        let size = key.len() + record.len();
+        let capacity = self.chunk_capacity.max(size * batch_size.min(64));
+        let chunk = match self.chunks.back_mut() {
+            Some(c) if c.records < batch_size => c,
+            _ => {
+                self.chunks.push_back(Chunk {
+                    bytes: Vec::with_capacity(capacity),
+                    records: 0,
+                });
+                self.chunks.back_mut().unwrap()
+            }
+        };
+        chunk.bytes.extend_from_slice(key);
+        chunk.bytes.extend_from_slice(record);
+        chunk.records += 1;
+        if chunk.records == batch_size {
+            self.chunk_capacity = self.chunk_capacity.max(chunk.bytes.len());
+        }
+        self.len += 1;
+    }
+
+    /// Takes the oldest chunk: `batch_size` records, or all of them when fewer are queued.
+    pub fn take(&mut self) -> Option<Chunk> {
+        let chunk = self.chunks.pop_front()?;
+        self.len -= chunk.records;
+        Some(chunk)
+    }
+
+    /// Empties the queue; returns how many records it held.
+    pub fn clear(&mut self) -> usize {
+        self.chunks.clear();
+        std::mem::take(&mut self.len)
     }
 }
 
@@ -103,9 +185,11 @@ pub struct Declarations {
 /// What the caller's side and the background thread share.
 pub struct Shared {
     pub settings: Settings,
-    /// Records waiting, at most `max_queue` (capacity reserved up front, so a push never
-    /// reallocates under the lock). Boxed so that taking a batch moves pointers, not records.
-    pub queue: Mutex<VecDeque<Box<pb::InferenceRecord>>>,
+    /// Records waiting, encoded, at most `max_queue`.
+    pub queue: Mutex<RecordQueue>,
+    /// The queue's length, read without its lock (`record` drops without encoding when the
+    /// queue is full; the sender's polling; `stats`). Written under the lock.
+    pub queued: AtomicUsize,
     pub labels: Mutex<VecDeque<pb::GroundTruth>>,
     pub declarations: Mutex<Declarations>,
     pub counters: Counters,
@@ -135,10 +219,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: Settings, on_ack: Option<pyo3::Py<pyo3::PyAny>>) -> Self {
-        let queue = VecDeque::with_capacity(settings.max_queue);
         Self {
             settings,
-            queue: Mutex::new(queue),
+            queue: Mutex::new(RecordQueue::default()),
+            queued: AtomicUsize::new(0),
             labels: Mutex::new(VecDeque::new()),
             declarations: Mutex::new(Declarations::default()),
             counters: Counters::default(),
@@ -213,7 +297,7 @@ fn retryable(code: Code) -> bool {
 /// A batch sent and not yet acknowledged.
 struct Inflight {
     sequence: u64,
-    bytes: Bytes,
+    batch: EncodedBatch,
     records: usize,
     /// Its `client_dropped_records`: reported again if this batch is lost.
     reported: u64,
@@ -292,36 +376,42 @@ fn jitter(backoff: Duration) -> Duration {
     backoff.mul_f64(fraction)
 }
 
-/// Encodes a `RecordBatch` (proto/inferscope/v1/ingest.proto, fields 1–6) by hand from boxed
-/// records, in the order prost would.
+/// Encodes a `RecordBatch` (proto/inferscope/v1/ingest.proto, fields 1–6) around a chunk of
+/// encoded records ([`RecordQueue`]), in the order prost would: the fields before the records
+/// and the one after them with prost's own field encoders, the records as they are.
 fn encode_batch(
     sequence: u64,
     settings: &Settings,
     declarations: &[pb::ModelDeclaration],
-    records: &[Box<pb::InferenceRecord>],
+    records: Vec<u8>,
     dropped: u64,
-) -> Bytes {
-    let estimate = records
-        .first()
-        .map(|r| (prost::Message::encoded_len(&**r) + 4) * records.len())
-        .unwrap_or(0);
-    let mut buf = BytesMut::with_capacity(estimate + 64);
-    encoding::uint64::encode(1, &sequence, &mut buf);
+) -> EncodedBatch {
+    let mut head = BytesMut::with_capacity(
+        32 + settings.model.len()
+            + settings.version.len()
+            + declarations
+                .iter()
+                .map(|d| prost::Message::encoded_len(d) + 4)
+                .sum::<usize>(),
+    );
+    encoding::uint64::encode(1, &sequence, &mut head);
     for (tag, text) in [(2, &settings.model), (3, &settings.version)] {
         if !text.is_empty() {
-            encoding::string::encode(tag, text, &mut buf);
+            encoding::string::encode(tag, text, &mut head);
         }
     }
     for declaration in declarations {
-        encoding::message::encode(4, declaration, &mut buf);
+        encoding::message::encode(4, declaration, &mut head);
     }
-    for record in records {
-        encoding::message::encode(5, &**record, &mut buf);
-    }
+    let mut tail = BytesMut::new();
     if dropped != 0 {
-        encoding::uint64::encode(6, &dropped, &mut buf);
+        encoding::uint64::encode(6, &dropped, &mut tail);
     }
-    buf.freeze()
+    EncodedBatch {
+        head: head.freeze(),
+        records: Bytes::from(records),
+        tail: tail.freeze(),
+    }
 }
 
 /// Runs the background side until close() (or an abort); called on the client's own thread.
@@ -455,7 +545,7 @@ impl Records {
         let channel = match connected {
             Ok(channel) => channel,
             Err(e) => {
-                let queued = self.shared.queue.lock().unwrap().len();
+                let queued = self.shared.queued.load(Relaxed);
                 self.warnings.warn(
                     "connect",
                     INFO,
@@ -491,16 +581,16 @@ impl Records {
         };
         if !all.is_empty() {
             self.sequence += 1;
-            let bytes = encode_batch(self.sequence, &settings, &all, &[], 0);
+            let batch = encode_batch(self.sequence, &settings, &all, Vec::new(), 0);
             let entry = Inflight {
                 sequence: self.sequence,
-                bytes,
+                batch,
                 records: 0,
                 reported: 0,
                 attempts: 0,
             };
             if let Some(tx) = &tx {
-                let _ = tx.send(EncodedBatch(entry.bytes.clone())).await;
+                let _ = tx.send(entry.batch.clone()).await;
             }
             inflight.insert(entry.sequence, entry);
         }
@@ -552,7 +642,7 @@ impl Records {
         let now = tokio::time::Instant::now();
         let elapsed = now.duration_since(*last).as_secs_f64().max(1e-6);
         *last = now;
-        let queued = self.shared.queue.lock().unwrap().len();
+        let queued = self.shared.queued.load(Relaxed);
         let next = (queued > 0).then(|| {
             let half_batch = settings.batch_size as f64 / 2.0 / (queued as f64 / elapsed);
             let wait =
@@ -583,26 +673,27 @@ impl Records {
                 .counters
                 .resent
                 .fetch_add(entry.records as u64, Relaxed);
-            let _ = sender.send(EncodedBatch(entry.bytes.clone())).await;
+            let _ = sender.send(entry.batch.clone()).await;
             inflight.insert(entry.sequence, entry);
             // More may be due at once.
             self.shared.wake.notify_one();
             return;
         }
         let urgent = self.shared.closing() || self.shared.flush_requested.load(Relaxed);
-        let records: Vec<Box<pb::InferenceRecord>> = {
+        let chunk = {
             let mut queue = self.shared.queue.lock().unwrap();
             if queue.len() < settings.batch_size && !(timed_out || urgent) {
                 return;
             }
-            let n = queue.len().min(settings.batch_size);
-            queue.drain(..n).collect()
+            let chunk = queue.take().unwrap_or_default();
+            self.shared.queued.store(queue.len(), Relaxed);
+            chunk
         };
         *deadline = tokio::time::Instant::now() + settings.flush_interval;
         let declarations = std::mem::take(&mut self.shared.declarations.lock().unwrap().pending);
         let dropped = self.shared.counters.dropped.load(Relaxed);
         let report = dropped.saturating_sub(self.reported);
-        if records.is_empty() && declarations.is_empty() && report == 0 {
+        if chunk.records == 0 && declarations.is_empty() && report == 0 {
             self.shared.flush_requested.store(false, Relaxed);
             if self.shared.closing() && inflight.is_empty() {
                 *tx = None; // half-close: the server acks what is in flight and ends the call
@@ -611,23 +702,20 @@ impl Records {
         }
         self.reported += report;
         self.sequence += 1;
-        let bytes = encode_batch(self.sequence, settings, &declarations, &records, report);
-        self.shared
-            .counters
-            .sent
-            .fetch_add(records.len() as u64, Relaxed);
+        let records = chunk.records;
+        let batch = encode_batch(self.sequence, settings, &declarations, chunk.bytes, report);
+        self.shared.counters.sent.fetch_add(records as u64, Relaxed);
         let entry = Inflight {
             sequence: self.sequence,
-            bytes,
-            records: records.len(),
+            batch,
+            records,
             reported: report,
             attempts: 0,
         };
-        drop(records);
-        let _ = sender.send(EncodedBatch(entry.bytes.clone())).await;
+        let _ = sender.send(entry.batch.clone()).await;
         inflight.insert(entry.sequence, entry);
         // A full batch may still be waiting behind this one.
-        if self.shared.queue.lock().unwrap().len() >= settings.batch_size || urgent {
+        if self.shared.queued.load(Relaxed) >= settings.batch_size || urgent {
             self.shared.wake.notify_one();
         }
     }
@@ -648,7 +736,7 @@ impl Records {
         if !ack.rejects.is_empty() || self.shared.on_ack.is_some() {
             let warn = !ack.rejects.is_empty() && self.warnings.due("rejects");
             let rejected = c.rejected.load(Relaxed);
-            call_python(&self.shared, &ack, &entry.bytes, rejected, warn);
+            call_python(&self.shared, &ack, &entry.batch, rejected, warn);
         }
     }
 
@@ -706,15 +794,22 @@ impl Records {
 /// Hands an ack with rejects (to log them as the pure-Python client does) or any ack (for the
 /// user's `on_ack`) to `inferscope_client.native._on_ack`, with the generated Python messages
 /// decoded there. What the callback raises is logged and ignored.
-fn call_python(shared: &Shared, ack: &pb::BatchAck, batch: &Bytes, rejected: u64, warn: bool) {
+fn call_python(
+    shared: &Shared,
+    ack: &pb::BatchAck,
+    batch: &EncodedBatch,
+    rejected: u64,
+    warn: bool,
+) {
     use pyo3::types::PyBytes;
     let ack_bytes = prost::Message::encode_to_vec(ack);
+    let batch = batch.to_vec();
     pyo3::Python::attach(|py| {
         let called = py.import("inferscope_client.native").and_then(|m| {
             let callback = shared.on_ack.as_ref().map(|c| c.bind(py).clone());
             m.getattr("_on_ack")?.call1((
                 PyBytes::new(py, &ack_bytes),
-                PyBytes::new(py, batch),
+                PyBytes::new(py, &batch),
                 rejected,
                 warn,
                 callback,

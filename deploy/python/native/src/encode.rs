@@ -1,0 +1,472 @@
+//! Reads `record(...)`'s arguments straight into the protobuf bytes of an `InferenceRecord`
+//! (proto/inferscope/v1/ingest.proto), as the pure-Python client's `_fill_record`
+//! (deploy/python/inferscope_client/client.py) fills the message.
+//!
+//! Written by hand because prost encodes only its generated structs: going through
+//! `pb::InferenceRecord` meant a `Vec<f64>` and a `String` or two allocated per record on the
+//! caller's thread, freed on the sender's, and a second pass (`encoded_len`, then `encode_raw`,
+//! which writes a packed double as eight one-byte-wide copies) on the sender's thread: about half
+//! of the client's instructions per record (BENCHMARKS.md, *Python client (issue 15)*). Here each
+//! value is read from its Python object and written once, into a reused buffer, in field-number
+//! order with prost's wire rules (proto3: an empty string, a zero number and an empty repeated
+//! field are left out; `optional` and oneof fields are written whenever set; repeated doubles
+//! packed). Keys and varints come from prost's own `encoding` helpers. The tests in
+//! deploy/python/tests/test_client.py decode what this writes and compare it, record by record,
+//! with the message the pure-Python client builds from the same arguments.
+//!
+//! Lists and tuples of floats are read through the C API (`PyList_GET_ITEM`,
+//! `PyFloat_AS_DOUBLE`) without touching reference counts when every item is an exact `float`;
+//! any other item (None, int, a numpy scalar, anything `float()` accepts) goes through `float()`
+//! itself. The stable ABI (`--features abi3`) has neither macro and reads them through PyO3.
+
+use crate::pb;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use pyo3::{
+    exceptions::{PyTypeError, PyValueError},
+    ffi,
+    prelude::*,
+    types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple},
+};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The arguments of `record`, as given (`None` when not passed).
+pub struct RecordArgs<'a, 'py> {
+    pub request_id: Option<&'a Bound<'py, PyAny>>,
+    pub latency_seconds: Option<&'a Bound<'py, PyAny>>,
+    pub error_type: Option<&'a Bound<'py, PyAny>>,
+    pub model: Option<&'a Bound<'py, PyAny>>,
+    pub version: Option<&'a Bound<'py, PyAny>>,
+    pub time_unix_nano: Option<&'a Bound<'py, PyAny>>,
+    pub numeric_features: Option<&'a Bound<'py, PyAny>>,
+    pub categorical_features: Option<&'a Bound<'py, PyAny>>,
+    pub features: Option<&'a Bound<'py, PyAny>>,
+    pub predicted_class: Option<&'a Bound<'py, PyAny>>,
+    pub class_probabilities: Option<&'a Bound<'py, PyAny>>,
+    pub score: Option<&'a Bound<'py, PyAny>>,
+    pub regression_value: Option<&'a Bound<'py, PyAny>>,
+    pub input_tokens: Option<&'a Bound<'py, PyAny>>,
+    pub output_tokens: Option<&'a Bound<'py, PyAny>>,
+    pub time_to_first_token_seconds: Option<&'a Bound<'py, PyAny>>,
+    pub finish_reason: Option<&'a Bound<'py, PyAny>>,
+    pub operation: Option<&'a Bound<'py, PyAny>>,
+    pub response_model: Option<&'a Bound<'py, PyAny>>,
+    pub label: Option<&'a Bound<'py, PyAny>>,
+    pub traceparent: Option<&'a Bound<'py, PyAny>>,
+    pub tracestate: Option<&'a Bound<'py, PyAny>>,
+    pub attributes: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// `None` for an absent or None argument (`x is not None`).
+fn given<'a, 'py>(arg: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+    arg.filter(|a| !a.is_none())
+}
+
+/// `if x:` for an argument (absent and None are false).
+fn truthy(arg: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    match given(arg) {
+        None => Ok(false),
+        Some(a) => match a.cast_exact::<PyString>() {
+            Ok(s) => Ok(s.len()? > 0),
+            Err(_) => a.is_truthy(),
+        },
+    }
+}
+
+/// A length-delimited field whose length is written once its contents are: the key, then
+/// room for a varint of `hint`'s size ([`close`] moves the contents when the length needs
+/// another size).
+struct Open {
+    at: usize,
+    room: usize,
+}
+
+fn open(out: &mut Vec<u8>, tag: u32, hint: usize) -> Open {
+    encode_key(tag, WireType::LengthDelimited, out);
+    let room = encoded_len_varint(hint as u64);
+    let at = out.len();
+    out.resize(at + room, 0);
+    Open { at, room }
+}
+
+/// Writes the field's length; returns it.
+fn close(out: &mut Vec<u8>, field: Open) -> usize {
+    let start = field.at + field.room;
+    let len = out.len() - start;
+    let needed = encoded_len_varint(len as u64);
+    if needed != field.room {
+        let end = out.len();
+        if needed > field.room {
+            out.resize(end + needed - field.room, 0);
+        }
+        out.copy_within(start..end, field.at + needed);
+        out.truncate(field.at + needed + len);
+    }
+    let mut varint = [0u8; 10];
+    let mut slice = &mut varint[..];
+    encode_varint(len as u64, &mut slice);
+    out[field.at..field.at + needed].copy_from_slice(&varint[..needed]);
+    len
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn put_double(out: &mut Vec<u8>, tag: u32, value: f64) {
+    encode_key(tag, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
+    encode_key(tag, WireType::Varint, out);
+    encode_varint(value, out);
+}
+
+/// A string field from a `str` (not left out when empty: for repeated and oneof fields).
+fn put_str(out: &mut Vec<u8>, tag: u32, s: &Bound<'_, PyString>) -> PyResult<()> {
+    put_bytes(out, tag, s.to_cow()?.as_bytes());
+    Ok(())
+}
+
+/// A string field left out when empty (a scalar proto3 field).
+fn put_nonempty(out: &mut Vec<u8>, tag: u32, s: &Bound<'_, PyString>) -> PyResult<()> {
+    let s = s.to_cow()?;
+    if !s.is_empty() {
+        put_bytes(out, tag, s.as_bytes());
+    }
+    Ok(())
+}
+
+/// `str(value)`.
+fn str_of<'py>(a: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    match a.cast_exact::<PyString>() {
+        Ok(s) => Ok(s.clone()),
+        Err(_) => a.str(),
+    }
+}
+
+/// `if x: rec.field = str(x)`.
+fn put_text(out: &mut Vec<u8>, tag: u32, arg: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    if truthy(arg)? {
+        put_nonempty(out, tag, &str_of(arg.unwrap())?)?;
+    }
+    Ok(())
+}
+
+/// `if x: rec.field = x` for a field that takes a `str` only (model, version, traceparent...).
+fn put_string(
+    out: &mut Vec<u8>,
+    tag: u32,
+    arg: Option<&Bound<'_, PyAny>>,
+    name: &str,
+) -> PyResult<()> {
+    if !truthy(arg)? {
+        return Ok(());
+    }
+    let a = arg.unwrap();
+    match a.cast::<PyString>() {
+        Ok(s) => put_str(out, tag, s),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{name} must be str, not {}",
+            a.get_type().name()?
+        ))),
+    }
+}
+
+/// `float(value)`: an exact float as it is, anything else through `float()` itself.
+pub fn float(a: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(f) = a.cast_exact::<PyFloat>() {
+        return Ok(f.value());
+    }
+    // SAFETY: PyNumber_Float is `float(a)`, returning a new reference or NULL with an error set.
+    let f = unsafe { Bound::from_owned_ptr_or_err(a.py(), ffi::PyNumber_Float(a.as_ptr()))? };
+    Ok(f.cast_into::<PyFloat>()?.value())
+}
+
+/// `int(value)`, then as a u64.
+pub fn int(a: &Bound<'_, PyAny>) -> PyResult<u64> {
+    match a.extract::<u64>() {
+        Ok(v) => Ok(v),
+        Err(_) => a.py().get_type::<PyInt>().call1((a,))?.extract(),
+    }
+}
+
+/// `int(value)`, then as a u32 (class indices).
+pub fn int32(a: &Bound<'_, PyAny>) -> PyResult<u32> {
+    u32::try_from(int(a)?).map_err(|_| PyValueError::new_err("a class index must be < 2**32"))
+}
+
+/// One item of a sequence of numbers, as `_floats`: None is missing (NaN), anything else
+/// `float(item)`.
+fn item(v: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if v.is_none() {
+        Ok(f64::NAN)
+    } else {
+        float(v)
+    }
+}
+
+/// A packed `repeated double` field from a sequence of numbers, as `_floats` reads it (numpy
+/// arrays through `tolist()`); left out when empty.
+fn put_floats(out: &mut Vec<u8>, tag: u32, values: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mark = out.len();
+    let len = if let Ok(list) = values.cast_exact::<PyList>() {
+        let field = open(out, tag, 8 * list.len());
+        floats_of_list(out, list)?;
+        close(out, field)
+    } else if let Ok(tuple) = values.cast_exact::<PyTuple>() {
+        let field = open(out, tag, 8 * tuple.len());
+        floats_of_tuple(out, tuple)?;
+        close(out, field)
+    } else {
+        let field = open(out, tag, 0);
+        match values.getattr_opt("tolist")? {
+            Some(tolist) => {
+                let list = tolist.call0()?;
+                match list.cast_exact::<PyList>() {
+                    Ok(list) => floats_of_list(out, list)?,
+                    Err(_) => floats_of_iter(out, &list)?,
+                }
+            }
+            None => floats_of_iter(out, values)?,
+        }
+        close(out, field)
+    };
+    if len == 0 {
+        out.truncate(mark); // empty: left out, as prost does
+    }
+    Ok(())
+}
+
+fn floats_of_iter(out: &mut Vec<u8>, values: &Bound<'_, PyAny>) -> PyResult<()> {
+    for v in values.try_iter()? {
+        out.extend_from_slice(&item(&v?)?.to_le_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "abi3"))]
+fn floats_of_list(out: &mut Vec<u8>, list: &Bound<'_, PyList>) -> PyResult<()> {
+    let py = list.py();
+    let ptr = list.as_ptr();
+    // SAFETY: `ptr` is a list (an exact one: no Python code runs to read it) and the lock is
+    // held. Items are borrowed; the size is read again at every step because `float()` on an item
+    // may run Python code that changes the list, and such an item is held (a new reference)
+    // while it runs.
+    unsafe {
+        out.reserve(8 * ffi::PyList_GET_SIZE(ptr) as usize);
+        let mut i = 0;
+        while i < ffi::PyList_GET_SIZE(ptr) {
+            let v = ffi::PyList_GET_ITEM(ptr, i);
+            let value = if ffi::PyFloat_CheckExact(v) != 0 {
+                ffi::PyFloat_AS_DOUBLE(v)
+            } else {
+                item(&Bound::from_borrowed_ptr(py, v))?
+            };
+            out.extend_from_slice(&value.to_le_bytes());
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "abi3"))]
+fn floats_of_tuple(out: &mut Vec<u8>, tuple: &Bound<'_, PyTuple>) -> PyResult<()> {
+    let py = tuple.py();
+    let ptr = tuple.as_ptr();
+    // SAFETY: `ptr` is a tuple (immutable, holding its items) and the lock is held.
+    unsafe {
+        let n = ffi::PyTuple_GET_SIZE(ptr);
+        out.reserve(8 * n as usize);
+        for i in 0..n {
+            let v = ffi::PyTuple_GET_ITEM(ptr, i);
+            let value = if ffi::PyFloat_CheckExact(v) != 0 {
+                ffi::PyFloat_AS_DOUBLE(v)
+            } else {
+                item(&Bound::from_borrowed_ptr(py, v))?
+            };
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "abi3")]
+fn floats_of_list(out: &mut Vec<u8>, list: &Bound<'_, PyList>) -> PyResult<()> {
+    for v in list.iter() {
+        out.extend_from_slice(&item(&v)?.to_le_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "abi3")]
+fn floats_of_tuple(out: &mut Vec<u8>, tuple: &Bound<'_, PyTuple>) -> PyResult<()> {
+    for v in tuple.iter() {
+        out.extend_from_slice(&item(&v)?.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// `mapping.items()`, a dict's without a call.
+fn items<'py>(
+    mapping: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    if let Ok(d) = mapping.cast_exact::<PyDict>() {
+        return Ok(d.iter().collect());
+    }
+    mapping
+        .call_method0("items")?
+        .try_iter()?
+        .map(|pair| pair?.extract())
+        .collect()
+}
+
+/// A label as `_fill_label`: class name, class index (int, bool, numpy integers), regression
+/// value, or a `Label` message (anything with `SerializeToString`) or its serialized bytes.
+pub fn label_of(a: &Bound<'_, PyAny>) -> PyResult<pb::Label> {
+    use pb::label::Value;
+    let value = if let Ok(s) = a.cast::<PyString>() {
+        Value::ClassName(s.extract()?)
+    } else if a.cast::<PyFloat>().is_ok() {
+        Value::RegressionValue(float(a)?)
+    } else if a.cast::<PyInt>().is_ok() || a.cast::<PyBool>().is_ok() {
+        Value::ClassIndex(a.extract()?)
+    } else if let Ok(bytes) = a.cast::<PyBytes>() {
+        return <pb::Label as prost::Message>::decode(bytes.as_bytes())
+            .map_err(|e| PyValueError::new_err(e.to_string()));
+    } else if let Ok(serialize) = a.getattr("SerializeToString") {
+        let bytes = serialize.call0()?;
+        return <pb::Label as prost::Message>::decode(bytes.cast::<PyBytes>()?.as_bytes())
+            .map_err(|e| PyValueError::new_err(e.to_string()));
+    } else if a.hasattr("__index__")? {
+        Value::ClassIndex(int32(a)?)
+    } else if a.hasattr("__float__")? {
+        Value::RegressionValue(float(a)?)
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "label must be str, int, float or Label, not {}",
+            a.get_type().name()?
+        )));
+    };
+    Ok(pb::Label { value: Some(value) })
+}
+
+impl RecordArgs<'_, '_> {
+    /// Appends the record's `InferenceRecord` bytes to `out` (which may hold other bytes
+    /// before them); on an error `out` may hold part of the record, and the caller drops it.
+    pub fn encode(&self, out: &mut Vec<u8>) -> PyResult<()> {
+        // InferenceRecord, in field-number order.
+        put_string(out, 1, self.model, "model")?;
+        put_string(out, 2, self.version, "version")?;
+        put_text(out, 3, self.request_id)?;
+        let time_unix_nano = match given(self.time_unix_nano) {
+            Some(t) => int(t)?,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        };
+        if time_unix_nano != 0 {
+            encode_key(4, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&time_unix_nano.to_le_bytes());
+        }
+        if let Some(latency) = given(self.latency_seconds) {
+            put_double(out, 5, float(latency)?);
+        }
+        put_text(out, 6, self.error_type)?;
+        if let Some(numeric) = given(self.numeric_features) {
+            put_floats(out, 7, numeric)?;
+        }
+        if let Some(categorical) = given(self.categorical_features) {
+            for c in categorical.try_iter()? {
+                put_str(out, 8, &str_of(&c?)?)?;
+            }
+        }
+        if truthy(self.features)? {
+            for (name, value) in items(self.features.unwrap())? {
+                let field = open(out, 9, 0);
+                put_nonempty(out, 1, &str_of(&name)?)?;
+                if let Ok(category) = value.cast::<PyString>() {
+                    put_str(out, 3, category)?;
+                } else {
+                    put_double(out, 2, item(&value)?); // None: missing (NaN)
+                }
+                close(out, field);
+            }
+        }
+        self.encode_prediction(out)?;
+        if let Some(label) = given(self.label) {
+            prost::encoding::message::encode(13, &label_of(label)?, out);
+        }
+        put_string(out, 14, self.traceparent, "traceparent")?;
+        put_string(out, 15, self.tracestate, "tracestate")?;
+        if truthy(self.attributes)? {
+            for (key, value) in items(self.attributes.unwrap())? {
+                let field = open(out, 16, 0);
+                put_nonempty(out, 1, &str_of(&key)?)?;
+                put_nonempty(out, 2, &str_of(&value)?)?;
+                close(out, field);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `prediction` oneof: classification, else regression, else generation, as
+    /// `_fill_record` decides.
+    fn encode_prediction(&self, out: &mut Vec<u8>) -> PyResult<()> {
+        let (pc, probabilities, score) = (
+            given(self.predicted_class),
+            given(self.class_probabilities),
+            given(self.score),
+        );
+        if pc.is_some() || probabilities.is_some() || score.is_some() {
+            let field = open(out, 10, 0);
+            if let Some(p) = pc {
+                match p.cast::<PyString>() {
+                    Ok(name) => put_nonempty(out, 1, name)?,
+                    Err(_) => put_varint(out, 2, int32(p)? as u64),
+                }
+            }
+            if let Some(p) = probabilities {
+                put_floats(out, 3, p)?;
+            }
+            if let Some(score) = score {
+                put_double(out, 4, float(score)?);
+            }
+            close(out, field);
+        } else if let Some(v) = given(self.regression_value) {
+            let field = open(out, 11, 0);
+            let value = float(v)?;
+            if value.to_bits() != 0 {
+                put_double(out, 1, value);
+            }
+            close(out, field);
+        } else if given(self.input_tokens).is_some()
+            || given(self.output_tokens).is_some()
+            || given(self.time_to_first_token_seconds).is_some()
+            || truthy(self.finish_reason)?
+            || truthy(self.operation)?
+            || truthy(self.response_model)?
+        {
+            let field = open(out, 12, 0);
+            for (tag, tokens) in [(1, self.input_tokens), (2, self.output_tokens)] {
+                if let Some(t) = given(tokens) {
+                    let t = int(t)?;
+                    if t != 0 {
+                        put_varint(out, tag, t);
+                    }
+                }
+            }
+            if let Some(ttft) = given(self.time_to_first_token_seconds) {
+                put_double(out, 3, float(ttft)?);
+            }
+            put_string(out, 4, self.finish_reason, "finish_reason")?;
+            put_string(out, 5, self.operation, "operation")?;
+            put_string(out, 6, self.response_model, "response_model")?;
+            close(out, field);
+        }
+        Ok(())
+    }
+}
