@@ -19,6 +19,10 @@ pub trait WindowState: Clone {
     /// computation) the result may hold; past it, the state keeps only its approximation.
     fn merge(&mut self, other: &Self, exact_budget: usize);
     fn reset(&mut self);
+    /// Called on the live state before it is merged into the buckets and the total: a state
+    /// whose exact items can be shared between the states it is merged into (instead of copied
+    /// into each) makes them shareable here (`ScoreCurve::seal`, `src/stats/score_curve.rs`).
+    fn seal(&mut self) {}
     /// Exact items held, counted against the budget.
     fn exact_len(&self) -> usize;
 }
@@ -211,6 +215,7 @@ impl<S: WindowState> Windows<S> {
 
     /// Credits `live` to every ring and the total, and clears it.
     pub fn flush(&mut self) {
+        self.live.seal();
         for ring in &mut self.rings {
             ring.absorb(&self.live, self.exact_cap);
         }

@@ -285,6 +285,12 @@ impl WindowState for QualityState {
         self.regression.merge(&other.regression);
     }
 
+    fn seal(&mut self) {
+        for c in &mut self.curves {
+            c.seal();
+        }
+    }
+
     fn reset(&mut self) {
         self.predictions.fill(0);
         self.confusion.reset();

@@ -5,9 +5,11 @@
 //! - a **score histogram**: positives and negatives counted in [`SCORE_BINS`] bins that are
 //!   uniform in logit space over `[-LOGIT_RANGE, LOGIT_RANGE]` (probabilities from 4.5e-5 to
 //!   1 − 4.5e-5; the bins are narrow near 0 and 1, where calibrated classifiers put most scores).
-//!   Scores outside (0, 1) fall in the end bins. Mergeable, fixed size.
+//!   Scores outside (0, 1) fall in the end bins. Mergeable, fixed size; a merged state keeps the
+//!   counts in the smallest form that holds them (`Bins`).
 //! - the **exact pairs** `(score, is_positive)` while there are at most `exact_cap` of them;
-//!   past that they are dropped for good (for this state).
+//!   past that they are dropped for good (for this state). States merged from the same live
+//!   state share its pairs instead of copying them (`Exact`).
 //!
 //! Exact values follow scikit-learn: `roc_auc_score` (ties count half, the area under the
 //! trapezoids of `roc_curve`) and `average_precision_score` (Σ (Rₙ − Rₙ₋₁)·Pₙ over distinct
@@ -27,6 +29,8 @@
 //! trust it; they are tested against the exact oracle.
 //!
 //! Written by hand: no maintained Rust crate computes mergeable, bounded ROC/PR areas.
+
+use std::sync::Arc;
 
 /// Number of score bins.
 pub const SCORE_BINS: usize = 512;
@@ -55,58 +59,319 @@ pub fn score_bin(score: f64) -> usize {
     ((u * SCORE_BINS as f64).max(0.0) as usize).min(SCORE_BINS - 1)
 }
 
+/// Largest number of non-empty bins one side of a stored state keeps as a sparse list: 8 bytes
+/// an entry, so at most 1 KiB where the dense counts take 2 KiB (u32) or 4 KiB (u64).
+const SPARSE_MAX: usize = SCORE_BINS / 4;
+
+/// Counts per score bin of one side of a curve (its positives, or its negatives), in the
+/// smallest of three forms that holds them (BENCHMARKS.md, "Memory with many model versions"):
+/// a window keeps a state per bucket, and most buckets see few distinct scores, or counts far
+/// below 2³². The state records update is always `Wide` (one index per score, no search); a
+/// merge result takes the smallest form that fits. The forms are invisible outside this module:
+/// equality, serialization and every statistic read the counts, not the form.
+#[derive(Debug, Clone)]
+enum Bins {
+    /// The non-empty bins in increasing order, each with its count.
+    Sparse(Vec<(u16, u32)>),
+    /// Every bin's count, while all fit in a u32.
+    Narrow(Box<[u32]>),
+    /// Every bin's count.
+    Wide(Box<[u64]>),
+}
+
+impl Default for Bins {
+    fn default() -> Self {
+        Bins::Sparse(Vec::new())
+    }
+}
+
+impl PartialEq for Bins {
+    fn eq(&self, other: &Self) -> bool {
+        self.nonempty() == other.nonempty()
+    }
+}
+
+impl Bins {
+    /// Adds one to `bin`; the state becomes `Wide` first if it is not.
+    #[inline]
+    fn increment(&mut self, bin: usize) {
+        if !matches!(self, Bins::Wide(_)) {
+            self.widen();
+        }
+        if let Bins::Wide(counts) = self {
+            counts[bin] += 1;
+        }
+    }
+
+    fn widen(&mut self) {
+        let mut counts = vec![0u64; SCORE_BINS].into_boxed_slice();
+        self.for_each(|bin, n| counts[bin] = n);
+        *self = Bins::Wide(counts);
+    }
+
+    /// Calls `f(bin, count)` for every non-empty bin, in increasing bin order.
+    fn for_each(&self, mut f: impl FnMut(usize, u64)) {
+        match self {
+            Bins::Sparse(entries) => {
+                for &(bin, n) in entries {
+                    f(bin as usize, u64::from(n));
+                }
+            }
+            Bins::Narrow(counts) => {
+                for (bin, &n) in counts.iter().enumerate() {
+                    if n > 0 {
+                        f(bin, u64::from(n));
+                    }
+                }
+            }
+            Bins::Wide(counts) => {
+                for (bin, &n) in counts.iter().enumerate() {
+                    if n > 0 {
+                        f(bin, n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The non-empty bins in increasing order, with their counts.
+    fn nonempty(&self) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        self.for_each(|bin, n| out.push((bin, n)));
+        out
+    }
+
+    /// The smallest form holding these non-empty bins (increasing, each bin once).
+    fn of_nonempty(entries: &[(usize, u64)]) -> Self {
+        let fits = entries.iter().all(|&(_, n)| n <= u64::from(u32::MAX));
+        if fits && entries.len() <= SPARSE_MAX {
+            Bins::Sparse(entries.iter().map(|&(b, n)| (b as u16, n as u32)).collect())
+        } else if fits {
+            let mut counts = vec![0u32; SCORE_BINS].into_boxed_slice();
+            for &(bin, n) in entries {
+                counts[bin] = n as u32;
+            }
+            Bins::Narrow(counts)
+        } else {
+            let mut counts = vec![0u64; SCORE_BINS].into_boxed_slice();
+            for &(bin, n) in entries {
+                counts[bin] = n;
+            }
+            Bins::Wide(counts)
+        }
+    }
+
+    /// Adds `other`'s counts. A `Wide` state stays `Wide` (it is the live state records update,
+    /// or it outgrew u32); any other takes the smallest form that holds the sum.
+    fn merge(&mut self, other: &Bins) {
+        match self {
+            Bins::Wide(counts) => {
+                other.for_each(|bin, n| counts[bin] += n);
+                return;
+            }
+            Bins::Narrow(counts) => {
+                let mut fits = true;
+                other.for_each(|bin, n| {
+                    fits &= u64::from(counts[bin]) + n <= u64::from(u32::MAX);
+                });
+                if fits {
+                    other.for_each(|bin, n| counts[bin] += n as u32);
+                    return;
+                }
+            }
+            Bins::Sparse(mine) => {
+                if let Bins::Sparse(theirs) = other {
+                    // Both short: merged in one pass, without the dense array below.
+                    let (mut i, mut j) = (0, 0);
+                    let mut sum: Vec<(usize, u64)> = Vec::with_capacity(mine.len() + theirs.len());
+                    while i < mine.len() || j < theirs.len() {
+                        let a = mine.get(i).map(|&(b, n)| (b as usize, u64::from(n)));
+                        let b = theirs.get(j).map(|&(b, n)| (b as usize, u64::from(n)));
+                        match (a, b) {
+                            (Some(a), Some(b)) if a.0 == b.0 => {
+                                sum.push((a.0, a.1 + b.1));
+                                i += 1;
+                                j += 1;
+                            }
+                            (Some(a), Some(b)) if a.0 < b.0 => {
+                                sum.push(a);
+                                i += 1;
+                            }
+                            (Some(a), None) => {
+                                sum.push(a);
+                                i += 1;
+                            }
+                            (_, Some(b)) => {
+                                sum.push(b);
+                                j += 1;
+                            }
+                            (None, None) => unreachable!("the loop condition"),
+                        }
+                    }
+                    *self = Bins::of_nonempty(&sum);
+                    return;
+                }
+            }
+        }
+        let mut sum = [0u64; SCORE_BINS];
+        self.for_each(|bin, n| sum[bin] += n);
+        other.for_each(|bin, n| sum[bin] += n);
+        let nonempty: Vec<(usize, u64)> = (0..SCORE_BINS)
+            .filter(|&bin| sum[bin] > 0)
+            .map(|bin| (bin, sum[bin]))
+            .collect();
+        *self = Bins::of_nonempty(&nonempty);
+    }
+
+    /// Bytes held on the heap.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Bins::Sparse(entries) => entries.capacity() * std::mem::size_of::<(u16, u32)>(),
+            Bins::Narrow(counts) => counts.len() * 4,
+            Bins::Wide(counts) => counts.len() * 8,
+        }
+    }
+}
+
 /// Histogram and (while small) exact pairs of one binary problem's scores. Serialized with the
 /// bins as `(bin, count)` pairs of the non-empty ones (the fleet's shared window states,
 /// `src/fleet.rs`); counts that disagree with the bins are refused.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "CurveWire", into = "CurveWire")]
 pub struct ScoreCurve {
-    /// Positives per bin; empty until the first score (most window buckets of idle classes stay
-    /// empty and cost nothing).
-    positive_bins: Vec<u64>,
-    negative_bins: Vec<u64>,
+    /// Positives per bin, in the smallest form that holds them (`Bins`): nothing until the
+    /// first positive (most window buckets of idle classes stay empty and cost nothing).
+    positive_bins: Bins,
+    negative_bins: Bins,
     positives: u64,
     negatives: u64,
     /// The raw pairs, while there are no more than the cap given to `update` / `merge`.
     exact: Option<Exact>,
 }
 
-/// The exact pairs, split by class: 8 bytes a pair instead of 16 for `(f64, bool)` (its padding
-/// doubled the memory of every window's exact pairs; BENCHMARKS.md, "Memory with many model
-/// versions").
+/// Scores of one set of pairs, split by class: 8 bytes a pair instead of 16 for `(f64, bool)`
+/// (its padding doubled the memory of every window's exact pairs; BENCHMARKS.md, "Memory with
+/// many model versions").
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Exact {
+struct Scores {
     positive: Vec<f64>,
     negative: Vec<f64>,
 }
 
-impl Exact {
+impl Scores {
     fn len(&self) -> usize {
         self.positive.len() + self.negative.len()
+    }
+}
+
+/// Chunks a state holds before they are copied into one (a since-start state merges a chunk at
+/// every flush: without a bound, a slow model's state would hold thousands of tiny ones).
+const MAX_CHUNKS: usize = 32;
+
+/// The exact pairs of a state, in arrival order: chunks shared with other states, then the
+/// pairs this state recorded itself. The live state's pairs become one chunk when the windows
+/// flush it ([`ScoreCurve::seal`]); every ring's bucket, every window view and the since-start
+/// state that take them then hold a reference, not a copy (before, each held its own copy: five
+/// or more of every live pair, the largest part of the memory of many model versions).
+#[derive(Debug, Clone, Default)]
+struct Exact {
+    chunks: Vec<Arc<Scores>>,
+    /// Pairs in `chunks`.
+    shared: usize,
+    own: Scores,
+}
+
+impl PartialEq for Exact {
+    fn eq(&self, other: &Self) -> bool {
+        self.positive().eq(other.positive()) && self.negative().eq(other.negative())
+    }
+}
+
+impl Exact {
+    fn len(&self) -> usize {
+        self.shared + self.own.len()
     }
 
     fn push(&mut self, score: f64, positive: bool) {
         if positive {
-            self.positive.push(score);
+            self.own.positive.push(score);
         } else {
-            self.negative.push(score);
+            self.own.negative.push(score);
+        }
+    }
+
+    /// Makes the pairs recorded so far a chunk, which merges then share.
+    fn seal(&mut self) {
+        if self.own.len() > 0 {
+            self.shared += self.own.len();
+            let mut own = std::mem::take(&mut self.own);
+            // Shared for as long as a bucket holds it: without the growth slack.
+            own.positive.shrink_to_fit();
+            own.negative.shrink_to_fit();
+            self.chunks.push(Arc::new(own));
+            self.bound_chunks();
+        }
+    }
+
+    /// Past [`MAX_CHUNKS`], copies every pair into one chunk (in order).
+    fn bound_chunks(&mut self) {
+        if self.chunks.len() > MAX_CHUNKS {
+            let all = Scores {
+                positive: self
+                    .chunks
+                    .iter()
+                    .flat_map(|c| &c.positive)
+                    .copied()
+                    .collect(),
+                negative: self
+                    .chunks
+                    .iter()
+                    .flat_map(|c| &c.negative)
+                    .copied()
+                    .collect(),
+            };
+            self.chunks = vec![Arc::new(all)];
         }
     }
 
     fn extend(&mut self, other: &Self) {
-        self.positive.extend_from_slice(&other.positive);
-        self.negative.extend_from_slice(&other.negative);
+        // Own pairs first, so that the order stays the order of arrival.
+        self.seal();
+        self.chunks.extend(other.chunks.iter().cloned());
+        self.shared += other.shared;
+        if other.own.len() > 0 {
+            self.shared += other.own.len();
+            self.chunks.push(Arc::new(other.own.clone()));
+        }
+        self.bound_chunks();
     }
 
     fn clear(&mut self) {
-        self.positive.clear();
-        self.negative.clear();
+        self.chunks.clear();
+        self.shared = 0;
+        self.own.positive.clear();
+        self.own.negative.clear();
+    }
+
+    fn positive(&self) -> impl Iterator<Item = &f64> {
+        self.chunks
+            .iter()
+            .flat_map(|c| &c.positive)
+            .chain(&self.own.positive)
+    }
+
+    fn negative(&self) -> impl Iterator<Item = &f64> {
+        self.chunks
+            .iter()
+            .flat_map(|c| &c.negative)
+            .chain(&self.own.negative)
     }
 
     fn pairs(&self) -> Vec<(f64, bool)> {
-        let positive = self.positive.iter().map(|&s| (s, true));
+        let positive = self.positive().map(|&s| (s, true));
         positive
-            .chain(self.negative.iter().map(|&s| (s, false)))
+            .chain(self.negative().map(|&s| (s, false)))
             .collect()
     }
 
@@ -120,12 +385,11 @@ impl Exact {
 
     /// Groups of tied scores, highest first: (positives, negatives) per group.
     fn groups(&self) -> Vec<(u64, u64)> {
-        let descending = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(|a, b| b.total_cmp(a));
-            v
-        };
-        let (positive, negative) = (descending(&self.positive), descending(&self.negative));
+        let descending = |v: &mut Vec<f64>| v.sort_by(|a, b| b.total_cmp(a));
+        let mut positive: Vec<f64> = self.positive().copied().collect();
+        let mut negative: Vec<f64> = self.negative().copied().collect();
+        descending(&mut positive);
+        descending(&mut negative);
         let (mut i, mut j) = (0, 0);
         let mut groups: Vec<(u64, u64)> = Vec::new();
         while i < positive.len() || j < negative.len() {
@@ -175,16 +439,14 @@ struct CurveWire {
     exact: Option<Vec<(f64, bool)>>,
 }
 
-fn sparse(bins: &[u64]) -> Vec<(u32, u64)> {
-    (0..bins.len() as u32)
-        .zip(bins)
-        .filter(|(_, &n)| n > 0)
-        .map(|(i, &n)| (i, n))
-        .collect()
+fn sparse(bins: &Bins) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    bins.for_each(|bin, n| out.push((bin as u32, n)));
+    out
 }
 
 /// Bins from `(bin, count)` pairs, and their total.
-fn dense(pairs: &[(u32, u64)]) -> Result<(Vec<u64>, u64), String> {
+fn dense(pairs: &[(u32, u64)]) -> Result<(Bins, u64), String> {
     let mut bins = vec![0; SCORE_BINS];
     let mut total = 0u64;
     for &(i, n) in pairs {
@@ -194,7 +456,11 @@ fn dense(pairs: &[(u32, u64)]) -> Result<(Vec<u64>, u64), String> {
         *bin += n;
         total = total.checked_add(n).ok_or("bin counts overflow")?;
     }
-    Ok((bins, total))
+    let nonempty: Vec<(usize, u64)> = (0..SCORE_BINS)
+        .filter(|&bin| bins[bin] > 0)
+        .map(|bin| (bin, bins[bin]))
+        .collect();
+    Ok((Bins::of_nonempty(&nonempty), total))
 }
 
 impl From<ScoreCurve> for CurveWire {
@@ -232,8 +498,8 @@ impl TryFrom<CurveWire> for ScoreCurve {
 impl Default for ScoreCurve {
     fn default() -> Self {
         Self {
-            positive_bins: Vec::new(),
-            negative_bins: Vec::new(),
+            positive_bins: Bins::default(),
+            negative_bins: Bins::default(),
             positives: 0,
             negatives: 0,
             exact: Some(Exact::default()),
@@ -259,23 +525,15 @@ impl ScoreCurve {
         self.exact.is_some()
     }
 
-    fn bins(&mut self) {
-        if self.positive_bins.is_empty() {
-            self.positive_bins = vec![0; SCORE_BINS];
-            self.negative_bins = vec![0; SCORE_BINS];
-        }
-    }
-
     /// Records one score; keeps the pair exactly while the state holds fewer than `exact_cap`.
     #[inline]
     pub fn update(&mut self, score: f64, positive: bool, exact_cap: usize) {
-        self.bins();
         let bin = score_bin(score);
         if positive {
-            self.positive_bins[bin] += 1;
+            self.positive_bins.increment(bin);
             self.positives += 1;
         } else {
-            self.negative_bins[bin] += 1;
+            self.negative_bins.increment(bin);
             self.negatives += 1;
         }
         if let Some(exact) = &mut self.exact {
@@ -292,13 +550,8 @@ impl ScoreCurve {
         if other.count() == 0 {
             return;
         }
-        self.bins();
-        for (mine, theirs) in self.positive_bins.iter_mut().zip(&other.positive_bins) {
-            *mine += theirs;
-        }
-        for (mine, theirs) in self.negative_bins.iter_mut().zip(&other.negative_bins) {
-            *mine += theirs;
-        }
+        self.positive_bins.merge(&other.positive_bins);
+        self.negative_bins.merge(&other.negative_bins);
         self.positives += other.positives;
         self.negatives += other.negatives;
         self.exact = match (self.exact.take(), &other.exact) {
@@ -310,10 +563,20 @@ impl ScoreCurve {
         };
     }
 
-    /// Empties the state (keeping the bin allocation), exact again.
+    /// Makes the exact pairs recorded so far shareable: states this one is merged into next
+    /// hold them by reference (`Exact`). The windows call it on the live state before they
+    /// flush it into the buckets (`src/windows.rs`).
+    pub fn seal(&mut self) {
+        if let Some(exact) = &mut self.exact {
+            exact.seal();
+        }
+    }
+
+    /// Empties the state, exact again. The bins are freed: the live state allocates them again
+    /// at its next score, a bucket takes the form of what it is merged with next.
     pub fn reset(&mut self) {
-        self.positive_bins.fill(0);
-        self.negative_bins.fill(0);
+        self.positive_bins = Bins::default();
+        self.negative_bins = Bins::default();
         self.positives = 0;
         self.negatives = 0;
         match &mut self.exact {
@@ -326,14 +589,30 @@ impl ScoreCurve {
     fn groups(&self) -> Vec<(u64, u64)> {
         match &self.exact {
             Some(exact) => exact.groups(),
-            None => self
-                .positive_bins
-                .iter()
-                .zip(&self.negative_bins)
-                .rev()
-                .filter(|(p, n)| **p + **n > 0)
-                .map(|(&p, &n)| (p, n))
-                .collect(),
+            None => {
+                // Every non-empty bin, highest first: the two sides' lists merged from the end.
+                let (positive, negative) =
+                    (self.positive_bins.nonempty(), self.negative_bins.nonempty());
+                let (mut i, mut j) = (positive.len(), negative.len());
+                let mut groups = Vec::with_capacity(i.max(j));
+                while i > 0 || j > 0 {
+                    let p = i.checked_sub(1).map(|k| positive[k]);
+                    let n = j.checked_sub(1).map(|k| negative[k]);
+                    let top = p.map_or(0, |p| p.0).max(n.map_or(0, |n| n.0));
+                    let mut group = (0, 0);
+                    if let Some((bin, count)) = p.filter(|p| p.0 == top) {
+                        debug_assert_eq!(bin, top);
+                        group.0 = count;
+                        i -= 1;
+                    }
+                    if let Some((_, count)) = n.filter(|n| n.0 == top) {
+                        group.1 = count;
+                        j -= 1;
+                    }
+                    groups.push(group);
+                }
+                groups
+            }
         }
     }
 
@@ -468,6 +747,258 @@ mod tests {
             }
         }
         groups
+    }
+
+    /// One side's counts as the dense u64 array every state held before `Bins`.
+    type Reference = Vec<u64>;
+
+    fn reference_nonempty(r: &Reference) -> Vec<(usize, u64)> {
+        (0..SCORE_BINS)
+            .filter(|&b| r[b] > 0)
+            .map(|b| (b, r[b]))
+            .collect()
+    }
+
+    /// Bins with `entries` counts (any form), from increments or, for counts near u32::MAX,
+    /// from `of_nonempty`.
+    fn bins_of(entries: &[(usize, u64)]) -> Bins {
+        let mut sorted: Vec<(usize, u64)> = Vec::new();
+        let mut r = vec![0u64; SCORE_BINS];
+        for &(b, n) in entries {
+            r[b] += n;
+        }
+        sorted.extend(reference_nonempty(&r));
+        Bins::of_nonempty(&sorted)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Increment(usize),
+        Merge(Vec<(usize, u64)>),
+        Reset,
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        let bin = prop_oneof![0usize..8, 0usize..SCORE_BINS];
+        let count = prop_oneof![
+            1u64..4,
+            Just(u64::from(u32::MAX) - 1),
+            Just(u64::from(u32::MAX)),
+            Just(u64::from(u32::MAX) + 1),
+        ];
+        let op = prop_oneof![
+            6 => bin.clone().prop_map(Op::Increment),
+            3 => proptest::collection::vec((bin, count), 0..300).prop_map(Op::Merge),
+            1 => Just(Op::Reset),
+        ];
+        proptest::collection::vec(op, 0..40)
+    }
+
+    #[test]
+    fn counts_past_u32_widen_the_bins() {
+        let max = u64::from(u32::MAX);
+        let mut narrow = Bins::of_nonempty(&(0..SCORE_BINS).map(|b| (b, max)).collect::<Vec<_>>());
+        assert!(matches!(narrow, Bins::Narrow(_)));
+        narrow.merge(&bins_of(&[(7, 1)]));
+        assert!(matches!(narrow, Bins::Wide(_)));
+        assert_eq!(narrow.nonempty()[7], (7, max + 1));
+        let mut sparse = bins_of(&[(3, max)]);
+        assert!(matches!(sparse, Bins::Sparse(_)));
+        sparse.merge(&bins_of(&[(3, 2)]));
+        assert_eq!(sparse.nonempty(), [(3, max + 2)]);
+    }
+
+    #[test]
+    fn a_bucket_of_few_distinct_scores_is_small() {
+        // The load generator's multiclass scores: two values per class (BENCHMARKS.md).
+        let mut live = ScoreCurve::new();
+        for i in 0..6_000 {
+            live.update(if i % 10 == 0 { 0.5 } else { 0.5 / 9.0 }, i % 5 == 0, 0);
+        }
+        let mut bucket = ScoreCurve::new();
+        bucket.merge(&live, 0);
+        let held = |c: &ScoreCurve| c.positive_bins.heap_bytes() + c.negative_bins.heap_bytes();
+        assert_eq!(held(&live), 2 * SCORE_BINS * 8);
+        assert!(held(&bucket) <= 32, "{} bytes", held(&bucket));
+        // Continuous scores: u32 counts, half the live state's.
+        let mut live = ScoreCurve::new();
+        for i in 0..6_000 {
+            live.update(i as f64 / 6_000.0, i % 3 == 0, 0);
+        }
+        let mut bucket = ScoreCurve::new();
+        bucket.merge(&live, 0);
+        assert_eq!(held(&bucket), 2 * SCORE_BINS * 4);
+        assert_eq!(bucket, live);
+    }
+
+    /// What `Exact` held before its chunks: the positives' and the negatives' scores, each
+    /// in arrival order.
+    #[derive(Debug, Clone, Default)]
+    struct ReferenceExact {
+        positive: Vec<f64>,
+        negative: Vec<f64>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum ExactOp {
+        Push(f64, bool),
+        Seal,
+        /// Merges a state made of these pairs, sealed part way (at the index) or not at all.
+        Merge(Vec<(f64, bool)>, Option<usize>),
+        Clear,
+    }
+
+    fn exact_ops() -> impl Strategy<Value = Vec<ExactOp>> {
+        let pair = ((0u32..=20).prop_map(|s| s as f64 / 20.0), any::<bool>());
+        let op = prop_oneof![
+            6 => pair.clone().prop_map(|(s, y)| ExactOp::Push(s, y)),
+            2 => Just(ExactOp::Seal),
+            3 => (proptest::collection::vec(pair, 0..20), proptest::option::of(0usize..20))
+                .prop_map(|(pairs, at)| ExactOp::Merge(pairs, at)),
+            1 => Just(ExactOp::Clear),
+        ];
+        proptest::collection::vec(op, 0..120)
+    }
+
+    #[test]
+    fn sealed_pairs_are_shared_not_copied() {
+        let mut live = ScoreCurve::new();
+        for i in 0..2_000 {
+            live.update(i as f64 / 2_000.0, i % 3 == 0, 2_000);
+        }
+        live.seal();
+        let (mut bucket, mut total, mut view) =
+            (ScoreCurve::new(), ScoreCurve::new(), ScoreCurve::new());
+        bucket.merge(&live, 2_000);
+        total.merge(&live, 2_000);
+        view.merge(&bucket, 2_000);
+        let chunk = &live.exact.as_ref().unwrap().chunks[0];
+        assert_eq!(chunk.len(), 2_000);
+        assert_eq!(
+            Arc::strong_count(chunk),
+            4,
+            "live, bucket, total and view hold one chunk"
+        );
+        assert_eq!(view, live);
+        assert_eq!(view.roc_auc(), live.roc_auc());
+        let chunk = Arc::clone(chunk);
+        live.reset();
+        assert_eq!(
+            Arc::strong_count(&chunk),
+            4,
+            "bucket, total, view and this test"
+        );
+        assert!(live.exact.as_ref().unwrap().chunks.is_empty());
+    }
+
+    proptest! {
+        /// Chunks or not, the pairs are the ones the two plain lists held, in the same order.
+        #[test]
+        fn exact_chunks_hold_the_plain_lists(ops in exact_ops()) {
+            let mut exact = Exact::default();
+            let mut reference = ReferenceExact::default();
+            for op in ops {
+                match op {
+                    ExactOp::Push(s, y) => {
+                        exact.push(s, y);
+                        if y { reference.positive.push(s) } else { reference.negative.push(s) }
+                    }
+                    ExactOp::Seal => exact.seal(),
+                    ExactOp::Merge(pairs, at) => {
+                        let mut other = Exact::default();
+                        for (i, &(s, y)) in pairs.iter().enumerate() {
+                            if Some(i) == at {
+                                other.seal();
+                            }
+                            other.push(s, y);
+                            if y { reference.positive.push(s) } else { reference.negative.push(s) }
+                        }
+                        exact.extend(&other);
+                    }
+                    ExactOp::Clear => {
+                        exact.clear();
+                        reference = ReferenceExact::default();
+                    }
+                }
+                prop_assert!(exact.chunks.len() <= MAX_CHUNKS);
+                prop_assert_eq!(exact.len(), reference.positive.len() + reference.negative.len());
+                prop_assert_eq!(exact.positive().copied().collect::<Vec<_>>(), reference.positive.clone());
+                prop_assert_eq!(exact.negative().copied().collect::<Vec<_>>(), reference.negative.clone());
+            }
+            let plain = Exact {
+                own: Scores { positive: reference.positive, negative: reference.negative },
+                ..Default::default()
+            };
+            prop_assert_eq!(exact.groups(), plain.groups());
+            prop_assert_eq!(exact.pairs(), plain.pairs());
+        }
+    }
+
+    proptest! {
+        /// The three forms hold exactly the counts the dense u64 array held, and a merge result
+        /// takes the smallest form that fits.
+        #[test]
+        fn bins_count_as_the_dense_array(ops in ops()) {
+            let mut bins = Bins::default();
+            let mut reference: Reference = vec![0; SCORE_BINS];
+            for op in ops {
+                match op {
+                    Op::Increment(b) => {
+                        bins.increment(b);
+                        reference[b] += 1;
+                        prop_assert!(matches!(bins, Bins::Wide(_)));
+                    }
+                    Op::Merge(entries) => {
+                        let other = bins_of(&entries);
+                        let was_wide = matches!(bins, Bins::Wide(_));
+                        bins.merge(&other);
+                        for (b, n) in other.nonempty() {
+                            reference[b] += n;
+                        }
+                        let nonempty = reference_nonempty(&reference);
+                        let fits = nonempty.iter().all(|&(_, n)| n <= u64::from(u32::MAX));
+                        match &bins {
+                            Bins::Wide(_) => prop_assert!(was_wide || !fits),
+                            Bins::Narrow(_) => prop_assert!(fits && nonempty.len() > SPARSE_MAX),
+                            Bins::Sparse(_) => prop_assert!(fits && nonempty.len() <= SPARSE_MAX),
+                        }
+                    }
+                    Op::Reset => {
+                        bins = Bins::default();
+                        reference.fill(0);
+                    }
+                }
+                prop_assert_eq!(bins.nonempty(), reference_nonempty(&reference));
+            }
+        }
+
+        /// A state merged from parts (compact bins) reports bit for bit what the same scores
+        /// recorded into one live state (wide bins) report, and serializes the same.
+        #[test]
+        fn merged_parts_report_as_one_live_state(
+            parts in proptest::collection::vec(
+                proptest::collection::vec((0.0f64..1.0, any::<bool>()), 0..300),
+                1..6,
+            ),
+            cap in prop_oneof![Just(0usize), 0usize..400],
+        ) {
+            let mut merged = ScoreCurve::new();
+            let mut live = ScoreCurve::new();
+            for part in &parts {
+                merged.merge(&curve(part, cap), cap);
+                for &(s, y) in part {
+                    live.update(s, y, usize::MAX);
+                }
+            }
+            let (merged, live) = (merged.approximate(), live.approximate());
+            prop_assert_eq!(merged.roc_auc(), live.roc_auc());
+            prop_assert_eq!(merged.average_precision(), live.average_precision());
+            prop_assert_eq!(
+                serde_json::to_string(&merged).unwrap(),
+                serde_json::to_string(&live).unwrap()
+            );
+            prop_assert_eq!(&merged, &live);
+        }
     }
 
     proptest! {
