@@ -63,6 +63,24 @@ impl SidecarSnapshot {
         snapshot
     }
 
+    /// One model version's part of the snapshot (its entries cloned), without the process-wide
+    /// values: what [`super::metrics::Requests`] encodes a version at a time from.
+    pub fn part(&self, key: &ModelKey) -> Self {
+        fn one<T: Clone>(map: &BTreeMap<ModelKey, T>, key: &ModelKey) -> BTreeMap<ModelKey, T> {
+            map.get_key_value(key)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect()
+        }
+        SidecarSnapshot {
+            models: one(&self.models, key),
+            quality: one(&self.quality, key),
+            drift: one(&self.drift, key),
+            anomaly: one(&self.anomaly, key),
+            ..Default::default()
+        }
+    }
+
     /// Collects a fresh snapshot from the running shards.
     pub async fn collect(pipeline: &Pipeline) -> Self {
         let shards = pipeline.snapshot().await;
