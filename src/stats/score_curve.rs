@@ -60,21 +60,23 @@ pub fn score_bin(score: f64) -> usize {
 }
 
 /// Largest number of non-empty bins one side of a stored state keeps as a sparse list: 8 bytes
-/// an entry, so at most 1 KiB where the dense counts take 2 KiB (u32) or 4 KiB (u64).
+/// an entry, so at most 1 KiB, what the dense u16 counts take (u32: 2 KiB, u64: 4 KiB).
 const SPARSE_MAX: usize = SCORE_BINS / 4;
 
 /// Counts per score bin of one side of a curve (its positives, or its negatives), in the
-/// smallest of three forms that holds them (BENCHMARKS.md, "Memory with many model versions"):
+/// smallest of four forms that holds them (BENCHMARKS.md, "Memory with many model versions"):
 /// a window keeps a state per bucket, and most buckets see few distinct scores, or counts far
-/// below 2³². The state records update is always `Wide` (one index per score, no search); a
-/// merge result takes the smallest form that fits. The forms are invisible outside this module:
+/// below 2¹⁶ (a 30 s bucket of 200 records/s holds 6 000). The state records update is always
+/// `Wide` (one index per score, no search); a merge result takes the smallest form that fits. The forms are invisible outside this module:
 /// equality, serialization and every statistic read the counts, not the form.
 #[derive(Debug, Clone)]
 enum Bins {
     /// The non-empty bins in increasing order, each with its count.
     Sparse(Vec<(u16, u32)>),
+    /// Every bin's count, while all fit in a u16.
+    Dense16(Box<[u16]>),
     /// Every bin's count, while all fit in a u32.
-    Narrow(Box<[u32]>),
+    Dense32(Box<[u32]>),
     /// Every bin's count.
     Wide(Box<[u64]>),
 }
@@ -117,7 +119,14 @@ impl Bins {
                     f(bin as usize, u64::from(n));
                 }
             }
-            Bins::Narrow(counts) => {
+            Bins::Dense16(counts) => {
+                for (bin, &n) in counts.iter().enumerate() {
+                    if n > 0 {
+                        f(bin, u64::from(n));
+                    }
+                }
+            }
+            Bins::Dense32(counts) => {
                 for (bin, &n) in counts.iter().enumerate() {
                     if n > 0 {
                         f(bin, u64::from(n));
@@ -143,15 +152,21 @@ impl Bins {
 
     /// The smallest form holding these non-empty bins (increasing, each bin once).
     fn of_nonempty(entries: &[(usize, u64)]) -> Self {
-        let fits = entries.iter().all(|&(_, n)| n <= u64::from(u32::MAX));
-        if fits && entries.len() <= SPARSE_MAX {
+        let largest = entries.iter().map(|&(_, n)| n).max().unwrap_or(0);
+        if largest <= u64::from(u32::MAX) && entries.len() <= SPARSE_MAX {
             Bins::Sparse(entries.iter().map(|&(b, n)| (b as u16, n as u32)).collect())
-        } else if fits {
+        } else if largest <= u64::from(u16::MAX) {
+            let mut counts = vec![0u16; SCORE_BINS].into_boxed_slice();
+            for &(bin, n) in entries {
+                counts[bin] = n as u16;
+            }
+            Bins::Dense16(counts)
+        } else if largest <= u64::from(u32::MAX) {
             let mut counts = vec![0u32; SCORE_BINS].into_boxed_slice();
             for &(bin, n) in entries {
                 counts[bin] = n as u32;
             }
-            Bins::Narrow(counts)
+            Bins::Dense32(counts)
         } else {
             let mut counts = vec![0u64; SCORE_BINS].into_boxed_slice();
             for &(bin, n) in entries {
@@ -169,13 +184,13 @@ impl Bins {
                 other.for_each(|bin, n| counts[bin] += n);
                 return;
             }
-            Bins::Narrow(counts) => {
-                let mut fits = true;
-                other.for_each(|bin, n| {
-                    fits &= u64::from(counts[bin]) + n <= u64::from(u32::MAX);
-                });
-                if fits {
-                    other.for_each(|bin, n| counts[bin] += n as u32);
+            Bins::Dense16(counts) => {
+                if add_if_it_fits(counts, other) {
+                    return;
+                }
+            }
+            Bins::Dense32(counts) => {
+                if add_if_it_fits(counts, other) {
                     return;
                 }
             }
@@ -228,10 +243,28 @@ impl Bins {
     fn heap_bytes(&self) -> usize {
         match self {
             Bins::Sparse(entries) => entries.capacity() * std::mem::size_of::<(u16, u32)>(),
-            Bins::Narrow(counts) => counts.len() * 4,
+            Bins::Dense16(counts) => counts.len() * 2,
+            Bins::Dense32(counts) => counts.len() * 4,
             Bins::Wide(counts) => counts.len() * 8,
         }
     }
+}
+
+/// Adds `other`'s counts into `counts` if every sum fits the count type; else changes nothing.
+fn add_if_it_fits<T>(counts: &mut [T], other: &Bins) -> bool
+where
+    T: Copy + Into<u64> + TryFrom<u64>,
+{
+    let mut fits = true;
+    other.for_each(|bin, n| fits &= T::try_from(counts[bin].into() + n).is_ok());
+    if fits {
+        other.for_each(|bin, n| {
+            if let Ok(sum) = T::try_from(counts[bin].into() + n) {
+                counts[bin] = sum;
+            }
+        });
+    }
+    fits
 }
 
 /// Histogram and (while small) exact pairs of one binary problem's scores. Serialized with the
@@ -782,6 +815,8 @@ mod tests {
         let bin = prop_oneof![0usize..8, 0usize..SCORE_BINS];
         let count = prop_oneof![
             1u64..4,
+            Just(u64::from(u16::MAX) - 1),
+            Just(u64::from(u16::MAX) + 1),
             Just(u64::from(u32::MAX) - 1),
             Just(u64::from(u32::MAX)),
             Just(u64::from(u32::MAX) + 1),
@@ -798,7 +833,7 @@ mod tests {
     fn counts_past_u32_widen_the_bins() {
         let max = u64::from(u32::MAX);
         let mut narrow = Bins::of_nonempty(&(0..SCORE_BINS).map(|b| (b, max)).collect::<Vec<_>>());
-        assert!(matches!(narrow, Bins::Narrow(_)));
+        assert!(matches!(narrow, Bins::Dense32(_)));
         narrow.merge(&bins_of(&[(7, 1)]));
         assert!(matches!(narrow, Bins::Wide(_)));
         assert_eq!(narrow.nonempty()[7], (7, max + 1));
@@ -820,15 +855,27 @@ mod tests {
         let held = |c: &ScoreCurve| c.positive_bins.heap_bytes() + c.negative_bins.heap_bytes();
         assert_eq!(held(&live), 2 * SCORE_BINS * 8);
         assert!(held(&bucket) <= 32, "{} bytes", held(&bucket));
-        // Continuous scores: u32 counts, half the live state's.
+        // Continuous scores (a 30 s bucket of 200 records/s): u16 counts, a quarter of the live
+        // state's.
         let mut live = ScoreCurve::new();
         for i in 0..6_000 {
             live.update(i as f64 / 6_000.0, i % 3 == 0, 0);
         }
         let mut bucket = ScoreCurve::new();
         bucket.merge(&live, 0);
-        assert_eq!(held(&bucket), 2 * SCORE_BINS * 4);
+        assert_eq!(held(&bucket), 2 * SCORE_BINS * 2);
         assert_eq!(bucket, live);
+        // Past u16 in one bin (a 6-minute bucket of 200 records/s with most scores alike): u32.
+        for _ in 0..70_000 {
+            live.update(0.5, false, 0);
+        }
+        let mut bucket = ScoreCurve::new();
+        bucket.merge(&live, 0);
+        assert!(matches!(bucket.negative_bins, Bins::Dense32(_)));
+        assert!(matches!(bucket.positive_bins, Bins::Dense16(_)));
+        assert_eq!(held(&bucket), SCORE_BINS * 4 + SCORE_BINS * 2);
+        assert_eq!(bucket, live);
+        assert_eq!(bucket.roc_auc(), live.roc_auc());
     }
 
     /// What `Exact` held before its chunks: the positives' and the negatives' scores, each
@@ -956,11 +1003,15 @@ mod tests {
                             reference[b] += n;
                         }
                         let nonempty = reference_nonempty(&reference);
-                        let fits = nonempty.iter().all(|&(_, n)| n <= u64::from(u32::MAX));
+                        let largest = nonempty.iter().map(|&(_, n)| n).max().unwrap_or(0);
+                        let (fits16, fits32) =
+                            (largest <= u64::from(u16::MAX), largest <= u64::from(u32::MAX));
+                        let many = nonempty.len() > SPARSE_MAX;
                         match &bins {
-                            Bins::Wide(_) => prop_assert!(was_wide || !fits),
-                            Bins::Narrow(_) => prop_assert!(fits && nonempty.len() > SPARSE_MAX),
-                            Bins::Sparse(_) => prop_assert!(fits && nonempty.len() <= SPARSE_MAX),
+                            Bins::Wide(_) => prop_assert!(was_wide || !fits32),
+                            Bins::Dense32(_) => prop_assert!(fits32 && !fits16 && many),
+                            Bins::Dense16(_) => prop_assert!(fits16 && many),
+                            Bins::Sparse(_) => prop_assert!(fits32 && !many),
                         }
                     }
                     Op::Reset => {
