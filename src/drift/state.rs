@@ -144,9 +144,22 @@ impl DriftState {
 
 impl WindowState for DriftState {
     fn empty_like(&self) -> Self {
-        let mut empty = self.clone();
-        empty.reset();
-        empty
+        // Fresh counts of the same shape, not a clone reset: a clone of the live state carried
+        // its exact values' allocation (cleared, not freed: up to 16 KB a feature) into every
+        // new bucket (BENCHMARKS.md, "Memory with many model versions").
+        let features = self
+            .features
+            .iter()
+            .map(|f| match f {
+                FeatureCounts::Numeric(n) => {
+                    FeatureCounts::Numeric(NumericCounts::new(n.bins.len()))
+                }
+                FeatureCounts::Categorical(c) => {
+                    FeatureCounts::Categorical(CategoricalCounts::new(c.counts.len() - 1))
+                }
+            })
+            .collect();
+        DriftState { features }
     }
 
     fn merge(&mut self, other: &Self, exact_budget: usize) {
@@ -214,5 +227,35 @@ impl WindowState for DriftState {
             })
             .max()
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_like_is_the_state_reset_without_its_allocations() {
+        let mut live = DriftState {
+            features: vec![
+                FeatureCounts::Numeric(NumericCounts::new(20)),
+                FeatureCounts::Categorical(CategoricalCounts::new(3)),
+            ],
+        };
+        for i in 0..2_000 {
+            live.numeric(0, i as f64, i % 20, i % 7 == 0, 2_000);
+            live.categorical(1, (i % 5 < 3).then_some(i % 3));
+            if i % 11 == 0 {
+                live.missing(1);
+            }
+        }
+        let empty = live.empty_like();
+        let mut reset = live.clone();
+        reset.reset();
+        assert_eq!(empty, reset);
+        let FeatureCounts::Numeric(n) = &empty.features[0] else {
+            panic!("numeric")
+        };
+        assert_eq!(n.exact.as_ref().map(Vec::capacity), Some(0));
     }
 }
