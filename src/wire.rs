@@ -33,6 +33,47 @@ pub struct RecordBatch {
     /// an empty record, so that indices keep matching the client's. Set by decoding only; never
     /// encoded.
     pub malformed: Vec<(u32, String)>,
+    /// The bytes it was decoded from. Set by decoding only; never encoded.
+    pub decoded_len: DecodedLen,
+}
+
+/// How many bytes a batch was decoded from (0: built in memory), so that ingest's memory budget
+/// does not walk every record to compute the encoded size it already had (`encoded_len` cost
+/// about 300 instructions a 32-feature record, BENCHMARKS.md "Delayed labels (issue 15)"). Not
+/// part of the batch's value: batches that differ only here are equal.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct DecodedLen(pub usize);
+
+impl PartialEq for DecodedLen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl RecordBatch {
+    /// Its encoded size: the bytes it was decoded from, or computed if built in memory.
+    pub fn wire_len(&self) -> usize {
+        match self.decoded_len.0 {
+            0 => self.encoded_len(),
+            n => n,
+        }
+    }
+}
+
+impl LabelBatch {
+    /// Its encoded size: the bytes it was decoded from, or computed if built in memory.
+    pub fn wire_len(&self) -> usize {
+        match self.decoded_len.0 {
+            0 => self.encoded_len(),
+            n => n,
+        }
+    }
+}
+
+/// Adds a top-level field's bytes, its key included, to `decoded`: `before` is what `buf` held
+/// after the key.
+fn count_field(decoded: &mut DecodedLen, tag: u32, before: usize, buf: &impl Buf) {
+    decoded.0 += encoding::key_len(tag) + (before - buf.remaining());
 }
 
 /// A decode error of our own: prost's only constructor for one is deprecated (it meant it for
@@ -46,7 +87,7 @@ fn error(what: &'static str) -> DecodeError {
 /// item whose content fails is replaced by an empty one and noted in `malformed` with its index;
 /// an error is returned only when the item's framing itself is broken (its length runs past the
 /// batch), since then nothing after it can be found.
-fn merge_item<M: Message + Default>(
+fn merge_item<M: Item>(
     items: &mut Vec<M>,
     malformed: &mut Vec<(u32, String)>,
     buf: &mut impl Buf,
@@ -57,12 +98,21 @@ fn merge_item<M: Message + Default>(
     if len > remaining as u64 {
         return Err(error("buffer underflow"));
     }
+    if items.capacity() == 0 {
+        // The first item: room for as many more of its size as the rest of the batch could
+        // hold, instead of growing the vector (and copying every item so far) 10 times for a
+        // batch of 1000. No more than decoding that many items would take anyway.
+        let framed = len as usize + encoding::key_len(1) + encoding::encoded_len_varint(len);
+        items.reserve((remaining / framed.max(1) + 1).min(MAX_RESERVED_ITEMS));
+    }
     let end = remaining - len as usize;
     let mut item = M::default();
     let mut failed = None;
     while buf.remaining() > end {
-        let field = decode_key(buf)
-            .and_then(|(tag, wire_type)| item.merge_field(tag, wire_type, buf, ctx.clone()));
+        let field = decode_key(buf).and_then(|(tag, wire_type)| {
+            item.reserve_field(tag, wire_type, buf);
+            item.merge_field(tag, wire_type, buf, ctx.clone())
+        });
         if let Err(e) = field {
             failed = Some(e);
             break;
@@ -80,6 +130,36 @@ fn merge_item<M: Message + Default>(
         }
     }
     Ok(())
+}
+
+/// Most items [`merge_item`] makes room for at once, whatever the batch's size.
+const MAX_RESERVED_ITEMS: usize = 4096;
+
+/// An item of a batch: a message, and room made for a repeated field before prost fills it.
+pub trait Item: Message + Default {
+    /// Called with each field's key before prost merges it, `buf` at the field's value.
+    #[inline]
+    fn reserve_field(&mut self, _tag: u32, _wire_type: WireType, _buf: &impl Buf) {}
+}
+
+impl Item for pb::GroundTruth {}
+
+impl Item for pb::InferenceRecord {
+    /// `numeric_features` (field 7), packed: prost pushes value by value, growing the vector 6
+    /// times for 32 features (`prost::encoding::double::merge_repeated`); its length says how
+    /// many values follow, 8 bytes each.
+    #[inline]
+    fn reserve_field(&mut self, tag: u32, wire_type: WireType, buf: &impl Buf) {
+        if tag != 7 || wire_type != WireType::LengthDelimited || !self.numeric_features.is_empty() {
+            return;
+        }
+        let mut peek = buf.chunk();
+        if let Ok(len) = decode_varint(&mut peek) {
+            // Bounded by the bytes there are: a length that lies fails in prost's merge.
+            let len = (len as usize).min(buf.remaining());
+            self.numeric_features.reserve_exact(len / 8);
+        }
+    }
 }
 
 /// `e` with the message and field it occurred in.
@@ -138,7 +218,7 @@ fn merge_header(
 }
 
 /// Merges one item of a repeated field decoded item by item ([`merge_item`]).
-fn merge_items<M: Message + Default>(
+fn merge_items<M: Item>(
     (message, field): (&'static str, &'static str),
     wire_type: WireType,
     items: &mut Vec<M>,
@@ -172,34 +252,45 @@ impl Message for RecordBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        let (sequence, model, version) = (&mut self.sequence, &mut self.model, &mut self.version);
-        if let Some(merged) = merge_header(
-            "RecordBatch",
-            tag,
-            wire_type,
-            sequence,
-            model,
-            version,
-            buf,
-            ctx.clone(),
-        ) {
-            return merged;
-        }
-        match tag {
-            4 => encoding::message::merge_repeated(wire_type, &mut self.declarations, buf, ctx)
-                .map_err(|e| named(e, "RecordBatch", "declarations")),
-            5 => merge_items(
-                ("RecordBatch", "records"),
+        let before = buf.remaining();
+        let merge = |batch: &mut Self, buf: &mut _| -> Result<(), DecodeError> {
+            let (sequence, model, version) =
+                (&mut batch.sequence, &mut batch.model, &mut batch.version);
+            if let Some(merged) = merge_header(
+                "RecordBatch",
+                tag,
                 wire_type,
-                &mut self.records,
-                &mut self.malformed,
+                sequence,
+                model,
+                version,
                 buf,
-                ctx,
-            ),
-            6 => encoding::uint64::merge(wire_type, &mut self.client_dropped_records, buf, ctx)
-                .map_err(|e| named(e, "RecordBatch", "client_dropped_records")),
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
+                ctx.clone(),
+            ) {
+                return merged;
+            }
+            match tag {
+                4 => {
+                    encoding::message::merge_repeated(wire_type, &mut batch.declarations, buf, ctx)
+                        .map_err(|e| named(e, "RecordBatch", "declarations"))
+                }
+                5 => merge_items(
+                    ("RecordBatch", "records"),
+                    wire_type,
+                    &mut batch.records,
+                    &mut batch.malformed,
+                    buf,
+                    ctx,
+                ),
+                6 => {
+                    encoding::uint64::merge(wire_type, &mut batch.client_dropped_records, buf, ctx)
+                        .map_err(|e| named(e, "RecordBatch", "client_dropped_records"))
+                }
+                _ => encoding::skip_field(wire_type, tag, buf, ctx),
+            }
+        };
+        let merged = merge(self, buf);
+        count_field(&mut self.decoded_len, tag, before, buf);
+        merged
     }
 
     fn encoded_len(&self) -> usize {
@@ -229,6 +320,8 @@ pub struct LabelBatch {
     /// Labels whose bytes did not decode: their index and why (an empty label holds the place).
     /// Set by decoding only; never encoded.
     pub malformed: Vec<(u32, String)>,
+    /// The bytes it was decoded from. Set by decoding only; never encoded.
+    pub decoded_len: DecodedLen,
 }
 
 impl Message for LabelBatch {
@@ -246,30 +339,37 @@ impl Message for LabelBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        let (sequence, model, version) = (&mut self.sequence, &mut self.model, &mut self.version);
-        if let Some(merged) = merge_header(
-            "LabelBatch",
-            tag,
-            wire_type,
-            sequence,
-            model,
-            version,
-            buf,
-            ctx.clone(),
-        ) {
-            return merged;
-        }
-        match tag {
-            4 => merge_items(
-                ("LabelBatch", "labels"),
+        let before = buf.remaining();
+        let merge = |batch: &mut Self, buf: &mut _| -> Result<(), DecodeError> {
+            let (sequence, model, version) =
+                (&mut batch.sequence, &mut batch.model, &mut batch.version);
+            if let Some(merged) = merge_header(
+                "LabelBatch",
+                tag,
                 wire_type,
-                &mut self.labels,
-                &mut self.malformed,
+                sequence,
+                model,
+                version,
                 buf,
-                ctx,
-            ),
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
+                ctx.clone(),
+            ) {
+                return merged;
+            }
+            match tag {
+                4 => merge_items(
+                    ("LabelBatch", "labels"),
+                    wire_type,
+                    &mut batch.labels,
+                    &mut batch.malformed,
+                    buf,
+                    ctx,
+                ),
+                _ => encoding::skip_field(wire_type, tag, buf, ctx),
+            }
+        };
+        let merged = merge(self, buf);
+        count_field(&mut self.decoded_len, tag, before, buf);
+        merged
     }
 
     fn encoded_len(&self) -> usize {
@@ -322,6 +422,55 @@ mod tests {
         let again = RecordBatch::decode(oracle.encode_to_vec().as_slice()).unwrap();
         assert_eq!(again, batch);
         assert!(again.malformed.is_empty());
+        // The memory budget's size: counted while decoding, computed for a batch built here.
+        assert_eq!(again.decoded_len.0, bytes.len());
+        assert_eq!(
+            (again.wire_len(), batch.wire_len()),
+            (bytes.len(), bytes.len())
+        );
+    }
+
+    #[test]
+    fn numeric_features_read_as_the_protos_packed_unpacked_or_split() {
+        let record = |features: &[f64]| pb::InferenceRecord {
+            request_id: "r".into(),
+            numeric_features: features.to_vec(),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        // Record 1: two packed runs of field 7 (they concatenate); record 2: unpacked values.
+        let mut first = record(&[1.0, 2.0]).encode_to_vec();
+        encoding::double::encode_packed(7, &[3.0, f64::NAN], &mut first);
+        let mut second = record(&[]).encode_to_vec();
+        for v in [4.0, -0.0] {
+            encoding::double::encode(7, &v, &mut second);
+        }
+        for item in [&first, &second] {
+            encoding::encode_key(5, WireType::LengthDelimited, &mut bytes);
+            encoding::encode_varint(item.len() as u64, &mut bytes);
+            bytes.extend_from_slice(item);
+        }
+        let got = RecordBatch::decode(bytes.as_slice()).unwrap();
+        let oracle = generated::RecordBatch::decode(bytes.as_slice()).unwrap();
+        assert_eq!(got.records.len(), 2);
+        for (got, oracle) in got.records.iter().zip(&oracle.records) {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.numeric_features), bits(&oracle.numeric_features));
+        }
+        assert_eq!(got.records[1].numeric_features, [4.0, -0.0]);
+        // A packed length past the record's end fails the record alone.
+        let mut bad = record(&[]).encode_to_vec();
+        encoding::encode_key(7, WireType::LengthDelimited, &mut bad);
+        encoding::encode_varint(1 << 40, &mut bad);
+        let mut bytes = Vec::new();
+        encoding::message::encode(5, &record(&[5.0]), &mut bytes);
+        encoding::encode_key(5, WireType::LengthDelimited, &mut bytes);
+        encoding::encode_varint(bad.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&bad);
+        let got = RecordBatch::decode(bytes.as_slice()).unwrap();
+        assert_eq!(got.records.len(), 2);
+        assert_eq!(got.malformed.len(), 1);
+        assert_eq!(got.malformed[0].0, 1);
     }
 
     #[test]
@@ -372,6 +521,10 @@ mod tests {
         bytes[at] = 0xff;
         assert!(generated::LabelBatch::decode(bytes.as_slice()).is_err());
         let got = LabelBatch::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            (got.wire_len(), batch.wire_len()),
+            (bytes.len(), bytes.len())
+        );
         assert_eq!(got.labels.len(), 3);
         assert_eq!(got.malformed.len(), 1);
         assert_eq!(got.malformed[0].0, 1);
