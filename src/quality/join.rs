@@ -14,7 +14,7 @@
 //! pending ids collide is about 10⁻²⁷.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{hash_map, HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
 };
 
@@ -125,23 +125,41 @@ impl<V> JoinStore<V> {
         if self.capacity == 0 {
             return Ok(Some((key, value)));
         }
-        if self.index.contains_key(&key) {
-            return Err(value);
-        }
+        // One lookup of the index while there is room (the usual case); a full store looks the
+        // key up first, so that a duplicate evicts nothing.
         let evicted = if self.index.len() >= self.capacity {
+            if self.index.contains_key(&key) {
+                return Err(value);
+            }
             self.pop_oldest()
         } else {
             None
         };
         let position = self.head + self.ring.len() as u64;
+        match self.index.entry(key) {
+            hash_map::Entry::Occupied(_) => return Err(value),
+            hash_map::Entry::Vacant(slot) => slot.insert(position),
+        };
         self.ring.push_back(Entry {
             key,
             at_ms: now_ms,
             value: Some(value),
         });
-        self.index.insert(key, position);
         self.compact_if_sparse();
         Ok(evicted)
+    }
+
+    /// The entry under `key`, found with one lookup of the index, to be read and then kept in
+    /// place or taken ([`Found::take`]).
+    pub fn find(&mut self, key: JoinKey) -> Option<Found<'_, V>> {
+        match self.index.entry(key) {
+            hash_map::Entry::Occupied(slot) => Some(Found {
+                slot,
+                ring: &mut self.ring,
+                head: &mut self.head,
+            }),
+            hash_map::Entry::Vacant(_) => None,
+        }
     }
 
     /// Removes and returns the value stored under `key`, with its insertion time.
@@ -181,10 +199,7 @@ impl<V> JoinStore<V> {
     }
 
     fn trim_front(&mut self) {
-        while self.ring.front().is_some_and(|e| e.value.is_none()) {
-            self.ring.pop_front();
-            self.head += 1;
-        }
+        trim_front(&mut self.ring, &mut self.head);
     }
 
     /// Rebuilds the ring without tombstones once they are the majority.
@@ -197,6 +212,46 @@ impl<V> JoinStore<V> {
         for (i, entry) in self.ring.iter().enumerate() {
             self.index.insert(entry.key, i as u64);
         }
+    }
+}
+
+/// Drops the tombstones at the front of the ring.
+fn trim_front<V>(ring: &mut VecDeque<Entry<V>>, head: &mut u64) {
+    while ring.front().is_some_and(|e| e.value.is_none()) {
+        ring.pop_front();
+        *head += 1;
+    }
+}
+
+/// An entry of a [`JoinStore`] that [`JoinStore::find`] found: its index slot, held so that
+/// taking the entry does not look the key up again.
+pub struct Found<'a, V> {
+    slot: hash_map::OccupiedEntry<'a, JoinKey, u64>,
+    ring: &'a mut VecDeque<Entry<V>>,
+    head: &'a mut u64,
+}
+
+impl<'a, V> Found<'a, V> {
+    fn entry(&mut self) -> &mut Entry<V> {
+        let at = (*self.slot.get() - *self.head) as usize;
+        &mut self.ring[at]
+    }
+
+    /// The value, left in the store.
+    pub fn value(&mut self) -> &mut V {
+        self.entry()
+            .value
+            .as_mut()
+            .expect("an indexed entry holds a value")
+    }
+
+    /// Removes the entry; returns its value with its insertion time.
+    pub fn take(mut self) -> (u64, V) {
+        let entry = self.entry();
+        let (at, value) = (entry.at_ms, entry.value.take());
+        self.slot.remove();
+        trim_front(self.ring, self.head);
+        (at, value.expect("an indexed entry holds a value"))
     }
 }
 
@@ -299,6 +354,33 @@ mod tests {
         store.expire(1_250, |k, v| gone.push((k, v)));
         assert_eq!(gone, vec![((3, 0), "c")]);
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_found_entry_is_kept_or_taken() {
+        let mut store = JoinStore::new(3, 1_000);
+        for (k, at) in [(1, 0), (2, 10), (3, 20)] {
+            store.insert((k, 0), at, k * 10).unwrap();
+        }
+        assert!(store.find((9, 0)).is_none());
+        // Kept: changed in place, still there.
+        *store.find((2, 0)).unwrap().value() += 1;
+        assert_eq!(store.get(&(2, 0)), Some(&21));
+        // Taken from the front: the tombstone goes with it, the next insert evicts (2, 0).
+        assert_eq!(store.find((1, 0)).unwrap().take(), (0, 10));
+        assert_eq!(store.find((1, 0)).map(|mut f| *f.value()), None);
+        assert_eq!(store.ring.len(), 2);
+        assert!(store.insert((4, 0), 30, 40).unwrap().is_none());
+        assert_eq!(store.insert((5, 0), 40, 50).unwrap(), Some(((2, 0), 21)));
+        // A duplicate key into the full store evicts nothing.
+        assert_eq!(store.insert((5, 0), 50, 51), Err(51));
+        assert_eq!(store.len(), 3);
+        // Taken from the middle: a tombstone, skipped by expiry.
+        assert_eq!(store.find((4, 0)).unwrap().take(), (30, 40));
+        let mut gone = Vec::new();
+        store.expire(10_000, |k, v| gone.push((k, v)));
+        assert_eq!(gone, vec![((3, 0), 30), ((5, 0), 50)]);
+        assert!(store.is_empty() && store.ring.is_empty());
     }
 
     #[test]

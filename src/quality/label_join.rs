@@ -382,18 +382,20 @@ impl LabelJoin {
         let at_unix_ns = at_or_received(truth.time_unix_nano, received_ns);
         let key = self.key(q.id, &truth.request_id);
         let mut departed = None;
-        let unmatched = if let Some(pending) = self.pending.get(&key) {
-            let generation = pending.prediction.is_generation();
-            match q.truth(&pending.prediction, label) {
+        // One lookup of the pending store's index, whether the prediction stays or is taken.
+        let unmatched = if let Some(mut found) = self.pending.find(key) {
+            let generation = found.value().prediction.is_generation();
+            match q.truth(&found.value().prediction, label) {
                 Ok(resolved) => {
                     let mut taken;
                     let pending = if generation {
                         // Peeked: the generation waits on for evaluations of other names.
-                        self.pending.get_mut(&key).expect("present")
+                        found.value()
                     } else {
                         q.join.pending -= 1;
-                        self.resolve(key, Resolution::Labelled);
-                        taken = self.pending.take(&key).expect("present").1;
+                        // As `self.resolve(key, Resolution::Labelled)`, beside the held entry.
+                        self.resolved.insert(key, true);
+                        taken = found.take().1;
                         &mut taken
                     };
                     let predicted_ns = pending.at_unix_ns;
