@@ -69,8 +69,10 @@ class NativeInferscopeClient:
 
     def _new_core(self) -> None:
         self._core = _native.Core(*self._args)
-        # The core's method itself: a call goes straight into Rust.
-        self.record = self._core.record
+        # The core's method itself: a call goes straight into Rust (fast_record: the same method
+        # without PyO3's argument parser; absent from the stable-ABI build).
+        fast = getattr(self._core, "fast_record", None)
+        self.record = fast() if fast is not None else self._core.record
         self._closed = False
 
     def record_message(self, record: Any) -> bool:

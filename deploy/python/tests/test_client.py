@@ -382,23 +382,52 @@ class EncodingTests(unittest.TestCase):
         return rec
 
     def test_records_decode_to_the_pure_python_clients_messages(self):
-        cases = record_cases()
         c = NativeInferscopeClient(f"127.0.0.1:{self.port}", model="fraud", version="7", batch_size=7,
                                    flush_interval=0.05)
         self.addCleanup(c.close, 1.0)
-        # Generators are used up by reading: the expected message from a fresh copy of each case.
-        fresh = record_cases()
-        for case in cases:
-            self.assertTrue(c.record(**case), case)
+        self.assertIsNot(c.record, c._core.record)  # the fast entry point
+        # Both entry points: record (fast_record, its own argument parsing) and the core's PyO3
+        # method (the stable-ABI build's record).
+        for name, record in (("fast_record", c.record), ("Core.record", c._core.record)):
+            with self.subTest(entry=name):
+                self.fake.batches.clear()
+                # Generators are used up by reading: the expected messages from a fresh copy.
+                cases, fresh = record_cases(), record_cases()
+                for case in cases:
+                    self.assertTrue(record(**case), case)
+                self.assertTrue(c.flush(10))
+                got = self.fake.records()
+                self.assertEqual(len(got), len(cases))
+                for case, rec in zip(fresh, got):
+                    want = self.expected(case)
+                    self.assertEqual(rec.SerializeToString(deterministic=True),
+                                     want.SerializeToString(deterministic=True), f"{case}\n{rec}\n{want}")
+                self.assertTrue(all(b.model == "fraud" and b.version == "7" for b in self.fake.batches))
+                self.assertEqual(max(len(b.records) for b in self.fake.batches), 7)
+
+    def test_fast_record_checks_its_arguments_as_python_does(self):
+        c = NativeInferscopeClient(f"127.0.0.1:{self.port}", flush_interval=0.05)
+        self.addCleanup(c.close, 1.0)
+        with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'scores'"):
+            c.record("a", scores=1.0)
+        with self.assertRaisesRegex(TypeError, "at most 1 positional argument"):
+            c.record("a", 0.5)
+        for _ in range(2):  # the same call site again (its keyword names are looked up once)
+            with self.assertRaisesRegex(TypeError, "multiple values for argument 'request_id'"):
+                c.record("a", request_id="b")
+        # A keyword name built at run time is not the interned one: found by its text.
+        name = "".join(["sc", "ore"])
+        self.assertTrue(c.record(**{"request_id": "k", name: 0.5}))
+        self.assertTrue(c.record())
+        for i in range(3):
+            self.assertTrue(c.record(f"p{i}", score=0.5 + i))
+            self.assertTrue(c.record(request_id=f"k{i}", latency_seconds=float(i)))
         self.assertTrue(c.flush(10))
         got = self.fake.records()
-        self.assertEqual(len(got), len(cases))
-        for case, record in zip(fresh, got):
-            want = self.expected(case)
-            self.assertEqual(record.SerializeToString(deterministic=True),
-                             want.SerializeToString(deterministic=True), f"{case}\n{record}\n{want}")
-        self.assertTrue(all(b.model == "fraud" and b.version == "7" for b in self.fake.batches))
-        self.assertEqual(sorted(len(b.records) for b in self.fake.batches)[-1], 7)
+        self.assertEqual([r.request_id for r in got], ["k", "", "p0", "k0", "p1", "k1", "p2", "k2"])
+        self.assertEqual(got[0].classification.score, 0.5)
+        self.assertEqual([r.classification.score for r in got[2::2]], [0.5, 1.5, 2.5])
+        self.assertEqual([r.latency_seconds for r in got[3::2]], [0.0, 1.0, 2.0])
 
     def test_a_list_changed_while_it_is_read(self):
         values = [1.0, 2.0, 3.0, 4.0]

@@ -247,17 +247,50 @@ fn floats_of_iter(out: &mut Vec<u8>, values: &Bound<'_, PyAny>) -> PyResult<()> 
     Ok(())
 }
 
+/// Writes the exact floats at the start of a list's or a tuple's items (`get(i)`, borrowed)
+/// into `out` without a capacity check per item; returns how many it wrote: it stops before the
+/// first item that is not an exact float.
+///
+/// # Safety
+/// The lock is held and `get(i)` is a valid object for every `i < n`.
+#[cfg(not(feature = "abi3"))]
+unsafe fn exact_floats(
+    out: &mut Vec<u8>,
+    n: usize,
+    get: impl Fn(usize) -> *mut ffi::PyObject,
+) -> usize {
+    out.reserve(8 * n);
+    let start = out.len();
+    let dst = out.as_mut_ptr().add(start);
+    let mut i = 0;
+    while i < n {
+        let v = get(i);
+        if ffi::PyFloat_CheckExact(v) == 0 {
+            break;
+        }
+        // in the room reserved above
+        std::ptr::write_unaligned(
+            dst.add(8 * i) as *mut [u8; 8],
+            ffi::PyFloat_AS_DOUBLE(v).to_le_bytes(),
+        );
+        i += 1;
+    }
+    out.set_len(start + 8 * i);
+    i
+}
+
 #[cfg(not(feature = "abi3"))]
 fn floats_of_list(out: &mut Vec<u8>, list: &Bound<'_, PyList>) -> PyResult<()> {
     let py = list.py();
     let ptr = list.as_ptr();
     // SAFETY: `ptr` is a list (an exact one: no Python code runs to read it) and the lock is
-    // held. Items are borrowed; the size is read again at every step because `float()` on an item
-    // may run Python code that changes the list, and such an item is held (a new reference)
-    // while it runs.
+    // held. Items are borrowed; past the exact floats, the size is read again at every step
+    // because `float()` on an item may run Python code that changes the list, and such an item
+    // is held (a new reference) while it runs.
     unsafe {
-        out.reserve(8 * ffi::PyList_GET_SIZE(ptr) as usize);
-        let mut i = 0;
+        let n = ffi::PyList_GET_SIZE(ptr);
+        let mut i =
+            exact_floats(out, n as usize, |i| ffi::PyList_GET_ITEM(ptr, i as isize)) as isize;
         while i < ffi::PyList_GET_SIZE(ptr) {
             let v = ffi::PyList_GET_ITEM(ptr, i);
             let value = if ffi::PyFloat_CheckExact(v) != 0 {
@@ -279,15 +312,10 @@ fn floats_of_tuple(out: &mut Vec<u8>, tuple: &Bound<'_, PyTuple>) -> PyResult<()
     // SAFETY: `ptr` is a tuple (immutable, holding its items) and the lock is held.
     unsafe {
         let n = ffi::PyTuple_GET_SIZE(ptr);
-        out.reserve(8 * n as usize);
-        for i in 0..n {
+        let first = exact_floats(out, n as usize, |i| ffi::PyTuple_GET_ITEM(ptr, i as isize));
+        for i in first as isize..n {
             let v = ffi::PyTuple_GET_ITEM(ptr, i);
-            let value = if ffi::PyFloat_CheckExact(v) != 0 {
-                ffi::PyFloat_AS_DOUBLE(v)
-            } else {
-                item(&Bound::from_borrowed_ptr(py, v))?
-            };
-            out.extend_from_slice(&value.to_le_bytes());
+            out.extend_from_slice(&item(&Bound::from_borrowed_ptr(py, v))?.to_le_bytes());
         }
     }
     Ok(())
@@ -351,6 +379,229 @@ pub fn label_of(a: &Bound<'_, PyAny>) -> PyResult<pb::Label> {
         )));
     };
     Ok(pb::Label { value: Some(value) })
+}
+
+/// The names of `record`'s arguments, in the order of [`RecordArgs`]' fields (`request_id` is
+/// the only one that may be given by position).
+#[cfg(not(feature = "abi3"))]
+const NAMES: [&str; 23] = [
+    "request_id",
+    "latency_seconds",
+    "error_type",
+    "model",
+    "version",
+    "time_unix_nano",
+    "numeric_features",
+    "categorical_features",
+    "features",
+    "predicted_class",
+    "class_probabilities",
+    "score",
+    "regression_value",
+    "input_tokens",
+    "output_tokens",
+    "time_to_first_token_seconds",
+    "finish_reason",
+    "operation",
+    "response_model",
+    "label",
+    "traceparent",
+    "tracestate",
+    "attributes",
+];
+
+/// `Core.record` as a `METH_FASTCALL | METH_KEYWORDS` function bound to one `Core`.
+#[cfg(not(feature = "abi3"))]
+pub fn fast_record(core: &Bound<'_, crate::Core>) -> PyResult<Py<PyAny>> {
+    /// A method definition CPython only reads.
+    struct Def(ffi::PyMethodDef);
+    // SAFETY: the definition is never written after it is built; CPython reads it with the lock.
+    unsafe impl Sync for Def {}
+    static DEF: Def = Def(ffi::PyMethodDef {
+        ml_name: c"record".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_fastcall,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"Queues one inference record; False if it was dropped (queue full, closed, or an \
+argument that cannot be read). Arguments as InferscopeClient.record."
+            .as_ptr(),
+    });
+    let py = core.py();
+    // SAFETY: DEF lives for ever; the new function holds a reference to `core` (its `self`).
+    unsafe {
+        let f = ffi::PyCFunction_NewEx(
+            &DEF.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef,
+            core.as_ptr(),
+            std::ptr::null_mut(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, f)?.unbind())
+    }
+}
+
+/// The argument names as interned strings: a keyword name from Python code is the same object,
+/// so it is found by its address.
+#[cfg(not(feature = "abi3"))]
+static INTERNED: pyo3::sync::PyOnceLock<Vec<Py<PyString>>> = pyo3::sync::PyOnceLock::new();
+
+/// The slot of a keyword argument's name.
+#[cfg(not(feature = "abi3"))]
+fn slot_of(py: Python<'_>, name: *mut ffi::PyObject) -> PyResult<usize> {
+    let interned = INTERNED.get_or_init(py, || {
+        NAMES
+            .iter()
+            .map(|n| PyString::intern(py, n).unbind())
+            .collect()
+    });
+    if let Some(i) = interned.iter().position(|n| n.as_ptr() == name) {
+        return Ok(i);
+    }
+    // SAFETY: keyword names are strings, borrowed from the call's `kwnames` tuple.
+    let name = unsafe { Borrowed::from_ptr(py, name) };
+    let name = name.cast::<PyString>()?;
+    let text = name.to_cow()?;
+    NAMES.iter().position(|n| **n == *text).ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "record() got an unexpected keyword argument '{text}'"
+        ))
+    })
+}
+
+/// The keyword names of the last call with keywords, its number of positional arguments, and
+/// the slot of each keyword's value:
+/// a call site passes the same tuple every time (a constant of its code object), so its names
+/// are looked up once. Holds a reference to the tuple, so that its address is not reused.
+#[cfg(not(feature = "abi3"))]
+struct LastKwnames {
+    names: *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    slots: [u8; 23],
+}
+
+#[cfg(not(feature = "abi3"))]
+impl LastKwnames {
+    /// Called with the lock held.
+    fn set(&mut self, names: *mut ffi::PyObject, nargs: ffi::Py_ssize_t, slots: [u8; 23]) {
+        // SAFETY: the lock is held; the old tuple's reference is the one taken here before.
+        unsafe {
+            ffi::Py_INCREF(names);
+            if !self.names.is_null() {
+                ffi::Py_DECREF(self.names);
+            }
+        }
+        self.names = names;
+        self.nargs = nargs;
+        self.slots = slots;
+    }
+}
+
+#[cfg(not(feature = "abi3"))]
+thread_local! {
+    /// Per thread (a `RefCell` needs no lock); its reference is not given back when a thread
+    /// ends (one small tuple).
+    static LAST_KWNAMES: std::cell::RefCell<LastKwnames> = const {
+        std::cell::RefCell::new(LastKwnames { names: std::ptr::null_mut(), nargs: 0, slots: [0; 23] })
+    };
+}
+
+/// The C function behind [`fast_record`]: `slf` is the `Core`, `args` the positional
+/// arguments followed by the keyword arguments' values, `kwnames` the keywords' names.
+#[cfg(not(feature = "abi3"))]
+unsafe extern "C" fn record_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let call = std::panic::AssertUnwindSafe(|| {
+        // SAFETY: CPython calls this holding the lock, with `nargs` positional arguments and
+        // then one value per name in `kwnames` (NULL when there are none) in `args`; all
+        // borrowed for the call.
+        let py = unsafe { Python::assume_attached() };
+        let result = (|| -> PyResult<bool> {
+            let core = unsafe { Borrowed::from_ptr(py, slf) };
+            let core = unsafe { core.cast_unchecked::<crate::Core>() };
+            let mut slots: [Option<Borrowed<'_, '_, PyAny>>; 23] = [None; 23];
+            if nargs > 1 {
+                return Err(PyTypeError::new_err(format!(
+                    "record() takes at most 1 positional argument ({nargs} given)"
+                )));
+            }
+            if nargs == 1 {
+                slots[0] = Some(unsafe { Borrowed::from_ptr(py, *args) });
+            }
+            if !kwnames.is_null() {
+                let n = unsafe { ffi::PyTuple_GET_SIZE(kwnames) };
+                let cached = LAST_KWNAMES.with(|last| {
+                    let last = last.borrow();
+                    (last.names == kwnames && last.nargs == nargs).then_some(last.slots)
+                });
+                if let Some(cached) = cached {
+                    for (i, &slot) in cached.iter().take(n as usize).enumerate() {
+                        let value = unsafe { *args.add(nargs as usize + i) };
+                        slots[slot as usize] = Some(unsafe { Borrowed::from_ptr(py, value) });
+                    }
+                } else {
+                    let mut order = [0u8; 23];
+                    for i in 0..n {
+                        let slot = slot_of(py, unsafe { ffi::PyTuple_GET_ITEM(kwnames, i) })?;
+                        if slots[slot].is_some() {
+                            return Err(PyTypeError::new_err(format!(
+                                "record() got multiple values for argument '{}'",
+                                NAMES[slot]
+                            )));
+                        }
+                        let value = unsafe { *args.offset(nargs + i) };
+                        slots[slot] = Some(unsafe { Borrowed::from_ptr(py, value) });
+                        order[i as usize] = slot as u8;
+                    }
+                    LAST_KWNAMES.with(|last| last.borrow_mut().set(kwnames, nargs, order));
+                }
+            }
+            let slot = |i: usize| slots[i].as_deref();
+            Ok(core.get().record_args(RecordArgs {
+                request_id: slot(0),
+                latency_seconds: slot(1),
+                error_type: slot(2),
+                model: slot(3),
+                version: slot(4),
+                time_unix_nano: slot(5),
+                numeric_features: slot(6),
+                categorical_features: slot(7),
+                features: slot(8),
+                predicted_class: slot(9),
+                class_probabilities: slot(10),
+                score: slot(11),
+                regression_value: slot(12),
+                input_tokens: slot(13),
+                output_tokens: slot(14),
+                time_to_first_token_seconds: slot(15),
+                finish_reason: slot(16),
+                operation: slot(17),
+                response_model: slot(18),
+                label: slot(19),
+                traceparent: slot(20),
+                tracestate: slot(21),
+                attributes: slot(22),
+            }))
+        })();
+        match result {
+            Ok(queued) => PyBool::new(py, queued).to_owned().into_any().into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    });
+    match std::panic::catch_unwind(call) {
+        Ok(result) => result,
+        Err(_) => {
+            // SAFETY: as above: called with the lock held.
+            let py = unsafe { Python::assume_attached() };
+            pyo3::exceptions::PyRuntimeError::new_err("inferscope: record() panicked").restore(py);
+            std::ptr::null_mut()
+        }
+    }
 }
 
 impl RecordArgs<'_, '_> {
