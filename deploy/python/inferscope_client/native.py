@@ -2,9 +2,9 @@
 maturin): the pure-Python client's API and behaviour, with the batching, encoding and sending
 done by a Rust thread that never holds the interpreter lock.
 
-``record(...)`` is the core's own method (no Python frame in between): it copies its arguments
-into a Rust-owned record during its one short hold of the interpreter lock and pushes it onto a
-bounded queue. So, unlike the pure-Python client, the values are read before ``record`` returns
+``record(...)`` is the core's own function (no Python frame in between): it writes its arguments
+as the record's protobuf bytes during its one short hold of the interpreter lock and appends them
+to a bounded queue. So, unlike the pure-Python client, the values are read before ``record`` returns
 (mutating a list afterwards is harmless), and an argument that cannot be read is counted as
 dropped at once (``record`` returns False; the reason is logged by the background thread).
 """

@@ -5,8 +5,9 @@
 //! Written by hand because prost encodes only its generated structs: going through
 //! `pb::InferenceRecord` meant a `Vec<f64>` and a `String` or two allocated per record on the
 //! caller's thread, freed on the sender's, and a second pass (`encoded_len`, then `encode_raw`,
-//! which writes a packed double as eight one-byte-wide copies) on the sender's thread: about half
-//! of the client's instructions per record (BENCHMARKS.md, *Python client (issue 15)*). Here each
+//! which copies each packed double's 8 bytes through a call of its own) on the sender's thread:
+//! about half of the client's instructions per record (BENCHMARKS.md, *Python client
+//! (issue 15)*). Here each
 //! value is read from its Python object and written once, into a reused buffer, in field-number
 //! order with prost's wire rules (proto3: an empty string, a zero number and an empty repeated
 //! field are left out; `optional` and oneof fields are written whenever set; repeated doubles

@@ -3,10 +3,10 @@
 //! Written because the pure-Python client (deploy/python/inferscope_client/client.py) spends about
 //! 5 µs of the model server's CPU per 30-feature record, three quarters of it building protobuf
 //! messages on a background thread that holds the interpreter lock (issue 15). Here `record(...)`
-//! copies its arguments into a Rust-owned `InferenceRecord` during its one short hold of the
-//! lock and pushes it onto a bounded queue (a record is dropped and counted when the queue is
-//! full); batching, encoding and the network run on a Rust thread ([`sender`]) that never takes
-//! the lock. The Python-facing class is `inferscope_client.native.NativeInferscopeClient`, which
+//! writes its arguments as the record's protobuf bytes ([`encode`]) during its one short hold of
+//! the lock and appends them to a bounded queue (a record is dropped and counted when the queue
+//! is full); batching and the network run on a Rust thread ([`sender`]) that never takes the
+//! lock. The Python-facing class is `inferscope_client.native.NativeInferscopeClient`, which
 //! keeps the pure-Python client's API; this module is its engine.
 
 use encode::{label_of, RecordArgs};

@@ -1,5 +1,6 @@
 //! The background side: one Rust thread running a single-threaded tokio runtime that takes records
-//! from the bounded queue, encodes them into `RecordBatch`es and streams them to the sidecar over
+//! (already encoded) from the bounded queue, a batch's worth at a time, frames them as
+//! `RecordBatch`es and streams them to the sidecar over
 //! `StreamRecords`, and sends delayed labels with `SubmitLabels`. It never takes the interpreter
 //! lock, except to log a warning (rate-limited) or to call the user's `on_ack`.
 //!
