@@ -8,6 +8,12 @@
 //! costs the server, and a client that encodes on the fly cannot saturate a server on an equal
 //! core.
 //!
+//! With `--rate`, each stream sends its batches at scheduled instants (`--arrivals`: evenly
+//! spaced over all streams by default, or a Poisson process), and each batch's latency runs from
+//! its scheduled instant, less at most the 1 ms resolution of tokio's timer: a batch that waits in
+//! the load generator behind a stalled server (its stream's queue full, HTTP/2 flow control)
+//! counts its wait, so a stall is not hidden (no coordinated omission).
+//!
 //! cargo run --release --example loadgen -- --help
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:7717 --seconds 10 --json
 //! (`--unread --nan`: streams that never read their large acks, for the memory budget)
@@ -60,6 +66,20 @@ impl Codec for PreEncoded {
     fn decoder(&mut self) -> Self::Decoder {
         ProstCodec::<(), pb::BatchAck>::default().decoder()
     }
+}
+
+/// `--arrivals`: when batches leave with `--rate`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Arrivals {
+    /// Evenly spaced over all streams: batch k of the run is due at k × batch / rate, on stream
+    /// k mod streams.
+    Even,
+    /// A Poisson process at the offered rate: each stream an independent one at rate / streams
+    /// (exponential gaps, fixed seeds).
+    Poisson,
+    /// Every stream sends on the same tick, every batch × streams / rate: bursts of --streams
+    /// batches (how the load generator paced before; for comparison).
+    Burst,
 }
 
 /// `--labels`: how ground truth reaches the sidecar.
@@ -130,6 +150,14 @@ struct Args {
     /// figures at a fixed load rather than at saturation.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// With --rate: how batches are spaced. Ack latency then runs from each batch's due instant
+    /// (less at most 1 ms, tokio's timer resolution), so waits in the load generator count.
+    #[arg(long, value_enum, default_value_t = Arrivals::Even)]
+    arrivals: Arrivals,
+    /// Write one line per acked batch to this CSV file (stream, sent_us: when it was sent or
+    /// due since the start, latency_us), to see when the slow acks happened.
+    #[arg(long, value_name = "PATH")]
+    latency_log: Option<std::path::PathBuf>,
     /// Print the summary as one JSON object instead of key=value pairs.
     #[arg(long)]
     json: bool,
@@ -215,8 +243,9 @@ fn dump_csv(path: &std::path::Path, args: &Args, batches: usize) -> Result<(), S
     out.flush().map_err(|e| e.to_string())
 }
 
-/// Acknowledgement latencies in microseconds, one per acked batch: from the moment the stream
-/// hands the batch to the HTTP/2 connection to the moment its ack is read. Acks come in batch
+/// Acknowledgement latencies in microseconds, one per acked batch: from the instant the batch
+/// was due (`--rate`) or the moment the stream handed it to the HTTP/2 connection (no rate) to
+/// the moment its ack is read. Acks come in batch
 /// order (README, `StreamRecords`), so each stream pairs them with a queue of send instants.
 #[derive(Default)]
 struct Latencies(Vec<u32>);
@@ -230,6 +259,75 @@ impl Latencies {
         self.0.sort_unstable();
         let rank = ((q * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len());
         Some(f64::from(self.0[rank - 1]) / 1000.0)
+    }
+}
+
+/// One acked batch: its stream, when it was due (or sent) since the start, and its latency.
+struct Sample {
+    stream: u32,
+    sent_us: u32,
+    latency_us: u32,
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+fn write_latency_log(path: &std::path::Path, samples: &[Sample]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "stream,sent_us,latency_us")?;
+    for s in samples {
+        writeln!(out, "{},{},{}", s.stream, s.sent_us, s.latency_us)?;
+    }
+    out.flush()
+}
+
+/// tokio's timer fires on whole milliseconds: a paced batch's latency starts at most this long
+/// after it was due, so the load generator's own timer is not counted against the sidecar.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// When a paced stream's batches are due (`--rate`, `--arrivals`), after the common start.
+struct Schedule {
+    arrivals: Arrivals,
+    /// Between two batches of the whole run: batch / rate.
+    gap: Duration,
+    streams: usize,
+    stream: usize,
+    /// Batches this stream has been given so far.
+    sent: u64,
+    rng: rand::rngs::StdRng,
+}
+
+impl Schedule {
+    fn new(arrivals: Arrivals, gap: Duration, streams: usize, stream: usize) -> Self {
+        use rand::SeedableRng;
+        Self {
+            arrivals,
+            gap,
+            streams,
+            stream,
+            sent: 0,
+            rng: rand::rngs::StdRng::seed_from_u64(15 + stream as u64),
+        }
+    }
+
+    /// When the stream's next batch is due, given when its last one was.
+    fn next(&mut self, last: Duration) -> Duration {
+        use rand::Rng;
+        let (k, n, s) = (self.sent, self.streams as u64, self.stream as u64);
+        self.sent += 1;
+        match self.arrivals {
+            // Batch k·n + s of the whole run.
+            Arrivals::Even => self.gap.mul_f64((k * n + s) as f64),
+            // n Poisson streams at rate/n each make one at the offered rate: exponential gaps
+            // with mean n·gap, drawn as -ln(U) × mean with U in (0, 1].
+            Arrivals::Poisson => {
+                let u = 1.0 - self.rng.random::<f64>();
+                last + self.gap.mul_f64(n as f64 * -u.ln())
+            }
+            Arrivals::Burst => self.gap.mul_f64((k * n) as f64),
+        }
     }
 }
 
@@ -339,6 +437,16 @@ async fn main() {
             }
         })
     });
+    // With --rate each stream sends on its schedule; without, as fast as its acks come back.
+    let paced = args.rate > 0.0;
+    let gap = if paced {
+        Duration::from_secs_f64(args.batch as f64 / args.rate)
+    } else {
+        Duration::ZERO
+    };
+    // Streams start sending together, once every stream is open (or failed to open).
+    let opened = Arc::new(tokio::sync::Barrier::new(args.streams));
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut tasks = Vec::new();
     for stream in 0..args.streams {
         // Streams start at evenly spaced templates, so they do not send the same ids in step.
@@ -348,70 +456,92 @@ async fn main() {
         let label_batches = label_batches.clone();
         let labels_sent = labels_sent.clone();
         let acked = acked.clone();
+        let (opened, start, due_from) = (opened.clone(), start.clone(), start.clone());
         let unread = args.unread;
-        // With --rate, each stream sends a batch every batch × streams / rate seconds.
-        let (rate, per_batch) = (args.rate, (args.batch * args.streams) as f64);
-        tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("--addr {addr}: {e}"))?
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-            let (label_tx, mut label_rx) = tokio::sync::mpsc::channel::<u64>(64);
-            let labeller = {
-                let mut client =
-                    pb::ingest_service_client::IngestServiceClient::new(channel.clone());
-                tokio::spawn(async move {
-                    while let Some(j) = label_rx.recv().await {
-                        let batch = label_batches[j as usize].clone();
-                        let n = batch.labels.len() as u64;
-                        if client.submit_labels(batch).await.is_ok() {
-                            labels_sent.fetch_add(n, Relaxed);
-                        }
-                    }
-                })
-            };
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.map_err(|e| format!("{addr}: {e}"))?;
-            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-            let mut pace = (rate > 0.0).then(|| {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(per_batch / rate));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick
-            });
-            let producer = tokio::spawn(async move {
+        let mut schedule = Schedule::new(args.arrivals, gap, args.streams, stream);
+        // Each batch with the instant its latency starts (paced), or None (when it is pulled).
+        let (tx, rx) = tokio::sync::mpsc::channel::<(Bytes, Option<Instant>)>(32);
+        let producer = async move {
+            if !paced {
                 for template in templates.iter().cycle().skip(offset) {
-                    if let Some(pace) = &mut pace {
-                        pace.tick().await;
-                    }
-                    if started.elapsed() >= deadline || tx.send(template.clone()).await.is_err() {
+                    if started.elapsed() >= deadline
+                        || tx.send((template.clone(), None)).await.is_err()
+                    {
                         break;
                     }
                 }
-            });
-            // When each batch left for the connection (tonic pulls the next one as it writes).
-            let sent_at = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
-            let outgoing = {
-                let sent_at = sent_at.clone();
-                tokio_stream::wrappers::ReceiverStream::new(rx).map(move |batch| {
-                    sent_at
-                        .lock()
-                        .expect("not poisoned")
-                        .push_back(Instant::now());
-                    batch
-                })
-            };
-            let mut acks = grpc
-                .streaming(
-                    tonic::Request::new(outgoing),
-                    http::uri::PathAndQuery::from_static(
-                        "/inferscope.v1.IngestService/StreamRecords",
-                    ),
-                    PreEncoded,
-                )
-                .await
-                .map_err(|status| format!("StreamRecords refused: {status}"))?
-                .into_inner();
+                return;
+            }
+            let Some(&start) = due_from.get() else { return };
+            let mut at = Duration::ZERO;
+            for template in templates.iter().cycle().skip(offset) {
+                at = schedule.next(at);
+                if at >= deadline {
+                    break;
+                }
+                let due = start + at;
+                tokio::time::sleep_until(due.into()).await;
+                let origin = Instant::now().min(due + TIMER_RESOLUTION);
+                if tx.send((template.clone(), Some(origin))).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            let open = async {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| format!("--addr {addr}: {e}"))?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                let (label_tx, mut label_rx) = tokio::sync::mpsc::channel::<u64>(64);
+                let labeller = {
+                    let mut client =
+                        pb::ingest_service_client::IngestServiceClient::new(channel.clone());
+                    tokio::spawn(async move {
+                        while let Some(j) = label_rx.recv().await {
+                            let batch = label_batches[j as usize].clone();
+                            let n = batch.labels.len() as u64;
+                            if client.submit_labels(batch).await.is_ok() {
+                                labels_sent.fetch_add(n, Relaxed);
+                            }
+                        }
+                    })
+                };
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await.map_err(|e| format!("{addr}: {e}"))?;
+                // When each batch's latency starts: its due instant (paced), or when it left
+                // for the connection (tonic pulls the next one as it writes).
+                let sent_at = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
+                let outgoing = {
+                    let sent_at = sent_at.clone();
+                    tokio_stream::wrappers::ReceiverStream::new(rx).map(move |(batch, origin)| {
+                        sent_at
+                            .lock()
+                            .expect("not poisoned")
+                            .push_back(origin.unwrap_or_else(Instant::now));
+                        batch
+                    })
+                };
+                let acks = grpc
+                    .streaming(
+                        tonic::Request::new(outgoing),
+                        http::uri::PathAndQuery::from_static(
+                            "/inferscope.v1.IngestService/StreamRecords",
+                        ),
+                        PreEncoded,
+                    )
+                    .await
+                    .map_err(|status| format!("StreamRecords refused: {status}"))?
+                    .into_inner();
+                Ok::<_, String>((acks, sent_at, label_tx, labeller))
+            }
+            .await;
+            // Every stream waits for the others, so that paced schedules share one start.
+            opened.wait().await;
+            start.get_or_init(Instant::now);
+            let (mut acks, sent_at, label_tx, labeller) = open?;
+            tokio::spawn(producer);
             let mut accepted = 0u64;
             let mut rejected = 0u64;
             let mut latencies = Vec::new();
@@ -424,7 +554,11 @@ async fn main() {
                 match acks.message().await {
                     Ok(Some(ack)) => {
                         if let Some(sent) = sent_at.lock().expect("not poisoned").pop_front() {
-                            latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            latencies.push(Sample {
+                                stream: stream as u32,
+                                sent_us: micros(sent.saturating_duration_since(started)),
+                                latency_us: micros(sent.elapsed()),
+                            });
                         }
                         accepted += u64::from(ack.accepted);
                         acked.fetch_add(u64::from(ack.accepted), Relaxed);
@@ -441,7 +575,6 @@ async fn main() {
                     }
                 }
             }
-            let _ = producer.await;
             drop(label_tx);
             let _ = labeller.await;
             if rejected > 0 {
@@ -455,12 +588,16 @@ async fn main() {
     }
     let mut total = 0u64;
     let mut latencies = Latencies::default();
+    let mut samples = Vec::new();
     let mut failed = false;
     for task in tasks {
         match task.await.expect("stream task") {
             Ok((accepted, stream_latencies)) => {
                 total += accepted;
-                latencies.0.extend(stream_latencies);
+                latencies
+                    .0
+                    .extend(stream_latencies.iter().map(|s| s.latency_us));
+                samples.extend(stream_latencies);
             }
             Err(message) => {
                 eprintln!("loadgen: {message}");
@@ -471,11 +608,23 @@ async fn main() {
     if let Some(progress) = progress {
         progress.abort();
     }
+    if let Some(path) = &args.latency_log {
+        samples.sort_by_key(|s| s.sent_us);
+        if let Err(e) = write_latency_log(path, &samples) {
+            eprintln!("loadgen: --latency-log {}: {e}", path.display());
+            failed = true;
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let labels = match args.labels {
         Labels::None => "none",
         Labels::Inline => "inline",
         Labels::Delayed => "delayed",
+    };
+    let arrivals = match args.arrivals {
+        Arrivals::Even => "even",
+        Arrivals::Poisson => "poisson",
+        Arrivals::Burst => "burst",
     };
     let (p50, p99, p999) = (
         latencies.quantile_ms(0.5),
@@ -488,6 +637,7 @@ async fn main() {
         "features": args.features,
         "labels": labels,
         "rate_offered": args.rate,
+        "arrivals": if paced { arrivals } else { "none" },
         "records": total,
         "labels_sent": labels_sent.load(Relaxed),
         "seconds": elapsed,
@@ -502,11 +652,12 @@ async fn main() {
     } else {
         let ms = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.3}"));
         println!(
-            "streams={} batch={} features={} labels={labels} records={total} labels_sent={} \
-             seconds={elapsed:.2} records_per_second={:.0} ack_p50_ms={} ack_p99_ms={} ack_p999_ms={}",
+            "streams={} batch={} features={} labels={labels} arrivals={} records={total} \
+             labels_sent={} seconds={elapsed:.2} records_per_second={:.0} ack_p50_ms={} ack_p99_ms={} ack_p999_ms={}",
             args.streams,
             args.batch,
             args.features,
+            if paced { arrivals } else { "none" },
             labels_sent.load(Relaxed),
             total as f64 / elapsed,
             ms(p50),

@@ -43,6 +43,34 @@ pub(super) enum Control {
     Hold(oneshot::Receiver<()>),
 }
 
+/// What woke the shard loop.
+enum Wake {
+    Sweep,
+    Interval,
+    Control(Control),
+    Work(ShardWork),
+}
+
+impl Wake {
+    /// What the work is and how many records or labels it holds, for the slow-work log.
+    fn what(&self) -> (&'static str, usize) {
+        match self {
+            Wake::Sweep => ("idle sweep", 0),
+            Wake::Interval => ("interval close", 0),
+            Wake::Control(Control::Snapshot(_)) => ("snapshot", 0),
+            Wake::Control(Control::CloseInterval(_)) => ("interval close", 0),
+            Wake::Control(Control::Hold(_)) => ("hold", 0),
+            Wake::Work(ShardWork::Records { accepted, .. }) => ("records", accepted.len()),
+            Wake::Work(ShardWork::Labels { accepted, .. }) => ("labels", accepted.len()),
+            Wake::Work(ShardWork::Capture { .. }) => ("capture", 0),
+        }
+    }
+}
+
+/// Work that holds the shard longer than this is logged at DEBUG, with what it was: every batch
+/// queued behind it waits as long (BENCHMARKS.md, "Ack latency (issue 15)").
+const SLOW_WORK: Duration = Duration::from_millis(1);
+
 /// How often shards look for idle models: a quarter of the expiry, at most once a minute.
 fn sweep_period(expiry: Duration) -> Duration {
     (expiry / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
@@ -100,38 +128,54 @@ impl Shard {
         let mut intervals = tokio::time::interval_at(Instant::now() + every, every);
         intervals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                _ = sweep.tick() => {
+                _ = sweep.tick() => Wake::Sweep,
+                _ = intervals.tick() => Wake::Interval,
+                Some(message) = control.recv() => Wake::Control(message),
+                item = work.recv() => match item {
+                    Some(item) => Wake::Work(item),
+                    None => break,
+                },
+                _ = stop.cancelled() => break,
+            };
+            let began = std::time::Instant::now();
+            let what = wake.what();
+            match wake {
+                Wake::Sweep => {
                     self.read_clock();
                     self.expire_idle();
                     self.expire_joins();
                 }
-                _ = intervals.tick() => self.close_interval(),
-                Some(message) = control.recv() => match message {
-                    Control::Snapshot(reply) => {
-                        let _ = reply.send(self.snapshot());
-                    }
-                    Control::CloseInterval(reply) => {
-                        self.close_interval();
-                        let _ = reply.send(());
-                    }
-                    Control::Hold(release) => {
-                        let _ = release.await;
-                    }
-                },
-                item = work.recv() => match item {
-                    Some(item) => self.process(item),
-                    None => break,
-                },
-                _ = stop.cancelled() => {
-                    // Refuse new work, finish what is queued.
-                    work.close();
-                    while let Some(item) = work.recv().await {
-                        self.process(item);
-                    }
-                    break;
+                Wake::Interval => self.close_interval(),
+                Wake::Control(Control::Snapshot(reply)) => {
+                    let _ = reply.send(self.snapshot());
                 }
+                Wake::Control(Control::CloseInterval(reply)) => {
+                    self.close_interval();
+                    let _ = reply.send(());
+                }
+                Wake::Control(Control::Hold(release)) => {
+                    let _ = release.await;
+                    continue;
+                }
+                Wake::Work(item) => self.process(item),
+            }
+            let took = began.elapsed();
+            if took >= SLOW_WORK {
+                tracing::debug!(
+                    work = what.0,
+                    items = what.1,
+                    took_us = took.as_micros() as u64,
+                    "the shard was busy with one piece of work for over 1 ms"
+                );
+            }
+        }
+        if stop.is_cancelled() {
+            // Refuse new work, finish what is queued.
+            work.close();
+            while let Some(item) = work.recv().await {
+                self.process(item);
             }
         }
         // The last interval ends with the shard.
@@ -181,6 +225,16 @@ impl Shard {
                 received,
                 done,
             } => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let waited = SystemTime::now()
+                        .duration_since(received)
+                        .unwrap_or_default();
+                    tracing::trace!(
+                        records = accepted.len(),
+                        waited_us = waited.as_micros() as u64,
+                        "a record batch leaves the shard's queue"
+                    );
+                }
                 for (key, declaration) in declarations {
                     let m = self.model(&key.model, &key.version);
                     self.table.get_mut(m).declare(&declaration);
