@@ -9,7 +9,7 @@ use super::{
         bin_of, CategoricalColumn, Column, FeatureProfile, NumericColumn, Profile, ProfileSettings,
         FORMAT, PREDICTION,
     },
-    state::{CategoricalCounts, DriftState, ExactValues, FeatureCounts, NumericCounts},
+    state::{CategoricalCounts, DriftState, FeatureCounts, NumericCounts},
 };
 use crate::{
     events::{FeaturesOverflowed, InternalEvent},
@@ -717,17 +717,12 @@ impl ModelDrift {
                 }
                 let rc = to_f(&r.counts);
                 let n = c.finite() as f64;
-                let exact = c
-                    .exact
-                    .as_ref()
-                    .filter(|_| r.sample_complete && n > 0.0)
-                    .map(ExactValues::to_vec);
+                let exact = c.exact.as_ref().filter(|_| r.sample_complete && n > 0.0);
                 // Exact: SciPy's ks_2samp statistic and its exact p-value (ks_2samp's own
                 // method below 10 000 values). Binned: the bounded statistic and the asymptotic
                 // p-value.
                 let (ks, ks_pvalue, wasserstein) = match exact {
                     Some(values) => {
-                        let values = values.as_slice();
                         let d = drift::ks_statistic(&r.sample, values);
                         (
                             d.map(|v| Estimate {

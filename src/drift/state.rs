@@ -2,89 +2,6 @@
 //! bins (or categories), data-quality counts, the range seen, and the raw values while few.
 
 use crate::windows::WindowState;
-use std::sync::Arc;
-
-/// Chunks a state holds before they are copied into one (a since-start state merges a chunk at
-/// every flush).
-const MAX_CHUNKS: usize = 32;
-
-/// A numeric feature's finite values, in arrival order: chunks shared with other states, then
-/// the values this state recorded itself. The live state's values become one chunk when the
-/// windows flush it (`WindowState::seal`), and the buckets, views and since-start state that take
-/// them hold a reference, not a copy, as the score curves' exact pairs do (`Exact` in
-/// `src/stats/score_curve.rs`; BENCHMARKS.md, "Memory with many model versions").
-#[derive(Debug, Clone, Default)]
-pub struct ExactValues {
-    chunks: Vec<Arc<[f64]>>,
-    /// Values in `chunks`.
-    shared: usize,
-    own: Vec<f64>,
-}
-
-impl PartialEq for ExactValues {
-    fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-impl ExactValues {
-    pub fn len(&self) -> usize {
-        self.shared + self.own.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn push(&mut self, value: f64) {
-        self.own.push(value);
-    }
-
-    /// The values in arrival order.
-    pub fn iter(&self) -> impl Iterator<Item = &f64> {
-        self.chunks.iter().flat_map(|c| c.iter()).chain(&self.own)
-    }
-
-    pub fn to_vec(&self) -> Vec<f64> {
-        self.iter().copied().collect()
-    }
-
-    /// Makes the values recorded so far a chunk, which merges then share.
-    fn seal(&mut self) {
-        if !self.own.is_empty() {
-            self.shared += self.own.len();
-            let own: Arc<[f64]> = std::mem::take(&mut self.own).into();
-            self.chunks.push(own);
-            self.bound_chunks();
-        }
-    }
-
-    fn extend(&mut self, other: &Self) {
-        // Own values first, so that the order stays the order of arrival.
-        self.seal();
-        self.chunks.extend(other.chunks.iter().cloned());
-        self.shared += other.shared;
-        if !other.own.is_empty() {
-            self.shared += other.own.len();
-            self.chunks.push(other.own.as_slice().into());
-        }
-        self.bound_chunks();
-    }
-
-    /// Past [`MAX_CHUNKS`], copies every value into one chunk (in order).
-    fn bound_chunks(&mut self) {
-        if self.chunks.len() > MAX_CHUNKS {
-            let all: Arc<[f64]> = self.chunks.iter().flat_map(|c| c.iter()).copied().collect();
-            self.chunks = vec![all];
-        }
-    }
-
-    fn clear(&mut self) {
-        self.chunks.clear();
-        self.shared = 0;
-        self.own.clear();
-    }
-}
 
 /// One numeric feature's counts.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +15,7 @@ pub struct NumericCounts {
     pub min: f64,
     pub max: f64,
     /// The finite values while there are at most the exact cap of them.
-    pub exact: Option<ExactValues>,
+    pub exact: Option<Vec<f64>>,
 }
 
 impl NumericCounts {
@@ -110,7 +27,7 @@ impl NumericCounts {
             out_of_range: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            exact: Some(ExactValues::default()),
+            exact: Some(Vec::new()),
         }
     }
 
@@ -259,7 +176,7 @@ impl WindowState for DriftState {
                     a.max = a.max.max(b.max);
                     a.exact = match (a.exact.take(), &b.exact) {
                         (Some(mut x), Some(y)) if x.len() + y.len() <= exact_budget => {
-                            x.extend(y);
+                            x.extend_from_slice(y);
                             Some(x)
                         }
                         _ => None,
@@ -277,17 +194,6 @@ impl WindowState for DriftState {
         }
     }
 
-    fn seal(&mut self) {
-        for f in &mut self.features {
-            if let FeatureCounts::Numeric(NumericCounts {
-                exact: Some(exact), ..
-            }) = f
-            {
-                exact.seal();
-            }
-        }
-    }
-
     fn reset(&mut self) {
         for f in &mut self.features {
             match f {
@@ -300,7 +206,7 @@ impl WindowState for DriftState {
                     n.max = f64::NEG_INFINITY;
                     match &mut n.exact {
                         Some(v) => v.clear(),
-                        None => n.exact = Some(ExactValues::default()),
+                        None => n.exact = Some(Vec::new()),
                     }
                 }
                 FeatureCounts::Categorical(c) => {
@@ -316,7 +222,7 @@ impl WindowState for DriftState {
         self.features
             .iter()
             .map(|f| match f {
-                FeatureCounts::Numeric(n) => n.exact.as_ref().map_or(0, ExactValues::len),
+                FeatureCounts::Numeric(n) => n.exact.as_ref().map_or(0, Vec::len),
                 FeatureCounts::Categorical(_) => 0,
             })
             .max()
@@ -327,7 +233,6 @@ impl WindowState for DriftState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn empty_like_is_the_state_reset_without_its_allocations() {
@@ -351,79 +256,6 @@ mod tests {
         let FeatureCounts::Numeric(n) = &empty.features[0] else {
             panic!("numeric")
         };
-        assert_eq!(n.exact.as_ref().map(|e| e.own.capacity()), Some(0));
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Push(f64),
-        Seal,
-        /// Merges a state of these values, sealed part way (at the index) or not at all.
-        Merge(Vec<f64>, Option<usize>),
-        Clear,
-    }
-
-    fn ops() -> impl Strategy<Value = Vec<Op>> {
-        let value = (0u32..50).prop_map(f64::from);
-        let op = prop_oneof![
-            6 => value.clone().prop_map(Op::Push),
-            2 => Just(Op::Seal),
-            3 => (proptest::collection::vec(value, 0..20), proptest::option::of(0usize..20))
-                .prop_map(|(values, at)| Op::Merge(values, at)),
-            1 => Just(Op::Clear),
-        ];
-        proptest::collection::vec(op, 0..120)
-    }
-
-    #[test]
-    fn sealed_values_are_shared_not_copied() {
-        let mut live = ExactValues::default();
-        (0..2_000).for_each(|i| live.push(f64::from(i)));
-        live.seal();
-        let (mut bucket, mut total) = (ExactValues::default(), ExactValues::default());
-        bucket.extend(&live);
-        total.extend(&live);
-        assert_eq!(Arc::strong_count(&live.chunks[0]), 3);
-        assert_eq!(bucket, live);
-        assert_eq!(
-            total.to_vec(),
-            (0..2_000).map(f64::from).collect::<Vec<_>>()
-        );
-    }
-
-    proptest! {
-        /// Chunks or not, the values are the ones one plain list held, in the same order.
-        #[test]
-        fn exact_values_hold_the_plain_list(ops in ops()) {
-            let mut exact = ExactValues::default();
-            let mut plain: Vec<f64> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Push(v) => {
-                        exact.push(v);
-                        plain.push(v);
-                    }
-                    Op::Seal => exact.seal(),
-                    Op::Merge(values, at) => {
-                        let mut other = ExactValues::default();
-                        for (i, &v) in values.iter().enumerate() {
-                            if Some(i) == at {
-                                other.seal();
-                            }
-                            other.push(v);
-                        }
-                        exact.extend(&other);
-                        plain.extend(&values);
-                    }
-                    Op::Clear => {
-                        exact.clear();
-                        plain.clear();
-                    }
-                }
-                prop_assert!(exact.chunks.len() <= MAX_CHUNKS);
-                prop_assert_eq!(exact.len(), plain.len());
-                prop_assert_eq!(exact.to_vec(), plain.clone());
-            }
-        }
+        assert_eq!(n.exact.as_ref().map(Vec::capacity), Some(0));
     }
 }
