@@ -6,7 +6,12 @@
 #   none      default pipeline; predictions wait for labels that never come (the pending store
 #             fills to --max-pending-labels and evicts its oldest for every new prediction)
 #   inline    default pipeline; every record carries its label
-#   delayed   default pipeline; every batch's labels follow through SubmitLabels once acked
+#   delayed   default pipeline; every batch's labels follow through SubmitLabels once acked;
+#             2 048 000 distinct request ids and --max-pending-labels 2000000, so that every
+#             prediction waits for its label: at saturation the unacked batches and the load
+#             generator's queue of labels (up to 64 batches a stream) hold more predictions than
+#             256 000 ids or the default 200 000 pending, which made most predictions duplicates
+#             or evicted (BENCHMARKS.md, "Delayed labels (issue 15)")
 #   nojoin    default pipeline with --max-pending-labels 0 (delayed-label join off)
 #   nodrift   as inline, with --reference-records 0 (no profile: no drift, no profile-based
 #             anomaly checks, no Half-Space Trees)
@@ -25,7 +30,11 @@
 # FEATURES="16 32 128 256" repeats everything for each number of numeric features (default 32).
 # SHARDS=2 SERVER_CPUS=0,1 LOADGEN_CPUS=0,1: the scaling figure (the server's shards on both cores,
 # the load generator sharing them; defaults 1, 0 and 1).
-# Each line also gives the load generator's ack latency (p50/p99/p99.9, ms).
+# STREAMS and BATCH (default 16 and 1000): the load generator's streams and records per batch.
+# ARRIVALS=even|poisson|burst (with RATE; default even): how the load generator spaces batches
+# (examples/loadgen.rs --arrivals; burst is how it paced before: every stream on the same tick).
+# Each line also gives the load generator's ack latency (p50/p99/p99.9, ms; with RATE, from each
+# batch's due instant, so batches held up in the load generator by a stalled server count).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -47,10 +56,11 @@ for features in ${FEATURES:-32}; do
 for round in $(seq "$rounds"); do
   for mode in ${MODES:-null nodrift nohst inline none delayed nojoin}; do
     for server in ./target/release/inferscope ${BASELINE:-}; do
-      flags=(); labels=none
+      flags=(); labels=none; ids=256
       case $mode in
         null) flags=(--null-sink) ;;
-        inline|delayed) labels=$mode ;;
+        inline) labels=$mode ;;
+        delayed) labels=$mode; ids=2048; flags=(--max-pending-labels 2000000) ;;
         nojoin) flags=(--max-pending-labels 0) ;;
         nodrift) flags=(--reference-records 0); labels=inline ;;
         nohst) flags=(--config "$nohst_config"); labels=inline ;;
@@ -65,7 +75,8 @@ for round in $(seq "$rounds"); do
       sleep 1
       before=$(cpu $pid)
       result=$(taskset -c "${LOADGEN_CPUS:-1}" ./target/release/examples/loadgen --addr 127.0.0.1:17717 \
-        --seconds "$seconds" --streams 16 --ids 256 --labels "$labels" --rate "${RATE:-0}" \
+        --seconds "$seconds" --streams "${STREAMS:-16}" --batch "${BATCH:-1000}" --ids "$ids" \
+        --labels "$labels" --rate "${RATE:-0}" --arrivals "${ARRIVALS:-even}" \
         --features "$features" --quiet | tail -1)
       rate=$(sed 's/.*records_per_second=\([0-9]*\).*/\1/' <<<"$result")
       records=$(sed 's/.* records=\([0-9]*\).*/\1/' <<<"$result")
