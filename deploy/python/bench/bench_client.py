@@ -49,24 +49,31 @@ def percentile(sorted_values, q: float) -> float:
     return sorted_values[i]
 
 
-def run_one(impl: str, args: argparse.Namespace) -> dict:
-    """One implementation, in this process."""
+def make_client(impl: str, target: str, features: int, max_queue: int):
+    """``(client, record)`` for ``impl``: the native or pure-Python client with a binary
+    classifier of ``features`` numeric features declared, or for ``baseline`` no client and a
+    no-op ``record``. Also used by bench/instructions.py."""
     if impl == "baseline":
-        client = None
 
         def record(*_a, **_k):
             return True
-    else:
-        os.environ["INFERSCOPE_CLIENT"] = impl
-        import inferscope_client
 
-        cls = inferscope_client.InferscopeClient
-        if cls.implementation != impl:
-            raise SystemExit(f"asked for the {impl} client, got {cls.implementation}")
-        client = cls(args.target, model="bench", version="1", max_queue=args.max_queue)
-        client.declare_model(task="binary", class_names=["neg", "pos"],
-                             numeric_features=[f"f{i}" for i in range(args.features)])
-        record = client.record
+        return None, record
+    os.environ["INFERSCOPE_CLIENT"] = impl
+    import inferscope_client
+
+    cls = inferscope_client.InferscopeClient
+    if cls.implementation != impl:
+        raise SystemExit(f"asked for the {impl} client, got {cls.implementation}")
+    client = cls(target, model="bench", version="1", max_queue=max_queue)
+    client.declare_model(task="binary", class_names=["neg", "pos"],
+                         numeric_features=[f"f{i}" for i in range(features)])
+    return client, client.record
+
+
+def run_one(impl: str, args: argparse.Namespace) -> dict:
+    """One implementation, in this process."""
+    client, record = make_client(impl, args.target, args.features, args.max_queue)
 
     rng = random.Random(15)
     # Inputs made before timing: 1000 feature vectors and request ids, cycled.

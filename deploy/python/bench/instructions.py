@@ -34,29 +34,16 @@ from concurrent import futures
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+from bench_client import make_client  # noqa: E402
 
 
 def child(impl: str, records: int, target: str, features: int) -> None:
     import random
 
-    if impl == "baseline":
-        client = None
-
-        def record(*_a, **_k):
-            return True
-    else:
-        os.environ["INFERSCOPE_CLIENT"] = impl
-        import inferscope_client
-
-        cls = inferscope_client.InferscopeClient
-        if cls.implementation != impl:
-            raise SystemExit(f"asked for the {impl} client, got {cls.implementation}")
-        # A queue that holds every record: under valgrind the threads run one at a time, and a
-        # dropped record would cost less than a sent one.
-        client = cls(target, model="bench", version="1", max_queue=records + 2000)
-        client.declare_model(task="binary", class_names=["neg", "pos"],
-                             numeric_features=[f"f{i}" for i in range(features)])
-        record = client.record
+    # A queue that holds every record: under valgrind the threads run one at a time, and a
+    # dropped record would cost less than a sent one.
+    client, record = make_client(impl, target, features, max_queue=records + 2000)
     rng = random.Random(15)
     vectors = [[rng.gauss(0.0, 1.0) for _ in range(features)] for _ in range(1000)]
     ids = [f"req-{i}" for i in range(1000)]
