@@ -41,8 +41,10 @@ pub const MAX_POINTS_PER_REQUEST: usize = 10_000;
 
 /// The OTLP request for a whole snapshot at once. `start` is the start of the cumulative period
 /// of the process-wide series (process start; each model's series start at its own `since`),
-/// `now` the collection time. Exports send [`Requests`] instead, which carry the same points.
-pub fn encode(
+/// `now` the collection time. Exports send [`Requests`]; this is what the tests check that they
+/// carry.
+#[cfg(test)]
+fn encode(
     snapshot: &SidecarSnapshot,
     resource_attributes: Vec<KeyValue>,
     start: SystemTime,
@@ -91,7 +93,8 @@ fn with_fleet(
 /// The OTLP requests of a snapshot, built one at a time so that one is in memory at once: model
 /// versions in key order, one version at a time into the request until it holds `max_points`
 /// data points; the process-wide series and the fleet's in the first request. Together they
-/// carry the points of [`encode`], each metric's in the same order.
+/// carry the points of the whole snapshot's one request (`encode`, in the tests), each metric's
+/// in the same order.
 pub struct Requests<'a> {
     snapshot: &'a SidecarSnapshot,
     /// Every model version with anything to export, in key order.
