@@ -119,27 +119,9 @@ impl Bins {
                     f(bin as usize, u64::from(n));
                 }
             }
-            Bins::Dense16(counts) => {
-                for (bin, &n) in counts.iter().enumerate() {
-                    if n > 0 {
-                        f(bin, u64::from(n));
-                    }
-                }
-            }
-            Bins::Dense32(counts) => {
-                for (bin, &n) in counts.iter().enumerate() {
-                    if n > 0 {
-                        f(bin, u64::from(n));
-                    }
-                }
-            }
-            Bins::Wide(counts) => {
-                for (bin, &n) in counts.iter().enumerate() {
-                    if n > 0 {
-                        f(bin, n);
-                    }
-                }
-            }
+            Bins::Dense16(counts) => each_nonempty(counts, f),
+            Bins::Dense32(counts) => each_nonempty(counts, f),
+            Bins::Wide(counts) => each_nonempty(counts, f),
         }
     }
 
@@ -156,23 +138,11 @@ impl Bins {
         if largest <= u64::from(u32::MAX) && entries.len() <= SPARSE_MAX {
             Bins::Sparse(entries.iter().map(|&(b, n)| (b as u16, n as u32)).collect())
         } else if largest <= u64::from(u16::MAX) {
-            let mut counts = vec![0u16; SCORE_BINS].into_boxed_slice();
-            for &(bin, n) in entries {
-                counts[bin] = n as u16;
-            }
-            Bins::Dense16(counts)
+            Bins::Dense16(dense_of(entries))
         } else if largest <= u64::from(u32::MAX) {
-            let mut counts = vec![0u32; SCORE_BINS].into_boxed_slice();
-            for &(bin, n) in entries {
-                counts[bin] = n as u32;
-            }
-            Bins::Dense32(counts)
+            Bins::Dense32(dense_of(entries))
         } else {
-            let mut counts = vec![0u64; SCORE_BINS].into_boxed_slice();
-            for &(bin, n) in entries {
-                counts[bin] = n;
-            }
-            Bins::Wide(counts)
+            Bins::Wide(dense_of(entries))
         }
     }
 
@@ -248,6 +218,29 @@ impl Bins {
             Bins::Wide(counts) => counts.len() * 8,
         }
     }
+}
+
+/// Calls `f(bin, count)` for every non-empty bin of a dense form, in increasing bin order.
+fn each_nonempty<T: Copy + Into<u64>>(counts: &[T], mut f: impl FnMut(usize, u64)) {
+    for (bin, &n) in counts.iter().enumerate() {
+        let n = n.into();
+        if n > 0 {
+            f(bin, n);
+        }
+    }
+}
+
+/// A dense form holding these non-empty bins; every count fits `T` (the caller chose `T` by the
+/// largest).
+fn dense_of<T: Copy + Default + TryFrom<u64>>(entries: &[(usize, u64)]) -> Box<[T]> {
+    let mut counts = vec![T::default(); SCORE_BINS].into_boxed_slice();
+    for &(bin, n) in entries {
+        match T::try_from(n) {
+            Ok(n) => counts[bin] = n,
+            Err(_) => unreachable!("the form is chosen by the largest count"),
+        }
+    }
+    counts
 }
 
 /// Adds `other`'s counts into `counts` if every sum fits the count type; else changes nothing.
