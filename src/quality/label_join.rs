@@ -393,9 +393,8 @@ impl LabelJoin {
                         found.value()
                     } else {
                         q.join.pending -= 1;
-                        // As `self.resolve(key, Resolution::Labelled)`, beside the held entry.
-                        self.resolved.insert(key, true);
                         taken = found.take().1;
+                        self.resolve(key, Resolution::Labelled);
                         &mut taken
                     };
                     let predicted_ns = pending.at_unix_ns;
