@@ -580,6 +580,34 @@ impl InternalEvent for EvaluationNamesOverflowed<'_> {
     }
 }
 
+/// The fleet's merge folded evaluation names or labels that the sidecars saw past one sidecar's
+/// caps into `__other__` (`src/fleet.rs`).
+#[derive(Debug)]
+pub struct FleetEvaluationsFolded {
+    /// Names and label values folded in one merge.
+    pub folded: u64,
+}
+
+impl InternalEvent for FleetEvaluationsFolded {
+    fn log(&self) {
+        tracing::warn!(
+            target: "inferscope::fleet",
+            folded = self.folded,
+            "the fleet's sidecars saw more evaluation names (16 a model version) or labels \
+             (--max-classes a name) than fit: the rest are merged as __other__ in \
+             inferscope.fleet.evaluation.* (counted in inferscope.fleet.evaluations.folded)"
+        );
+    }
+
+    fn amount(&self) -> u64 {
+        self.folded
+    }
+}
+
+impl SelfEvent for FleetEvaluationsFolded {
+    const COUNTER: SelfCounter = SelfCounter::FleetEvaluationsFolded;
+}
+
 /// A label value of an evaluation name past `--max-classes` was counted as `__other__`.
 #[derive(Debug)]
 pub struct EvaluationLabelsOverflowed<'a> {

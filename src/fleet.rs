@@ -36,7 +36,7 @@
 
 use crate::{
     drift::{profile::Profile, registry::ProfileRegistry},
-    events::{FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
+    events::{FleetEvaluationsFolded, FleetUpdateFailed, FleetUpdatesRecovered, Outage, SelfEvent},
     models::ModelKey,
     quality::{
         evaluation::{EvaluationSnapshot, EvaluationState, NameTable, MAX_EVALUATION_NAMES},
@@ -50,10 +50,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 use tokio::sync::watch;
@@ -264,7 +261,8 @@ fn merge_model(models: &[&SharedModel], exact_cap: usize, max_labels: usize) -> 
 /// window added up (module doc). `None` when no sidecar has any. The union keeps each sidecar's
 /// caps: [`MAX_EVALUATION_NAMES`] names and `max_labels` (`--max-classes`) label values per
 /// name; the rest share `__other__`, as on one sidecar (counted in the snapshot's
-/// `names_overflowed` / `labels_overflowed`, and logged once per process).
+/// `names_overflowed` / `labels_overflowed`; the fleet task reports them,
+/// [`FleetEvaluationsFolded`]).
 fn merge_evaluations(models: &[&SharedModel], max_labels: usize) -> Option<EvaluationSnapshot> {
     let mut names = NameTable::new(MAX_EVALUATION_NAMES);
     let mut labels: Vec<NameTable> = Vec::new();
@@ -303,16 +301,6 @@ fn merge_evaluations(models: &[&SharedModel], max_labels: usize) -> Option<Evalu
             }
         }
     }
-    if names_overflowed + labels_overflowed > 0 && !FOLDED_LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            target: "inferscope::fleet",
-            names = names_overflowed,
-            labels = labels_overflowed,
-            "the fleet's sidecars saw more evaluation names (16 a model version) or labels \
-             (--max-classes a name) than fit: the rest are merged as __other__ in \
-             inferscope.fleet.evaluation.*"
-        );
-    }
     let names = names.into_names();
     any.then(|| EvaluationSnapshot {
         labels: (0..names.len())
@@ -328,9 +316,6 @@ fn merge_evaluations(models: &[&SharedModel], max_labels: usize) -> Option<Evalu
         labels_overflowed,
     })
 }
-
-/// Whether the fleet's evaluation tables have overflowed once (logged once per process).
-static FOLDED_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The last merge of the fleet's states, on the sidecar that holds the lease.
 #[derive(Debug, Clone, Default)]
@@ -443,9 +428,18 @@ async fn run(
             }
         };
         *view.lock().expect("fleet view lock") = merged.map(|states| {
+            let quality = merge(&states, settings.exact_cap, settings.max_classes);
+            let folded: u64 = quality
+                .values()
+                .filter_map(|q| q.evaluations.as_ref())
+                .map(|e| e.names_overflowed + e.labels_overflowed)
+                .sum();
+            if folded > 0 {
+                stats.emit(&FleetEvaluationsFolded { folded });
+            }
             Arc::new(FleetView {
                 sidecars: states.len(),
-                quality: merge(&states, settings.exact_cap, settings.max_classes),
+                quality,
             })
         });
     }

@@ -83,6 +83,8 @@ pub enum SelfCounter {
     TapDropped,
     /// Infer calls through the OIP tap whose tensors could not be made into records.
     TapUnreadable,
+    /// Evaluation names and labels the fleet's merge folded into `__other__`.
+    FleetEvaluationsFolded,
     /// Models the OIP tap records without a schema: their `ModelMetadata` read failed, or the
     /// schema cache was full.
     TapSchemasUnread,
@@ -370,6 +372,13 @@ pub const SELF_METRICS: &[SelfMetric] = &[
         name: "inferscope.tap.unreadable",
         unit: "{call}",
         description: "Infer calls forwarded by the tap whose tensors could not be made into records (a REST body too large to copy, a shape that disagrees with the contents, a datatype it does not read, rows that differ between tensors, a predicted class index past the class names); the call itself was answered as usual.",
+        instrument: Instrument::Counter,
+    },
+    SelfMetric {
+        counter: SelfCounter::FleetEvaluationsFolded,
+        name: "inferscope.fleet.evaluations.folded",
+        unit: "{occurrence}",
+        description: "Evaluation names (past 16 a model version) and label values (past --max-classes a name) that the fleet lease holder's merge counted as __other__, because the sidecars saw more of them between them than one sidecar keeps; added at every merge while it lasts.",
         instrument: Instrument::Counter,
     },
     SelfMetric {
